@@ -1,0 +1,379 @@
+//! Body types: what the proxy sends to clients ([`ProxyBody`]) and to the origin ([`UpBody`]).
+//!
+//! Bodies are streamed: a response from the origin is passed to the client frame by frame and,
+//! when it may be stored, copied into a buffer that becomes the stored body only if the stream
+//! ends completely ("dropping means aborting": an unfinished body stores nothing).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Boxed error used by every body here.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body stalled for longer than its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("body timed out after {0:?} without data")]
+pub struct BodyTimeout(pub Duration);
+
+/// An [`Incoming`] body whose frames must each arrive within `idle` of the previous one.
+pub struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleBody {
+    /// Wraps `inner`.
+    pub fn new(inner: Incoming, idle: Duration) -> Self {
+        IdleBody {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                let deadline = Instant::now() + this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The body sent to the origin.
+pub enum UpBody {
+    /// No body (GET, HEAD, revalidation).
+    Empty,
+    /// The client's body, streamed.
+    Stream(IdleBody),
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Empty => Poll::Ready(None),
+            UpBody::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Where a completely received body goes: called once with the whole body.
+pub type Sink = Box<dyn FnOnce(Bytes) + Send>;
+
+/// Copies a streamed body into a buffer, up to a limit, and hands it to a [`Sink`] when (and
+/// only when) the stream ended completely.
+pub struct Tee {
+    buf: BytesMut,
+    limit: usize,
+    expected: Option<u64>,
+    sink: Sink,
+}
+
+impl Tee {
+    /// A tee keeping at most `limit` bytes; `expected` is the `Content-Length`, if any.
+    pub fn new(limit: usize, expected: Option<u64>, sink: Sink) -> Self {
+        let cap = expected.map(|n| n.min(limit as u64) as usize).unwrap_or(0);
+        Tee {
+            buf: BytesMut::with_capacity(cap),
+            limit,
+            expected,
+            sink,
+        }
+    }
+
+    /// True once `Content-Length` bytes have arrived.
+    fn complete(&self) -> bool {
+        self.expected.is_some_and(|n| n == self.buf.len() as u64)
+    }
+
+    /// Appends `data`; false when the limit is exceeded (the tee must then be dropped).
+    fn push(&mut self, data: &Bytes) -> bool {
+        if self.buf.len() + data.len() > self.limit {
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    /// The stream ended: store when complete.
+    fn finish(self) {
+        if let Some(n) = self.expected {
+            if n != self.buf.len() as u64 {
+                tracing::debug!(
+                    expected = n,
+                    got = self.buf.len(),
+                    "body length mismatch; not stored"
+                );
+                return;
+            }
+        }
+        (self.sink)(self.buf.freeze());
+    }
+}
+
+/// The origin's response body on its way to the client, optionally teed into the cache.
+pub struct OriginBody {
+    inner: IdleBody,
+    tee: Option<Tee>,
+}
+
+impl OriginBody {
+    /// Streams `inner` (with an idle timeout), storing a complete copy through `tee`.
+    pub fn new(inner: Incoming, idle: Duration, tee: Option<Tee>) -> Self {
+        OriginBody {
+            inner: IdleBody::new(inner, idle),
+            tee,
+        }
+    }
+}
+
+impl Body for OriginBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
+                    if !tee.push(data) {
+                        tracing::debug!("body larger than max_object_size; not stored");
+                        this.tee = None;
+                    } else if tee.complete() || this.inner.is_end_stream() {
+                        // The whole body is here: the writer may never poll for the end.
+                        if let Some(tee) = this.tee.take() {
+                            tee.finish();
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.tee = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if let Some(tee) = this.tee.take() {
+                    tee.finish();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tee.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads `body` to its end, discarding the data (a tee inside still stores it).
+pub async fn drain(mut body: OriginBody) {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
+            return;
+        }
+    }
+}
+
+/// The body of every response the proxy sends.
+pub enum ProxyBody {
+    /// A complete body held in memory (stored hits, local errors), sent in one frame.
+    Full(Option<Bytes>),
+    /// Streamed from the origin.
+    Origin(Box<OriginBody>),
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+
+    /// A complete body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        ProxyBody::Full((!b.is_empty()).then_some(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Origin(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Origin(b) => b.size_hint(),
+        }
+    }
+}
+
+/// What the access log line needs, filled in as the request is handled.
+pub struct AccessLog {
+    /// Request method.
+    pub method: http::Method,
+    /// Request path and query.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Cache outcome word and the Cache-Status value.
+    pub cache: &'static str,
+    /// Detail, if any.
+    pub detail: Option<&'static str>,
+    /// When the request arrived.
+    pub start: std::time::Instant,
+    /// Client address.
+    pub peer: std::net::SocketAddr,
+}
+
+/// A response body that counts the bytes sent and writes the access log line when it is done
+/// (or dropped: a client that went away is logged with the bytes it got).
+pub struct LoggedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    log: Option<Box<AccessLog>>,
+    complete: bool,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `log` None disables the line.
+    pub fn new(inner: ProxyBody, log: Option<Box<AccessLog>>) -> Self {
+        LoggedBody {
+            inner,
+            bytes: 0,
+            log,
+            complete: false,
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.complete = true,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            let complete = self.complete || self.inner.is_end_stream();
+            tracing::info!(
+                target: "access",
+                method = %log.method,
+                path = %log.path,
+                status = log.status,
+                cache = log.cache,
+                detail = log.detail.unwrap_or("-"),
+                bytes = self.bytes,
+                complete,
+                duration_ms = log.start.elapsed().as_secs_f64() * 1000.0,
+                peer = %log.peer,
+            );
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The cache: keys, RFC 9111 policy, stored entries and the memory tier.
+
+pub mod control;
+pub mod entry;
+pub mod key;
+pub mod memory;
+pub mod policy;
+pub mod vary;
+
+pub use entry::Entry;
+pub use key::CacheKey;
+pub use memory::MemoryTier;

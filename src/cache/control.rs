@@ -1,0 +1,277 @@
+//! `Cache-Control` parsing (RFC 9111 §5.2), for requests and responses alike.
+//!
+//! Directive names are case-insensitive (§5.2); values may be tokens or quoted strings, and a
+//! comma inside a quoted string does not end the directive. When a directive appears twice, the
+//! first occurrence is used (§4.2.1). A `delta-seconds` value that is not a plain run of digits
+//! is invalid; an invalid freshness value makes the response stale (§4.2.1 "Caches are encouraged
+//! to consider responses that have invalid freshness information ... to be stale"). Values larger
+//! than 2^31 are clamped to 2^31 (§1.2.2).
+
+use http::header::{HeaderMap, HeaderName};
+
+/// Largest delta-seconds value kept (RFC 9111 §1.2.2).
+pub const DELTA_MAX: u64 = 2_147_483_648;
+
+/// A parsed delta-seconds argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta {
+    /// A valid value, clamped to [`DELTA_MAX`].
+    Secs(u64),
+    /// Present but not a valid delta-seconds (`max-age=abc`, `max-age=-1`, `max-age=1.5`).
+    Invalid,
+}
+
+impl Delta {
+    /// The value, with an invalid one read as `invalid_as`.
+    pub fn or(self, invalid_as: u64) -> u64 {
+        match self {
+            Delta::Secs(s) => s,
+            Delta::Invalid => invalid_as,
+        }
+    }
+}
+
+/// The directives this cache acts on. Unknown directives are ignored (§5.2.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `max-age`
+    pub max_age: Option<Delta>,
+    /// `s-maxage`
+    pub s_maxage: Option<Delta>,
+    /// `max-stale`, with `Some(None)` for a bare `max-stale` (any staleness).
+    pub max_stale: Option<Option<u64>>,
+    /// `min-fresh`
+    pub min_fresh: Option<Delta>,
+    /// `stale-while-revalidate` (RFC 5861)
+    pub stale_while_revalidate: Option<Delta>,
+    /// `stale-if-error` (RFC 5861)
+    pub stale_if_error: Option<Delta>,
+    /// `no-cache`, qualified or not. A qualified `no-cache="field"` is treated as unqualified,
+    /// which RFC 9111 §5.2.2.4 allows.
+    pub no_cache: bool,
+    /// `no-store`
+    pub no_store: bool,
+    /// `private`, qualified or not (a shared cache stores neither).
+    pub private: bool,
+    /// `public`
+    pub public: bool,
+    /// `must-revalidate`
+    pub must_revalidate: bool,
+    /// `proxy-revalidate`
+    pub proxy_revalidate: bool,
+    /// `must-understand`
+    pub must_understand: bool,
+    /// `only-if-cached`
+    pub only_if_cached: bool,
+    /// `immutable` (RFC 8246)
+    pub immutable: bool,
+    /// `no-transform`
+    pub no_transform: bool,
+}
+
+impl CacheControl {
+    /// Parses every `name` field line of `headers` as one list.
+    pub fn from_headers(headers: &HeaderMap, name: &HeaderName) -> Self {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(name) {
+            // Non-UTF-8 bytes: parse what is readable, byte-wise.
+            cc.parse_into(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        cc
+    }
+
+    /// Parses one field value.
+    pub fn parse(value: &str) -> Self {
+        let mut cc = CacheControl::default();
+        cc.parse_into(value);
+        cc
+    }
+
+    /// True when any directive was present in `headers` under `name`.
+    pub fn present(headers: &HeaderMap, name: &HeaderName) -> bool {
+        headers.get_all(name).iter().any(|v| {
+            !v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_whitespace() || *b == b',')
+        })
+    }
+
+    fn parse_into(&mut self, value: &str) {
+        for (name, arg) in Directives::new(value) {
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                "max-age" => set_delta(&mut self.max_age, arg),
+                "s-maxage" => set_delta(&mut self.s_maxage, arg),
+                "min-fresh" => set_delta(&mut self.min_fresh, arg),
+                "stale-while-revalidate" => set_delta(&mut self.stale_while_revalidate, arg),
+                "stale-if-error" => set_delta(&mut self.stale_if_error, arg),
+                "max-stale" => {
+                    if self.max_stale.is_none() {
+                        self.max_stale = Some(match arg {
+                            None => None,
+                            // An invalid max-stale allows no staleness.
+                            Some(a) => Some(parse_delta(a).or(0)),
+                        });
+                    }
+                }
+                "no-cache" => self.no_cache = true,
+                "no-store" => self.no_store = true,
+                "private" => self.private = true,
+                "public" => self.public = true,
+                "must-revalidate" => self.must_revalidate = true,
+                "proxy-revalidate" => self.proxy_revalidate = true,
+                "must-understand" => self.must_understand = true,
+                "only-if-cached" => self.only_if_cached = true,
+                "immutable" => self.immutable = true,
+                "no-transform" => self.no_transform = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn set_delta(slot: &mut Option<Delta>, arg: Option<&str>) {
+    if slot.is_none() {
+        *slot = Some(arg.map(parse_delta).unwrap_or(Delta::Invalid));
+    }
+}
+
+/// Parses `delta-seconds = 1*DIGIT` (RFC 9111 §1.2.2). A quoted value is accepted too
+/// (recipients are asked to be lenient with `max-age="60"`).
+pub fn parse_delta(s: &str) -> Delta {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Delta::Invalid;
+    }
+    // Overflow saturates at DELTA_MAX.
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        v = v.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+        if v > DELTA_MAX {
+            return Delta::Secs(DELTA_MAX);
+        }
+    }
+    Delta::Secs(v)
+}
+
+/// Iterator over `name[=value]` directives of one field value, quoted strings respected.
+struct Directives<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Directives<'a> {
+    fn new(s: &'a str) -> Self {
+        Directives { rest: s }
+    }
+}
+
+impl<'a> Iterator for Directives<'a> {
+    type Item = (&'a str, Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let s = self
+                .rest
+                .trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
+            if s.is_empty() {
+                self.rest = s;
+                return None;
+            }
+            // Find the end of this directive: the first comma outside quotes.
+            let bytes = s.as_bytes();
+            let mut i = 0;
+            let mut in_quotes = false;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' if in_quotes => i += 1,
+                    b'"' => in_quotes = !in_quotes,
+                    b',' if !in_quotes => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+            let end = i.min(bytes.len());
+            let item = &s[..end];
+            self.rest = &s[end..];
+            let (name, arg) = match item.find('=') {
+                Some(eq) => (item[..eq].trim(), Some(item[eq + 1..].trim())),
+                None => (item.trim(), None),
+            };
+            if name.is_empty() {
+                continue;
+            }
+            return Some((name, arg));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_case_insensitive() {
+        let cc = CacheControl::parse("Max-Age=60, NO-CACHE, Public");
+        assert_eq!(cc.max_age, Some(Delta::Secs(60)));
+        assert!(cc.no_cache && cc.public);
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        let cc = CacheControl::parse("max-age=10, max-age=3600");
+        assert_eq!(cc.max_age, Some(Delta::Secs(10)));
+    }
+
+    #[test]
+    fn quoted_commas_do_not_split() {
+        let cc = CacheControl::parse("private=\"set-cookie, x-foo\", max-age=5");
+        assert!(cc.private);
+        assert_eq!(cc.max_age, Some(Delta::Secs(5)));
+        // A directive name inside a quoted value is not a directive.
+        let cc = CacheControl::parse("foo=\"max-age=8\", max-age=1");
+        assert_eq!(cc.max_age, Some(Delta::Secs(1)));
+    }
+
+    #[test]
+    fn invalid_and_huge_values() {
+        assert_eq!(parse_delta("abc"), Delta::Invalid);
+        assert_eq!(parse_delta("-1"), Delta::Invalid);
+        assert_eq!(parse_delta("1.5"), Delta::Invalid);
+        assert_eq!(parse_delta(""), Delta::Invalid);
+        assert_eq!(parse_delta("007"), Delta::Secs(7));
+        assert_eq!(
+            parse_delta("99999999999999999999999"),
+            Delta::Secs(DELTA_MAX)
+        );
+        assert_eq!(CacheControl::parse("max-age").max_age, Some(Delta::Invalid));
+    }
+
+    #[test]
+    fn max_stale_bare_and_valued() {
+        assert_eq!(CacheControl::parse("max-stale").max_stale, Some(None));
+        assert_eq!(
+            CacheControl::parse("max-stale=30").max_stale,
+            Some(Some(30))
+        );
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for s in [
+            "",
+            ",,,",
+            "=",
+            "\"",
+            "max-age=\"",
+            "a=\"\\",
+            "ünï=cödé",
+            "max-age==5",
+        ] {
+            let _ = CacheControl::parse(s);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! A stored response: status, headers, body and the freshness facts computed when it was stored.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, ETAG};
+use http::StatusCode;
+
+use super::policy::Freshness;
+use super::vary::VaryKey;
+
+/// One stored variant of a URL.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Stored status.
+    pub status: StatusCode,
+    /// Stored header fields: hop-by-hop fields and `Age` removed (`Age` is recomputed).
+    pub headers: HeaderMap,
+    /// The complete body, shared by every hit without copying.
+    pub body: Bytes,
+    /// The request field values this variant was selected by.
+    pub vary: VaryKey,
+    /// Freshness facts.
+    pub freshness: Freshness,
+}
+
+/// Fields never copied from a 304 into the stored response (RFC 9111 §3.2): the stored body's
+/// length and the framing stay those of the stored response.
+const NOT_UPDATED: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "age",
+];
+
+impl Entry {
+    /// Approximate bytes this entry occupies in memory: what the byte budget counts.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 48)
+            .sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len()) + 40)
+            .sum();
+        std::mem::size_of::<Self>() + headers + vary + self.body.len() + 64
+    }
+
+    /// The stored entity tag, if any.
+    pub fn etag(&self) -> Option<&http::HeaderValue> {
+        self.headers.get(ETAG)
+    }
+
+    /// The stored headers updated from a 304 response (RFC 9111 §3.2, §4.3.4): every field of
+    /// the 304 replaces the stored one of the same name, except the framing fields; fields the
+    /// stored response did not have are added.
+    pub fn merged_headers(&self, not_modified: &HeaderMap) -> HeaderMap {
+        let mut headers = self.headers.clone();
+        let mut replaced: Vec<&HeaderName> = Vec::new();
+        for (name, value) in not_modified {
+            if NOT_UPDATED.contains(&name.as_str()) {
+                continue;
+            }
+            if !replaced.contains(&name) {
+                headers.remove(name);
+                replaced.push(name);
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        headers
+    }
+
+    /// A copy of this entry with new headers and freshness, sharing the body.
+    pub fn refreshed(&self, headers: HeaderMap, freshness: Freshness) -> Entry {
+        Entry {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+            vary: self.vary.clone(),
+            freshness,
+        }
+    }
+}

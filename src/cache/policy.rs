@@ -1,0 +1,512 @@
+//! RFC 9111 decisions for a shared cache: what may be stored (§3), for how long it is fresh
+//! (§4.2), how old it is (§4.2.3), and whether a stored response may answer a request (§4, §5.2.1).
+//!
+//! Time is always passed in as milliseconds since the epoch, so every decision is deterministic.
+
+use http::header::{HeaderMap, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
+use http::{Method, StatusCode};
+
+use super::control::{CacheControl, Delta};
+use super::vary;
+use crate::clock::Millis;
+use crate::status::{Detail, Fwd};
+
+/// Cache settings the policy needs.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyOptions {
+    /// Use heuristic freshness (§4.2.2) for responses without explicit expiration.
+    pub heuristic: bool,
+    /// Fraction of (Date − Last-Modified) used as heuristic lifetime.
+    pub heuristic_fraction: f64,
+    /// Upper bound of a heuristic lifetime, in seconds.
+    pub heuristic_max_secs: u64,
+    /// Store responses that carry `Set-Cookie` (off by default: one client's cookie must never
+    /// reach another).
+    pub store_set_cookie: bool,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        PolicyOptions {
+            heuristic: true,
+            heuristic_fraction: 0.1,
+            heuristic_max_secs: 86_400,
+            store_set_cookie: false,
+        }
+    }
+}
+
+/// Status codes that are heuristically cacheable (RFC 9110 §15.1).
+pub fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Status codes this cache understands well enough to store with explicit freshness.
+/// 206 needs range assembly and 304 is not a representation: neither is stored.
+fn understood(status: StatusCode) -> bool {
+    matches!(status.as_u16(),
+        200..=205 | 207 | 208 | 226 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
+        | 500..=508 | 510 | 511)
+}
+
+/// The request `Cache-Control`, with `Pragma: no-cache` honoured when `Cache-Control` is absent
+/// (RFC 9111 §5.4).
+pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
+    let mut cc = CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
+    if !CacheControl::present(req, &http::header::CACHE_CONTROL)
+        && req.get_all(http::header::PRAGMA).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+                })
+                .unwrap_or(false)
+        })
+    {
+        cc.no_cache = true;
+    }
+    cc
+}
+
+/// The response `Cache-Control`.
+pub fn response_cache_control(resp: &HeaderMap) -> CacheControl {
+    CacheControl::from_headers(resp, &http::header::CACHE_CONTROL)
+}
+
+/// Whether a response may be stored (RFC 9111 §3, as a shared cache), or the reason it may not.
+#[allow(clippy::too_many_arguments)]
+pub fn storable(
+    method: &Method,
+    req: &HeaderMap,
+    req_cc: &CacheControl,
+    status: StatusCode,
+    resp: &HeaderMap,
+    resp_cc: &CacheControl,
+    opts: &PolicyOptions,
+) -> Result<(), Detail> {
+    if method != Method::GET {
+        return Err(Detail::Method);
+    }
+    if req.contains_key(http::header::RANGE) || status == StatusCode::PARTIAL_CONTENT {
+        return Err(Detail::Partial);
+    }
+    if req_cc.no_store {
+        return Err(Detail::RequestNoStore);
+    }
+    if resp_cc.no_store {
+        return Err(Detail::NoStore);
+    }
+    // §3: a shared cache does not store private responses (qualified or not).
+    if resp_cc.private {
+        return Err(Detail::Private);
+    }
+    // §3.5: a request with Authorization only if the response explicitly allows sharing.
+    if req.contains_key(AUTHORIZATION)
+        && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate)
+    {
+        return Err(Detail::Authorization);
+    }
+    if vary::vary_names(resp).is_err() {
+        return Err(Detail::VaryStar);
+    }
+    if !opts.store_set_cookie && resp.contains_key(SET_COOKIE) {
+        return Err(Detail::SetCookie);
+    }
+    if !understood(status) {
+        return Err(Detail::Status);
+    }
+    let explicit =
+        resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
+    if !explicit && !resp_cc.public && !heuristically_cacheable(status) {
+        return Err(Detail::Status);
+    }
+    Ok(())
+}
+
+/// The timing facts of a stored response (RFC 9111 §4.2.3), all from the response and the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    /// When the request that produced the response was sent.
+    pub request_time: Millis,
+    /// When the response was received.
+    pub response_time: Millis,
+    /// The response's `Date`, or `response_time` when absent or invalid.
+    pub date: Millis,
+    /// The response's `Age` value, in seconds.
+    pub age_value: u64,
+}
+
+/// Freshness facts computed once when a response is stored or refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Timing facts.
+    pub times: Times,
+    /// Freshness lifetime in seconds (§4.2.1).
+    pub lifetime: u64,
+    /// Response `no-cache`: every use needs a successful revalidation (§5.2.2.4).
+    pub no_cache: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale (§5.2.2.2, §5.2.2.8,
+    /// §5.2.2.10).
+    pub no_stale: bool,
+    /// `stale-while-revalidate` window, in seconds (RFC 5861).
+    pub stale_while_revalidate: u64,
+    /// `stale-if-error` window, in seconds (RFC 5861).
+    pub stale_if_error: u64,
+    /// `Last-Modified`, or `Date` when absent: what `If-Modified-Since` is compared with.
+    pub last_modified: Option<Millis>,
+}
+
+/// Parses an HTTP date header into milliseconds since the epoch.
+pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Millis> {
+    let v = h.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(v.trim())
+        .ok()
+        .map(crate::clock::to_millis)
+}
+
+/// The `Age` value (§5.1): the first valid delta-seconds, 0 when absent or invalid.
+pub fn age_value(h: &HeaderMap) -> u64 {
+    let Some(v) = h.get(http::header::AGE) else {
+        return 0;
+    };
+    let Ok(s) = v.to_str() else { return 0 };
+    let first = s.split(',').next().unwrap_or("").trim();
+    match super::control::parse_delta(first) {
+        Delta::Secs(s) if !first.starts_with('"') => s,
+        _ => 0,
+    }
+}
+
+/// Computes the freshness facts of a response received at `response_time` for a request sent
+/// at `request_time`.
+pub fn freshness(
+    status: StatusCode,
+    resp: &HeaderMap,
+    cc: &CacheControl,
+    request_time: Millis,
+    response_time: Millis,
+    opts: &PolicyOptions,
+) -> Freshness {
+    let date = header_date(resp, DATE).unwrap_or(response_time);
+    let times = Times {
+        request_time,
+        response_time,
+        date,
+        age_value: age_value(resp),
+    };
+    let last_modified = header_date(resp, LAST_MODIFIED);
+    Freshness {
+        times,
+        lifetime: lifetime(status, resp, cc, date, last_modified, opts),
+        no_cache: cc.no_cache,
+        no_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        stale_while_revalidate: cc.stale_while_revalidate.map(|d| d.or(0)).unwrap_or(0),
+        stale_if_error: cc.stale_if_error.map(|d| d.or(0)).unwrap_or(0),
+        last_modified: last_modified.or(Some(date)),
+    }
+}
+
+/// Freshness lifetime in seconds (§4.2.1): s-maxage, then max-age, then Expires − Date, then a
+/// heuristic (§4.2.2). An invalid value in the first present of these means "already stale".
+fn lifetime(
+    status: StatusCode,
+    resp: &HeaderMap,
+    cc: &CacheControl,
+    date: Millis,
+    last_modified: Option<Millis>,
+    opts: &PolicyOptions,
+) -> u64 {
+    if let Some(d) = cc.s_maxage {
+        return d.or(0);
+    }
+    if let Some(d) = cc.max_age {
+        return d.or(0);
+    }
+    if resp.contains_key(EXPIRES) {
+        // §5.3: more than one Expires, or an invalid one, means already expired.
+        if resp.get_all(EXPIRES).iter().count() > 1 {
+            return 0;
+        }
+        return match header_date(resp, EXPIRES) {
+            Some(exp) => exp.saturating_sub(date) / 1000,
+            None => 0,
+        };
+    }
+    if opts.heuristic && (heuristically_cacheable(status) || cc.public) {
+        if let Some(lm) = last_modified {
+            if lm < date {
+                let secs = ((date - lm) as f64 / 1000.0 * opts.heuristic_fraction) as u64;
+                return secs.min(opts.heuristic_max_secs);
+            }
+        }
+    }
+    0
+}
+
+impl Freshness {
+    /// Current age in milliseconds (§4.2.3).
+    pub fn current_age_ms(&self, now: Millis) -> u64 {
+        let t = &self.times;
+        let apparent_age = t.response_time.saturating_sub(t.date);
+        let response_delay = t.response_time.saturating_sub(t.request_time);
+        let corrected_age_value = t
+            .age_value
+            .saturating_mul(1000)
+            .saturating_add(response_delay);
+        let corrected_initial_age = apparent_age.max(corrected_age_value);
+        let resident_time = now.saturating_sub(t.response_time);
+        corrected_initial_age.saturating_add(resident_time)
+    }
+
+    /// Current age in whole seconds, as sent in `Age` (§5.1), capped at 2^31.
+    pub fn age_secs(&self, now: Millis) -> u64 {
+        (self.current_age_ms(now) / 1000).min(super::control::DELTA_MAX)
+    }
+
+    /// Remaining freshness in milliseconds: positive while fresh.
+    pub fn ttl_ms(&self, now: Millis) -> i64 {
+        (self.lifetime.saturating_mul(1000) as i64).saturating_sub(self.current_age_ms(now) as i64)
+    }
+
+    /// May this stored response answer a request with directives `req`, at `now`?
+    pub fn usable(&self, req: &CacheControl, now: Millis) -> Usable {
+        if req.no_cache {
+            return Usable::Revalidate(Fwd::Request);
+        }
+        let age_ms = self.current_age_ms(now);
+        let ttl = self.ttl_ms(now);
+        // §5.2.1.1: max-age — the client will not accept a response older than this.
+        if let Some(max_age) = req.max_age {
+            if age_ms > max_age.or(0).saturating_mul(1000) {
+                return Usable::Revalidate(Fwd::Request);
+            }
+        }
+        // §5.2.1.3: min-fresh — fresh for at least this much longer.
+        if let Some(min_fresh) = req.min_fresh {
+            if ttl < (min_fresh.or(0).saturating_mul(1000)) as i64 {
+                return Usable::Revalidate(Fwd::Request);
+            }
+        }
+        if self.no_cache {
+            return Usable::Revalidate(Fwd::Stale);
+        }
+        if ttl > 0 {
+            return Usable::Fresh;
+        }
+        // Stale. §4.2.4: may be served only where allowed, never with must-revalidate et al.
+        if !self.no_stale {
+            if let Some(max_stale) = req.max_stale {
+                let staleness = (-ttl) as u64;
+                if max_stale.is_none_or(|s| staleness <= s.saturating_mul(1000)) {
+                    return Usable::Stale;
+                }
+            }
+        }
+        Usable::Revalidate(Fwd::Stale)
+    }
+}
+
+/// The answer of [`Freshness::usable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usable {
+    /// Fresh: serve it.
+    Fresh,
+    /// Stale, but the request allows it (`max-stale`): serve it.
+    Stale,
+    /// Must go forward (conditionally when validators exist), for this reason.
+    Revalidate(Fwd),
+}
+
+/// True when the response carries a validator usable for revalidation.
+pub fn has_validator(resp: &HeaderMap) -> bool {
+    resp.contains_key(ETAG) || resp.contains_key(LAST_MODIFIED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn date(ms: Millis) -> String {
+        httpdate::fmt_http_date(crate::clock::from_millis(ms))
+    }
+
+    fn fresh(pairs: &[(&'static str, &str)]) -> Freshness {
+        let h = headers(pairs);
+        freshness(
+            StatusCode::OK,
+            &h,
+            &response_cache_control(&h),
+            T0,
+            T0,
+            &PolicyOptions::default(),
+        )
+    }
+
+    #[test]
+    fn s_maxage_over_max_age_over_expires() {
+        let d = date(T0);
+        let e = date(T0 + 500_000);
+        assert_eq!(
+            fresh(&[("cache-control", "max-age=10, s-maxage=20"), ("date", &d)]).lifetime,
+            20
+        );
+        assert_eq!(
+            fresh(&[
+                ("cache-control", "max-age=10"),
+                ("expires", &e),
+                ("date", &d)
+            ])
+            .lifetime,
+            10
+        );
+        assert_eq!(fresh(&[("expires", &e), ("date", &d)]).lifetime, 500);
+        assert_eq!(fresh(&[("expires", "0"), ("date", &d)]).lifetime, 0);
+        assert_eq!(fresh(&[("cache-control", "max-age=-1")]).lifetime, 0);
+    }
+
+    #[test]
+    fn heuristic_only_with_last_modified() {
+        let d = date(T0);
+        let lm = date(T0 - 1_000_000);
+        assert_eq!(fresh(&[("date", &d), ("last-modified", &lm)]).lifetime, 100);
+        assert_eq!(fresh(&[("date", &d)]).lifetime, 0);
+        let h = headers(&[("date", &d), ("last-modified", &lm)]);
+        let off = PolicyOptions {
+            heuristic: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            freshness(StatusCode::OK, &h, &CacheControl::default(), T0, T0, &off).lifetime,
+            0
+        );
+    }
+
+    #[test]
+    fn age_counts_upstream_age_and_residence() {
+        let f = fresh(&[("cache-control", "max-age=100"), ("age", "30")]);
+        assert_eq!(f.age_secs(T0), 30);
+        assert_eq!(f.age_secs(T0 + 10_000), 40);
+        assert_eq!(
+            f.usable(&CacheControl::default(), T0 + 69_000),
+            Usable::Fresh
+        );
+        assert_eq!(
+            f.usable(&CacheControl::default(), T0 + 70_000),
+            Usable::Revalidate(Fwd::Stale)
+        );
+    }
+
+    #[test]
+    fn request_directives() {
+        let f = fresh(&[("cache-control", "max-age=100")]);
+        let now = T0 + 50_000;
+        assert_eq!(
+            f.usable(&CacheControl::parse("max-age=10"), now),
+            Usable::Revalidate(Fwd::Request)
+        );
+        assert_eq!(
+            f.usable(&CacheControl::parse("min-fresh=60"), now),
+            Usable::Revalidate(Fwd::Request)
+        );
+        assert_eq!(
+            f.usable(&CacheControl::parse("no-cache"), now),
+            Usable::Revalidate(Fwd::Request)
+        );
+        let later = T0 + 120_000;
+        assert_eq!(
+            f.usable(&CacheControl::parse("max-stale=30"), later),
+            Usable::Stale
+        );
+        assert_eq!(
+            f.usable(&CacheControl::parse("max-stale=10"), later),
+            Usable::Revalidate(Fwd::Stale)
+        );
+        assert_eq!(
+            f.usable(&CacheControl::parse("max-stale"), later),
+            Usable::Stale
+        );
+        let strict = fresh(&[("cache-control", "max-age=100, must-revalidate")]);
+        assert_eq!(
+            strict.usable(&CacheControl::parse("max-stale"), later),
+            Usable::Revalidate(Fwd::Stale)
+        );
+    }
+
+    #[test]
+    fn storability_reasons() {
+        let opts = PolicyOptions::default();
+        let check = |req: &[(&'static str, &str)], status: u16, resp: &[(&'static str, &str)]| {
+            let (rq, rs) = (headers(req), headers(resp));
+            storable(
+                &Method::GET,
+                &rq,
+                &request_cache_control(&rq),
+                StatusCode::from_u16(status).unwrap(),
+                &rs,
+                &response_cache_control(&rs),
+                &opts,
+            )
+        };
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5")]), Ok(()));
+        assert_eq!(
+            check(&[], 200, &[("cache-control", "max-age=5, private")]),
+            Err(Detail::Private)
+        );
+        assert_eq!(
+            check(&[], 200, &[("cache-control", "No-Store")]),
+            Err(Detail::NoStore)
+        );
+        assert_eq!(
+            check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]),
+            Err(Detail::VaryStar)
+        );
+        assert_eq!(
+            check(
+                &[],
+                200,
+                &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]
+            ),
+            Err(Detail::SetCookie)
+        );
+        assert_eq!(
+            check(
+                &[("authorization", "x")],
+                200,
+                &[("cache-control", "max-age=5")]
+            ),
+            Err(Detail::Authorization)
+        );
+        assert_eq!(
+            check(
+                &[("authorization", "x")],
+                200,
+                &[("cache-control", "s-maxage=5")]
+            ),
+            Ok(())
+        );
+        assert_eq!(check(&[], 302, &[]), Err(Detail::Status));
+        assert_eq!(check(&[], 302, &[("cache-control", "max-age=5")]), Ok(()));
+        assert_eq!(
+            check(
+                &[("cache-control", "no-store")],
+                200,
+                &[("cache-control", "max-age=5")]
+            ),
+            Err(Detail::RequestNoStore)
+        );
+    }
+}

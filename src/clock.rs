@@ -1,0 +1,83 @@
+//! Time is passed in: freshness code asks a [`Clock`], and tests move a [`ManualClock`]
+//! instead of sleeping.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Where the cache reads the time from.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in milliseconds since the Unix epoch.
+    fn now_millis(&self) -> Millis;
+
+    /// Now, as a `SystemTime`.
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_millis())
+    }
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> Millis {
+        to_millis(SystemTime::now())
+    }
+}
+
+/// A clock that only moves when told to: for tests.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock stopped at the current system time.
+    pub fn new() -> Self {
+        Self::at(SystemTime::now())
+    }
+
+    /// A clock stopped at `t`.
+    pub fn at(t: SystemTime) -> Self {
+        ManualClock {
+            now: AtomicU64::new(to_millis(t)),
+        }
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        self.now.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `t`.
+    pub fn set(&self, t: SystemTime) {
+        self.now.store(to_millis(t), Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> Millis {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// Milliseconds since the epoch for `t` (0 before the epoch).
+pub fn to_millis(t: SystemTime) -> Millis {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `SystemTime` for `ms` milliseconds since the epoch.
+pub fn from_millis(ms: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}

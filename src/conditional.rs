@@ -1,0 +1,184 @@
+//! Conditional requests answered from the store (RFC 9110 §13, RFC 9111 §4.3.2).
+
+use http::header::{self, HeaderMap, HeaderName};
+
+use crate::clock::Millis;
+
+/// Fields a 304 carries (RFC 9110 §15.4.5), besides those the cache adds (`Age`, `Cache-Status`).
+pub const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::LAST_MODIFIED,
+    header::VIA,
+];
+
+/// True when the request has a precondition this cache evaluates.
+pub fn is_conditional(req: &HeaderMap) -> bool {
+    req.contains_key(header::IF_NONE_MATCH) || req.contains_key(header::IF_MODIFIED_SINCE)
+}
+
+/// Would a GET/HEAD with these request fields get 304 for a stored 2xx response with the given
+/// `ETag` field and `last_modified` time? (RFC 9110 §13.2.2: `If-None-Match` first; when it is
+/// present, `If-Modified-Since` is ignored.)
+pub fn not_modified(
+    req: &HeaderMap,
+    etag: Option<&http::HeaderValue>,
+    last_modified: Option<Millis>,
+) -> bool {
+    if req.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = etag.and_then(|v| v.to_str().ok()) else {
+            // "*" matches any current representation.
+            return req
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| s.trim() == "*"));
+        };
+        let Some(ours) = opaque_tag(etag.trim()) else {
+            return false;
+        };
+        return req
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|list| list.trim() == "*" || EntityTags::new(list).any(|t| t == ours));
+    }
+    if let Some(ims) = req.get(header::IF_MODIFIED_SINCE) {
+        let Some(ims) = ims
+            .to_str()
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+        else {
+            return false;
+        };
+        let Some(lm) = last_modified else {
+            return false;
+        };
+        return lm <= crate::clock::to_millis(ims);
+    }
+    false
+}
+
+/// The opaque part of an entity-tag (`W/"x"` and `"x"` both give `"x"`): weak comparison.
+fn opaque_tag(tag: &str) -> Option<&str> {
+    let t = tag.strip_prefix("W/").unwrap_or(tag);
+    (t.len() >= 2 && t.starts_with('"') && t.ends_with('"')).then_some(t)
+}
+
+/// Entity-tags of an `If-None-Match` list, commas inside quotes respected.
+struct EntityTags<'a> {
+    rest: &'a str,
+}
+
+impl<'a> EntityTags<'a> {
+    fn new(s: &'a str) -> Self {
+        EntityTags { rest: s }
+    }
+}
+
+impl<'a> Iterator for EntityTags<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let s = self.rest.trim_start_matches([',', ' ', '\t']);
+            if s.is_empty() {
+                return None;
+            }
+            let body = s.strip_prefix("W/").unwrap_or(s);
+            let start = s.len() - body.len();
+            if let Some(after) = body.strip_prefix('"') {
+                if let Some(end) = after.find('"') {
+                    let tag = &body[..end + 2];
+                    self.rest = &after[end + 1..];
+                    let _ = start;
+                    return Some(tag);
+                }
+                self.rest = "";
+                return None;
+            }
+            // Not an entity-tag: skip to the next comma.
+            match s.find(',') {
+                Some(i) => self.rest = &s[i + 1..],
+                None => self.rest = "",
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn req(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn weak_comparison_and_lists() {
+        let etag = HeaderValue::from_static("W/\"a1\"");
+        assert!(not_modified(
+            &req(&[("if-none-match", "\"a1\"")]),
+            Some(&etag),
+            None
+        ));
+        assert!(not_modified(
+            &req(&[("if-none-match", "\"x\", W/\"a1\"")]),
+            Some(&etag),
+            None
+        ));
+        assert!(not_modified(
+            &req(&[("if-none-match", "\"x,y\", \"a1\"")]),
+            Some(&etag),
+            None
+        ));
+        assert!(not_modified(
+            &req(&[("if-none-match", "*")]),
+            Some(&etag),
+            None
+        ));
+        assert!(!not_modified(
+            &req(&[("if-none-match", "\"a2\"")]),
+            Some(&etag),
+            None
+        ));
+        assert!(!not_modified(
+            &req(&[("if-none-match", "a1")]),
+            Some(&etag),
+            None
+        ));
+    }
+
+    #[test]
+    fn inm_takes_precedence_over_ims() {
+        let etag = HeaderValue::from_static("\"a1\"");
+        let h = req(&[
+            ("if-none-match", "\"zz\""),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert!(!not_modified(&h, Some(&etag), Some(0)));
+    }
+
+    #[test]
+    fn if_modified_since() {
+        let t = crate::clock::to_millis(
+            httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap(),
+        );
+        let h = req(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        assert!(not_modified(&h, None, Some(t)));
+        assert!(!not_modified(&h, None, Some(t + 1000)));
+        assert!(!not_modified(
+            &req(&[("if-modified-since", "yesterday")]),
+            None,
+            Some(t)
+        ));
+    }
+}

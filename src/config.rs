@@ -1,0 +1,559 @@
+//! `proxy.toml`: the file model and its validation into a [`Config`].
+//!
+//! The file is read as a TOML table and walked key by key, so that every bad field is reported
+//! at once, each message naming the field's path (`timeouts.connect: ...`). Unknown keys are
+//! errors: a typo must never silently fall back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// The origin every request is forwarded to.
+    pub origin: Origin,
+    /// Cache settings.
+    pub cache: CacheConfig,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits on what clients may send.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The origin server.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `http://host:port` as configured (no path).
+    pub url: String,
+    /// `host:port` to connect to.
+    pub authority: http::uri::Authority,
+}
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Memory budget in bytes (keys, headers and bodies).
+    pub memory_bytes: u64,
+    /// Responses larger than this stream through and are not stored.
+    pub max_object_bytes: u64,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for responses without explicit expiration.
+    pub heuristic_freshness: bool,
+    /// Upper bound on a heuristic lifetime.
+    pub heuristic_max: Duration,
+    /// How long a stale entry is kept for revalidation after it expires.
+    pub keep_stale: Duration,
+    /// Most variants (Vary) kept per URL.
+    pub max_variants: usize,
+    /// Store responses carrying `Set-Cookie` (strongly discouraged for a shared cache).
+    pub store_set_cookie: bool,
+}
+
+/// Timeouts.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Connecting to the origin.
+    pub connect: Duration,
+    /// From sending the request to the origin's response head.
+    pub first_byte: Duration,
+    /// Reading a client's request head.
+    pub header_read: Duration,
+    /// Longest pause between two chunks of a client's request body.
+    pub request_body: Duration,
+    /// Idle keep-alive connections to the origin are closed after this; also the longest pause
+    /// between two chunks of the origin's response body.
+    pub idle: Duration,
+    /// Hard deadline for in-flight requests after SIGTERM / SIGINT.
+    pub shutdown: Duration,
+}
+
+/// Limits on client input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head accepted (HTTP/1.1 read buffer / HTTP/2 header list).
+    pub max_header_bytes: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// One line per request on the `access` target.
+    pub access: bool,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            origin: Origin::parse("http://127.0.0.1:9000").expect("valid"),
+            cache: CacheConfig {
+                memory_bytes: 256 << 20,
+                max_object_bytes: 8 << 20,
+                heuristic_freshness: true,
+                heuristic_max: Duration::from_secs(86_400),
+                keep_stale: Duration::from_secs(3_600),
+                max_variants: 16,
+                store_set_cookie: false,
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(5),
+                first_byte: Duration::from_secs(30),
+                header_read: Duration::from_secs(10),
+                request_body: Duration::from_secs(30),
+                idle: Duration::from_secs(60),
+                shutdown: Duration::from_secs(10),
+            },
+            limits: Limits {
+                max_header_bytes: 64 << 10,
+            },
+            log: LogConfig {
+                access: true,
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+impl Origin {
+    /// Parses an origin URL: `http://host[:port]`, nothing after the authority but `/`.
+    pub fn parse(s: &str) -> Result<Origin, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e}): {s:?}"))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => return Err("https origins are not supported; use http://".into()),
+            other => return Err(format!("unsupported scheme {other:?}; use http://")),
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("must have no path, query or fragment: {s:?}"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not contain credentials".into());
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("has no host: {s:?}"))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let authority: http::uri::Authority = format!("{host}:{port}")
+            .parse()
+            .map_err(|e| format!("invalid authority: {e}"))?;
+        Ok(Origin {
+            url: format!("http://{authority}"),
+            authority,
+        })
+    }
+}
+
+/// Every problem found in a configuration file, one per field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `(path, message)` pairs, e.g. `("timeouts.connect", "expected a duration like \"5s\"")`.
+    pub problems: Vec<(String, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (path, msg)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if path.is_empty() {
+                write!(f, "{msg}")?;
+            } else {
+                write!(f, "{path}: {msg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![(
+                String::new(),
+                format!("cannot read {}: {e}", path.display()),
+            )],
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates the text of a `proxy.toml`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_default();
+            ConfigError {
+                problems: vec![(String::new(), format!("not valid TOML{at}: {msg}"))],
+            }
+        })?;
+        let mut w = Walker {
+            problems: Vec::new(),
+        };
+        let mut cfg = Config::default();
+        let mut root = table;
+
+        if let Some(v) = root.remove("listen") {
+            if let Some(a) = w.socket_addr("listen", &v) {
+                cfg.listen = a;
+            }
+        }
+        if let Some(v) = root.remove("origin") {
+            match v.as_str() {
+                Some(s) => match Origin::parse(s) {
+                    Ok(o) => cfg.origin = o,
+                    Err(e) => w.bad("origin", e),
+                },
+                None => w.bad(
+                    "origin",
+                    format!("expected a URL string, found {}", v.type_str()),
+                ),
+            }
+        }
+        if let Some(mut t) = w.table(&mut root, "cache") {
+            let c = &mut cfg.cache;
+            w.take(&mut t, "cache", "memory", |w, p, v| {
+                w.size(p, v).map(|s| c.memory_bytes = s)
+            });
+            w.take(&mut t, "cache", "max_object_size", |w, p, v| {
+                w.size(p, v).map(|s| c.max_object_bytes = s)
+            });
+            w.take(&mut t, "cache", "heuristic_freshness", |w, p, v| {
+                w.boolean(p, v).map(|b| c.heuristic_freshness = b)
+            });
+            w.take(&mut t, "cache", "heuristic_max", |w, p, v| {
+                w.duration(p, v).map(|d| c.heuristic_max = d)
+            });
+            w.take(&mut t, "cache", "keep_stale", |w, p, v| {
+                w.duration(p, v).map(|d| c.keep_stale = d)
+            });
+            w.take(&mut t, "cache", "max_variants", |w, p, v| {
+                w.integer(p, v, 1, 1024)
+                    .map(|n| c.max_variants = n as usize)
+            });
+            w.take(&mut t, "cache", "store_set_cookie", |w, p, v| {
+                w.boolean(p, v).map(|b| c.store_set_cookie = b)
+            });
+            w.unknown(&t, "cache");
+            if c.memory_bytes < 1 << 20 {
+                w.bad("cache.memory", "must be at least 1MiB".into());
+            }
+            if c.max_object_bytes == 0 {
+                w.bad("cache.max_object_size", "must be greater than 0".into());
+            } else if c.max_object_bytes > c.memory_bytes {
+                w.bad(
+                    "cache.max_object_size",
+                    "must not exceed cache.memory".into(),
+                );
+            }
+        }
+        if let Some(mut t) = w.table(&mut root, "timeouts") {
+            let to = &mut cfg.timeouts;
+            for (name, slot) in [
+                ("connect", &mut to.connect),
+                ("first_byte", &mut to.first_byte),
+                ("header_read", &mut to.header_read),
+                ("request_body", &mut to.request_body),
+                ("idle", &mut to.idle),
+                ("shutdown", &mut to.shutdown),
+            ] {
+                w.take(&mut t, "timeouts", name, |w, p, v| {
+                    let d = w.duration(p, v)?;
+                    if d.is_zero() {
+                        w.bad(p, "must be greater than 0".into());
+                        return None;
+                    }
+                    *slot = d;
+                    Some(())
+                });
+            }
+            w.unknown(&t, "timeouts");
+        }
+        if let Some(mut t) = w.table(&mut root, "limits") {
+            let l = &mut cfg.limits;
+            w.take(&mut t, "limits", "max_header_size", |w, p, v| {
+                let s = w.size(p, v)?;
+                if !(8192..=16 << 20).contains(&s) {
+                    w.bad(p, "must be between 8KiB and 16MiB".into());
+                    return None;
+                }
+                l.max_header_bytes = s as usize;
+                Some(())
+            });
+            w.unknown(&t, "limits");
+        }
+        if let Some(mut t) = w.table(&mut root, "log") {
+            let l = &mut cfg.log;
+            w.take(&mut t, "log", "access", |w, p, v| {
+                w.boolean(p, v).map(|b| l.access = b)
+            });
+            w.take(&mut t, "log", "format", |w, p, v| match v.as_str() {
+                Some("text") => {
+                    l.format = LogFormat::Text;
+                    Some(())
+                }
+                Some("json") => {
+                    l.format = LogFormat::Json;
+                    Some(())
+                }
+                _ => {
+                    w.bad(p, "expected \"text\" or \"json\"".into());
+                    None
+                }
+            });
+            w.unknown(&t, "log");
+        }
+        w.unknown(&root, "");
+        if w.problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError {
+                problems: w.problems,
+            })
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    format!(" at line {line}")
+}
+
+struct Walker {
+    problems: Vec<(String, String)>,
+}
+
+impl Walker {
+    fn bad(&mut self, path: &str, msg: String) {
+        self.problems.push((path.to_string(), msg));
+    }
+
+    fn table(&mut self, root: &mut Table, name: &str) -> Option<Table> {
+        match root.remove(name)? {
+            Value::Table(t) => Some(t),
+            other => {
+                self.bad(
+                    name,
+                    format!("expected a table ([{name}]), found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn take(
+        &mut self,
+        t: &mut Table,
+        section: &str,
+        key: &str,
+        f: impl FnOnce(&mut Walker, &str, &Value) -> Option<()>,
+    ) {
+        if let Some(v) = t.remove(key) {
+            let path = format!("{section}.{key}");
+            let _ = f(self, &path, &v);
+        }
+    }
+
+    fn unknown(&mut self, t: &Table, section: &str) {
+        for key in t.keys() {
+            let path = if section.is_empty() {
+                key.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            self.bad(&path, "unknown key".into());
+        }
+    }
+
+    fn boolean(&mut self, path: &str, v: &Value) -> Option<bool> {
+        match v {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                self.bad(
+                    path,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, path: &str, v: &Value, min: i64, max: i64) -> Option<i64> {
+        match v {
+            Value::Integer(n) if (min..=max).contains(n) => Some(*n),
+            Value::Integer(n) => {
+                self.bad(path, format!("{n} is out of range {min}..={max}"));
+                None
+            }
+            other => {
+                self.bad(
+                    path,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, v: &Value) -> Option<SocketAddr> {
+        match v.as_str().map(|s| s.parse::<SocketAddr>()) {
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                self.bad(
+                    path,
+                    format!("expected an address like \"127.0.0.1:8080\", found {v}"),
+                );
+                None
+            }
+            None => {
+                self.bad(
+                    path,
+                    format!("expected an address string, found {}", v.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, v: &Value) -> Option<u64> {
+        let r = match v {
+            Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+            Value::Integer(_) => Err("must not be negative".to_string()),
+            Value::String(s) => parse_size(s),
+            other => Err(format!(
+                "expected a size like \"256MiB\", found {}",
+                other.type_str()
+            )),
+        };
+        r.map_err(|e| self.bad(path, e)).ok()
+    }
+
+    fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
+        let r = match v {
+            Value::String(s) => parse_duration(s),
+            other => Err(format!(
+                "expected a duration like \"5s\" or \"500ms\", found {}",
+                other.type_str()
+            )),
+        };
+        r.map_err(|e| self.bad(path, e)).ok()
+    }
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `256MiB`, `1GiB`, `10MB` (decimal units too).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("expected a size like \"256MiB\", found {s:?}");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+/// Parses a duration: `500ms`, `5s`, `2m`, `1h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("expected a duration like \"5s\" or \"500ms\", found {s:?}");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let err = Config::parse(
+            r#"
+            listen = "nowhere"
+            origin = "ftp://x"
+            colour = "blue"
+            [cache]
+            memory = "lots"
+            max_object_size = true
+            [timeouts]
+            connect = "0s"
+            idle = 5
+            "#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
+        for p in [
+            "listen",
+            "origin",
+            "colour",
+            "cache.memory",
+            "cache.max_object_size",
+            "timeouts.connect",
+            "timeouts.idle",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.cache.memory_bytes, 256 << 20);
+    }
+}

@@ -1,0 +1,20 @@
+//! edgecache: an HTTP caching reverse proxy — an RFC 9111 shared cache in front of one origin.
+//!
+//! The binary (`src/main.rs`) reads `proxy.toml`; tests and benches start a proxy in-process
+//! with [`server::start`], passing a [`clock::Clock`] they control.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod body;
+pub mod cache;
+pub mod clock;
+pub mod conditional;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod server;
+pub mod status;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{start, Running};

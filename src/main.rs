@@ -1,0 +1,160 @@
+//! The `edgecache` binary: reads `proxy.toml`, applies command-line overrides, serves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use edgecache::config::{Config, ConfigError, LogFormat, Origin};
+use tracing_subscriber::EnvFilter;
+
+/// An HTTP caching reverse proxy (RFC 9111 shared cache).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (proxy.toml). Without it, built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the file (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Origin URL, overriding the file (e.g. http://127.0.0.1:9000).
+    #[arg(long)]
+    origin: Option<String>,
+    /// Validate the configuration and exit: 0 when valid, 2 when not.
+    #[arg(long)]
+    check_config: bool,
+    /// Also start the built-in demo origin on a free loopback port and use it as the origin.
+    #[arg(long)]
+    demo: bool,
+    /// Turn the access log off (overrides `log.access`).
+    #[arg(long)]
+    no_access_log: bool,
+}
+
+fn load(args: &Args) -> Result<Config, ConfigError> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let mut problems = Vec::new();
+    if let Some(l) = &args.listen {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => cfg.listen = a,
+            Err(_) => problems.push((
+                "--listen".to_string(),
+                format!("expected an address like 127.0.0.1:8080, found {l:?}"),
+            )),
+        }
+    }
+    if let Some(o) = &args.origin {
+        match Origin::parse(o) {
+            Ok(o) => cfg.origin = o,
+            Err(e) => problems.push(("--origin".to_string(), e)),
+        }
+    }
+    if args.no_access_log {
+        cfg.log.access = false;
+    }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let source = args
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "arguments".into());
+            eprintln!("edgecache: invalid configuration ({source}):");
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "configuration ok: listen {} origin {}",
+            cfg.listen, cfg.origin.url
+        );
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cfg.log.format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    // One worker per CPU this process may run on (tokio reads the affinity mask).
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        if args.demo {
+            match edgecache::demo::spawn("127.0.0.1:0".parse().expect("valid")).await {
+                Ok(addr) => {
+                    cfg.origin = Origin::parse(&format!("http://{addr}")).expect("valid");
+                    tracing::info!(%addr, "demo origin started; try: curl -si http://{}/articles/1", cfg.listen);
+                }
+                Err(e) => {
+                    eprintln!("edgecache: cannot start the demo origin: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("edgecache: cannot listen on {}: {e}", cfg.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %cfg.listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        let cfg = Arc::new(cfg);
+        let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
+        edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("signal received");
+}

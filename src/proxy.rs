@@ -1,0 +1,711 @@
+//! The request flow, as a readable sequence of steps:
+//!
+//! request checks → cache key → lookup (Vary-matched variant) → freshness decision →
+//! serve from store (answering conditionals locally) | revalidate with the stored validators |
+//! forward a miss and store the complete response while streaming it → `Cache-Status`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
+use crate::cache::key::normalize_host;
+use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
+use crate::cache::{control::CacheControl, vary, CacheKey, Entry, MemoryTier};
+use crate::clock::{Clock, Millis};
+use crate::conditional;
+use crate::config::Config;
+use crate::status::{CacheStatus, Detail, Fwd};
+use crate::upstream::{append_list, remove_hop_by_hop, via_value, Upstream, UpstreamError};
+
+/// `Cache-Status` (RFC 9211).
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The proxy: configuration, the memory tier, the origin client and the clock.
+pub struct Proxy {
+    cfg: Arc<Config>,
+    memory: MemoryTier,
+    upstream: Upstream,
+    clock: Arc<dyn Clock>,
+    opts: PolicyOptions,
+}
+
+/// Where a request goes, as forwarded: normalized host and the path and query.
+struct Target {
+    host: String,
+    path_and_query: String,
+}
+
+impl Proxy {
+    /// A proxy for `cfg`, reading time from `clock`.
+    pub fn new(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
+        let opts = PolicyOptions {
+            heuristic: cfg.cache.heuristic_freshness,
+            heuristic_max_secs: cfg.cache.heuristic_max.as_secs(),
+            store_set_cookie: cfg.cache.store_set_cookie,
+            ..PolicyOptions::default()
+        };
+        Proxy {
+            memory: MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants),
+            upstream: Upstream::new(&cfg),
+            clock,
+            opts,
+            cfg,
+        }
+    }
+
+    /// The memory tier (for inspection in tests and benches).
+    pub fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    /// Handles one request from `peer`.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let (parts, body) = req.into_parts();
+        if parts.method == Method::CONNECT {
+            return local(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported\n",
+                Detail::Method,
+                Fwd::Bypass,
+            );
+        }
+        let target = match target(&parts) {
+            Ok(t) => t,
+            Err(msg) => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    msg,
+                    Detail::BadRequest,
+                    Fwd::Bypass,
+                )
+            }
+        };
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            self.cacheable(parts, target, peer).await
+        } else {
+            self.pass(parts, body, target, peer).await
+        }
+    }
+
+    /// GET and HEAD: look up, serve, revalidate or fetch.
+    async fn cacheable(
+        &self,
+        parts: request::Parts,
+        target: Target,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let req_cc = policy::request_cache_control(&parts.headers);
+        if parts.headers.contains_key(header::RANGE) {
+            // Ranges are forwarded as they are and never stored.
+            return self
+                .forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)
+                .await;
+        }
+        let key = CacheKey::new("http", &target.host, &target.path_and_query);
+        let variants = self.memory.get(&key);
+        let selected = variants
+            .as_ref()
+            .and_then(|v| v.select(&parts.headers))
+            .cloned();
+        let now = self.clock.now_millis();
+        let Some(entry) = selected else {
+            if req_cc.only_if_cached {
+                return only_if_cached();
+            }
+            let fwd = if variants.is_some() {
+                Fwd::VaryMiss
+            } else {
+                Fwd::UriMiss
+            };
+            return self
+                .forward(&parts, &target, peer, Some(key), fwd, &req_cc, None)
+                .await;
+        };
+        match entry.freshness.usable(&req_cc, now) {
+            Usable::Fresh | Usable::Stale => {
+                let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
+                self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now)
+            }
+            Usable::Revalidate(_) if req_cc.only_if_cached => only_if_cached(),
+            Usable::Revalidate(fwd) => {
+                self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, Some(entry))
+                    .await
+            }
+        }
+    }
+
+    /// Goes to the origin for a GET/HEAD: a miss (`stale` None) or a revalidation of `stale`.
+    /// `key` is None when the response must not be stored (Range).
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        key: Option<CacheKey>,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        stale: Option<Arc<Entry>>,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        // A stored response is revalidated with its own validators, never the client's; a miss
+        // that may be stored fetches the full response and answers the client's conditionals
+        // locally.
+        let own_conditionals = key.is_some() && !req_cc.no_store;
+        let validators = stale
+            .as_deref()
+            .filter(|e| policy::has_validator(&e.headers));
+        // HEAD is forwarded as GET when the response may be stored, so a later GET is a hit and a
+        // stored body stays valid after revalidation.
+        let method = if key.is_some() {
+            Method::GET
+        } else {
+            parts.method.clone()
+        };
+        let req = self.origin_request(
+            parts,
+            target,
+            peer,
+            &method,
+            UpBody::Empty,
+            own_conditionals,
+            validators,
+        );
+        let request_time = self.clock.now_millis();
+        let resp = match self.upstream.send(req).await {
+            Ok(r) => r,
+            Err(e) => return upstream_failure(e, fwd),
+        };
+        let response_time = self.clock.now_millis();
+        let (mut rp, rbody) = resp.into_parts();
+        remove_hop_by_hop(&mut rp.headers);
+        ensure_date(&mut rp.headers, response_time);
+        let mut status = CacheStatus::forward(fwd);
+        status.fwd_status = Some(rp.status.as_u16());
+
+        // §4.3.4: a 304 to our revalidation refreshes the stored response.
+        if rp.status == StatusCode::NOT_MODIFIED {
+            if let (Some(old), Some(key), true) = (stale.as_ref(), key, validators.is_some()) {
+                return self.refresh(
+                    parts,
+                    key,
+                    old,
+                    &rp.headers,
+                    request_time,
+                    response_time,
+                    status,
+                );
+            }
+        }
+
+        let resp_cc = policy::response_cache_control(&rp.headers);
+        let mut decision = match key {
+            None => Err(Detail::Partial),
+            Some(_) => policy::storable(
+                &method,
+                &parts.headers,
+                req_cc,
+                rp.status,
+                &rp.headers,
+                &resp_cc,
+                &self.opts,
+            ),
+        };
+        let content_length = content_length(&rp.headers);
+        if decision.is_ok() && content_length.is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
+            decision = Err(Detail::TooLarge);
+        }
+        let fresh = policy::freshness(
+            rp.status,
+            &rp.headers,
+            &resp_cc,
+            request_time,
+            response_time,
+            &self.opts,
+        );
+        if decision.is_ok()
+            && fresh.lifetime == 0
+            && !fresh.no_cache
+            && !policy::has_validator(&rp.headers)
+        {
+            decision = Err(Detail::NoFreshness);
+        }
+        append_list(
+            &mut rp.headers,
+            header::VIA,
+            via_value(rp.version).to_str().unwrap_or("1.1 edgecache"),
+        );
+
+        let tee = match (decision, key) {
+            (Ok(()), Some(key)) => {
+                status.stored = true;
+                Some(self.store_tee(
+                    key,
+                    &parts.headers,
+                    &rp,
+                    fresh,
+                    content_length,
+                    now_keep(&fresh, response_time, &self.cfg),
+                ))
+            }
+            (Err(reason), key) => {
+                status.detail = Some(reason);
+                // §4.3.3: a full response that may not be stored still supersedes the stale one.
+                if let (Some(key), Some(old)) = (key, stale.as_ref()) {
+                    if !rp.status.is_server_error() {
+                        self.memory.remove_variant(&key, old);
+                    }
+                }
+                None
+            }
+            (Ok(()), None) => None,
+        };
+
+        let body = OriginBody::new(rbody, self.cfg.timeouts.idle, tee);
+        // The client's own conditionals, answered from the fresh response.
+        if own_conditionals
+            && rp.status == StatusCode::OK
+            && conditional::is_conditional(&parts.headers)
+        {
+            let lm =
+                policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
+            if conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), lm) {
+                tokio::spawn(drain(body));
+                let headers = not_modified_headers(&rp.headers);
+                return finish(
+                    StatusCode::NOT_MODIFIED,
+                    headers,
+                    ProxyBody::empty(),
+                    status,
+                );
+            }
+        }
+        let body = if parts.method == Method::HEAD {
+            tokio::spawn(drain(body));
+            ProxyBody::empty()
+        } else {
+            ProxyBody::Origin(Box::new(body))
+        };
+        finish(rp.status, rp.headers, body, status)
+    }
+
+    /// A 304 from the origin refreshed `old`: merge, store and serve (RFC 9111 §4.3.4).
+    #[allow(clippy::too_many_arguments)]
+    fn refresh(
+        &self,
+        parts: &request::Parts,
+        key: CacheKey,
+        old: &Arc<Entry>,
+        not_modified: &HeaderMap,
+        request_time: Millis,
+        response_time: Millis,
+        mut status: CacheStatus,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let merged = old.merged_headers(not_modified);
+        let cc = policy::response_cache_control(&merged);
+        let fresh = policy::freshness(
+            old.status,
+            &merged,
+            &cc,
+            request_time,
+            response_time,
+            &self.opts,
+        );
+        let entry = Arc::new(old.refreshed(merged, fresh));
+        let req_cc = policy::request_cache_control(&parts.headers);
+        match policy::storable(
+            &Method::GET,
+            &parts.headers,
+            &req_cc,
+            entry.status,
+            &entry.headers,
+            &cc,
+            &self.opts,
+        ) {
+            Ok(()) => {
+                status.stored = true;
+                self.memory.replace(
+                    key,
+                    old,
+                    entry.clone(),
+                    now_keep(&fresh, response_time, &self.cfg),
+                );
+            }
+            Err(reason) => {
+                status.detail = Some(reason);
+                self.memory.remove_variant(&key, old);
+            }
+        }
+        self.serve_stored(parts, &entry, status, response_time)
+    }
+
+    /// Builds the tee that stores the response once its body is complete.
+    fn store_tee(
+        &self,
+        key: CacheKey,
+        req: &HeaderMap,
+        rp: &http::response::Parts,
+        fresh: Freshness,
+        content_length: Option<u64>,
+        keep_for: Duration,
+    ) -> Tee {
+        let mut headers = rp.headers.clone();
+        headers.remove(header::AGE);
+        let names = vary::vary_names(&rp.headers).unwrap_or_default();
+        let vary = vary::vary_key(&names, req);
+        let status = rp.status;
+        let memory = self.memory.clone();
+        let sink = Box::new(move |body: bytes::Bytes| {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let entry = Entry {
+                status,
+                headers,
+                body,
+                vary,
+                freshness: fresh,
+            };
+            memory.insert(key, Arc::new(entry), keep_for);
+        });
+        Tee::new(
+            self.cfg.cache.max_object_bytes as usize,
+            content_length,
+            sink,
+        )
+    }
+
+    /// Serves a stored response, answering the client's conditionals (RFC 9111 §4.3.2).
+    fn serve_stored(
+        &self,
+        parts: &request::Parts,
+        entry: &Arc<Entry>,
+        status: CacheStatus,
+        now: Millis,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let age = HeaderValue::from(entry.freshness.age_secs(now));
+        if entry.status.is_success()
+            && conditional::is_conditional(&parts.headers)
+            && conditional::not_modified(
+                &parts.headers,
+                entry.etag(),
+                entry.freshness.last_modified,
+            )
+        {
+            let mut headers = not_modified_headers(&entry.headers);
+            headers.insert(header::AGE, age);
+            return finish(
+                StatusCode::NOT_MODIFIED,
+                headers,
+                ProxyBody::empty(),
+                status,
+            );
+        }
+        let mut headers = entry.headers.clone();
+        headers.insert(header::AGE, age);
+        let body = if parts.method == Method::HEAD {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::full(entry.body.clone())
+        };
+        finish(entry.status, headers, body, status)
+    }
+
+    /// Every other method: forwarded with its body streamed, then invalidation (RFC 9111 §4.4).
+    async fn pass(
+        &self,
+        parts: request::Parts,
+        body: Incoming,
+        target: Target,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let up_body = if http_body::Body::is_end_stream(&body) {
+            UpBody::Empty
+        } else {
+            UpBody::Stream(IdleBody::new(body, self.cfg.timeouts.request_body))
+        };
+        let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, false, None);
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        status.detail = Some(Detail::Method);
+        let resp = match self.upstream.send(req).await {
+            Ok(r) => r,
+            Err(e) => return upstream_failure(e, Fwd::Bypass),
+        };
+        let (mut rp, rbody) = resp.into_parts();
+        status.fwd_status = Some(rp.status.as_u16());
+        remove_hop_by_hop(&mut rp.headers);
+        ensure_date(&mut rp.headers, self.clock.now_millis());
+        if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
+            self.invalidate_after_unsafe(&target, &rp.headers);
+        }
+        append_list(
+            &mut rp.headers,
+            header::VIA,
+            via_value(rp.version).to_str().unwrap_or("1.1 edgecache"),
+        );
+        let body = ProxyBody::Origin(Box::new(OriginBody::new(
+            rbody,
+            self.cfg.timeouts.idle,
+            None,
+        )));
+        finish(rp.status, rp.headers, body, status)
+    }
+
+    /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
+    fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
+        self.memory
+            .invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Some(pq) = same_origin_path(v, &target.host) {
+                self.memory
+                    .invalidate(&CacheKey::new("http", &target.host, &pq));
+            }
+        }
+    }
+
+    /// The request sent to the origin: hop-by-hop fields removed, `Host` as normalized (the key
+    /// is computed from exactly this), `Via` and `X-Forwarded-*` added.
+    #[allow(clippy::too_many_arguments)]
+    fn origin_request(
+        &self,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        method: &Method,
+        body: UpBody,
+        strip_conditionals: bool,
+        validators: Option<&Entry>,
+    ) -> Request<UpBody> {
+        let mut headers = parts.headers.clone();
+        remove_hop_by_hop(&mut headers);
+        if let Ok(h) = HeaderValue::from_str(&target.host) {
+            headers.insert(header::HOST, h);
+        }
+        append_list(
+            &mut headers,
+            header::VIA,
+            via_value(parts.version).to_str().unwrap_or("1.1 edgecache"),
+        );
+        append_list(
+            &mut headers,
+            X_FORWARDED_FOR.clone(),
+            &peer.ip().to_string(),
+        );
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        if strip_conditionals || validators.is_some() {
+            headers.remove(header::IF_NONE_MATCH);
+            headers.remove(header::IF_MODIFIED_SINCE);
+        }
+        if let Some(e) = validators {
+            if let Some(etag) = e.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let uri = format!(
+            "http://{}{}",
+            self.cfg.origin.authority, target.path_and_query
+        );
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+/// How long moka should keep an entry: its remaining freshness plus the stale windows and the
+/// configured retention for revalidation.
+fn now_keep(fresh: &Freshness, now: Millis, cfg: &Config) -> Duration {
+    let ttl = fresh.ttl_ms(now).max(0) as u64;
+    let windows = fresh
+        .stale_while_revalidate
+        .max(fresh.stale_if_error)
+        .saturating_mul(1000);
+    Duration::from_millis(ttl.saturating_add(windows)) + cfg.cache.keep_stale
+}
+
+/// Resolves the request target (RFC 9112 §3.2): the authority of an absolute-form target wins
+/// over `Host`; otherwise exactly one valid `Host` is required (HTTP/1.1).
+fn target(parts: &request::Parts) -> Result<Target, &'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host field\n");
+    }
+    let raw = match (parts.uri.authority(), host_field) {
+        (Some(a), _) => {
+            if a.as_str().contains('@') {
+                return Err("userinfo is not allowed in the request target\n");
+            }
+            a.as_str().to_string()
+        }
+        (None, Some(h)) => h.to_str().map_err(|_| "Host is not valid\n")?.to_string(),
+        (None, None) => return Err("missing Host\n"),
+    };
+    let host = normalize_host(&raw, "http").ok_or("Host is not valid\n")?;
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
+        Some(pq) if pq.as_str() == "*" && parts.method == Method::OPTIONS => "*".to_string(),
+        None => "/".to_string(),
+        Some(_) => return Err("request target must start with /\n"),
+    };
+    Ok(Target {
+        host,
+        path_and_query,
+    })
+}
+
+/// The path and query of `location` when it names the same origin as `host`.
+fn same_origin_path(location: &str, host: &str) -> Option<String> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(location.to_string());
+    }
+    let uri: http::Uri = location.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let other = normalize_host(uri.authority()?.as_str(), "http")?;
+    (other == host).then(|| {
+        uri.path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into())
+    })
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// RFC 9110 §6.6.1: a response forwarded without `Date` gets one.
+fn ensure_date(h: &mut HeaderMap, now: Millis) {
+    if !h.contains_key(header::DATE) {
+        let d = httpdate::fmt_http_date(crate::clock::from_millis(now));
+        if let Ok(v) = HeaderValue::from_str(&d) {
+            h.insert(header::DATE, v);
+        }
+    }
+}
+
+fn not_modified_headers(from: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(12);
+    for name in conditional::NOT_MODIFIED_FIELDS {
+        for v in from.get_all(name) {
+            h.append(name.clone(), v.clone());
+        }
+    }
+    h
+}
+
+/// Adds `Cache-Status` (ours first, RFC 9211 §2) and builds the response.
+fn finish(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: ProxyBody,
+    cs: CacheStatus,
+) -> (Response<ProxyBody>, CacheStatus) {
+    let ours = cs.header_value();
+    let value = if headers.contains_key(&CACHE_STATUS) {
+        let theirs: Vec<&str> = headers
+            .get_all(&CACHE_STATUS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        HeaderValue::from_str(&format!(
+            "{}, {}",
+            ours.to_str().unwrap_or(""),
+            theirs.join(", ")
+        ))
+        .unwrap_or(ours)
+    } else {
+        ours
+    };
+    headers.insert(CACHE_STATUS.clone(), value);
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    (resp, cs)
+}
+
+/// A response made by the proxy itself (errors), never stored.
+fn local(
+    code: StatusCode,
+    msg: &'static str,
+    detail: Detail,
+    fwd: Fwd,
+) -> (Response<ProxyBody>, CacheStatus) {
+    let mut cs = CacheStatus::forward(fwd);
+    cs.detail = Some(detail);
+    local_with(code, msg, cs)
+}
+
+fn local_with(
+    code: StatusCode,
+    msg: &'static str,
+    cs: CacheStatus,
+) -> (Response<ProxyBody>, CacheStatus) {
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
+    finish(code, headers, ProxyBody::full(msg), cs)
+}
+
+fn only_if_cached() -> (Response<ProxyBody>, CacheStatus) {
+    // RFC 9111 §5.2.1.7: 504 when nothing stored can answer.
+    let cs = CacheStatus {
+        detail: Some(Detail::OnlyIfCached),
+        ..Default::default()
+    };
+    local_with(
+        StatusCode::GATEWAY_TIMEOUT,
+        "not in cache (only-if-cached)\n",
+        cs,
+    )
+}
+
+fn upstream_failure(e: UpstreamError, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
+    tracing::warn!(error = %e, "origin request failed");
+    match e {
+        UpstreamError::Timeout => local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "origin timed out\n",
+            Detail::OriginTimeout,
+            fwd,
+        ),
+        UpstreamError::Unreachable(_) => local(
+            StatusCode::BAD_GATEWAY,
+            "origin unreachable\n",
+            Detail::OriginUnreachable,
+            fwd,
+        ),
+        UpstreamError::ClientBodyTimeout => local(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body timed out\n",
+            Detail::BadRequest,
+            fwd,
+        ),
+    }
+}
