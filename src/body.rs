@@ -172,7 +172,13 @@ pub struct OriginBody {
 
 impl OriginBody {
     /// Streams `inner` (with an idle timeout), storing a complete copy through `tee`.
-    pub fn new(inner: Incoming, idle: Duration, tee: Option<Tee>) -> Self {
+    pub fn new(inner: Incoming, idle: Duration, mut tee: Option<Tee>) -> Self {
+        // A body known to be empty (204, Content-Length: 0) may never be polled: store it now.
+        if inner.is_end_stream() {
+            if let Some(tee) = tee.take() {
+                tee.finish();
+            }
+        }
         OriginBody {
             inner: IdleBody::new(inner, idle),
             tee,

@@ -26,6 +26,7 @@ use crate::upstream::{append_list, remove_hop_by_hop, via_value, Upstream, Upstr
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
 
 /// The proxy: configuration, the memory tier, the origin client and the clock.
 pub struct Proxy {
@@ -184,7 +185,14 @@ impl Proxy {
         let request_time = self.clock.now_millis();
         let resp = match self.upstream.send(req).await {
             Ok(r) => r,
-            Err(e) => return upstream_failure(e, fwd),
+            Err(e) => {
+                if let Some(old) = stale.as_ref().filter(|_| fwd == Fwd::Stale) {
+                    if let Some(served) = self.serve_stale_on_error(parts, old, &e) {
+                        return served;
+                    }
+                }
+                return upstream_failure(e, fwd);
+            }
         };
         let response_time = self.clock.now_millis();
         let (mut rp, rbody) = resp.into_parts();
@@ -349,6 +357,34 @@ impl Proxy {
         self.serve_stored(parts, &entry, status, response_time)
     }
 
+    /// RFC 9111 §4.2.4: a cache disconnected from the origin may serve a stale response, unless
+    /// the response forbids it (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+    fn serve_stale_on_error(
+        &self,
+        parts: &request::Parts,
+        entry: &Arc<Entry>,
+        err: &UpstreamError,
+    ) -> Option<(Response<ProxyBody>, CacheStatus)> {
+        let detail = match err {
+            UpstreamError::Unreachable(_) => Detail::OriginUnreachable,
+            UpstreamError::Timeout => Detail::OriginTimeout,
+            UpstreamError::ClientBodyTimeout => return None,
+        };
+        if entry.freshness.no_stale || entry.freshness.no_cache {
+            return None;
+        }
+        tracing::warn!(error = %err, "origin failed; serving stale");
+        let now = self.clock.now_millis();
+        let status = CacheStatus {
+            hit: true,
+            fwd: Some(Fwd::Stale),
+            ttl: Some(entry.freshness.ttl_ms(now).div_euclid(1000)),
+            detail: Some(detail),
+            ..Default::default()
+        };
+        Some(self.serve_stored(parts, entry, status, now))
+    }
+
     /// Builds the tee that stores the response once its body is complete.
     fn store_tee(
         &self,
@@ -361,6 +397,11 @@ impl Proxy {
     ) -> Tee {
         let mut headers = rp.headers.clone();
         headers.remove(header::AGE);
+        // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
+        let cc = policy::response_cache_control(&rp.headers);
+        for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
+            headers.remove(&**name);
+        }
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
         let status = rp.status;
@@ -503,6 +544,12 @@ impl Proxy {
             &peer.ip().to_string(),
         );
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
+        append_list(
+            &mut headers,
+            SURROGATE_CAPABILITY.clone(),
+            "edgecache=\"Surrogate/1.0\"",
+        );
         if strip_conditionals || validators.is_some() {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);
@@ -640,6 +687,8 @@ fn finish(
         ours
     };
     headers.insert(CACHE_STATUS.clone(), value);
+    // Surrogate-Control is for this cache only (W3C Edge Architecture).
+    headers.remove(&policy::SURROGATE_CONTROL);
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

@@ -46,13 +46,17 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<Delta>,
     /// `stale-if-error` (RFC 5861)
     pub stale_if_error: Option<Delta>,
-    /// `no-cache`, qualified or not. A qualified `no-cache="field"` is treated as unqualified,
-    /// which RFC 9111 §5.2.2.4 allows.
+    /// Unqualified `no-cache` (or a qualified one with an empty list).
     pub no_cache: bool,
+    /// Field names of a qualified `no-cache="a, b"`: those fields are not stored (§5.2.2.4).
+    pub no_cache_fields: Vec<Box<str>>,
     /// `no-store`
     pub no_store: bool,
-    /// `private`, qualified or not (a shared cache stores neither).
+    /// Unqualified `private` (or a qualified one with an empty list).
     pub private: bool,
+    /// Field names of a qualified `private="a, b"`: a shared cache does not store those fields
+    /// (§5.2.2.7).
+    pub private_fields: Vec<Box<str>>,
     /// `public`
     pub public: bool,
     /// `must-revalidate`
@@ -114,9 +118,9 @@ impl CacheControl {
                         });
                     }
                 }
-                "no-cache" => self.no_cache = true,
+                "no-cache" => field_list(arg, &mut self.no_cache, &mut self.no_cache_fields),
                 "no-store" => self.no_store = true,
-                "private" => self.private = true,
+                "private" => field_list(arg, &mut self.private, &mut self.private_fields),
                 "public" => self.public = true,
                 "must-revalidate" => self.must_revalidate = true,
                 "proxy-revalidate" => self.proxy_revalidate = true,
@@ -128,6 +132,52 @@ impl CacheControl {
             }
         }
     }
+}
+
+/// A directive that is either unqualified or qualified with a quoted list of field names.
+fn field_list(arg: Option<&str>, unqualified: &mut bool, fields: &mut Vec<Box<str>>) {
+    let list = arg.map(|a| a.trim().trim_matches('"')).unwrap_or("");
+    let before = fields.len();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        fields.push(name.to_ascii_lowercase().into_boxed_str());
+    }
+    if fields.len() == before {
+        *unqualified = true;
+    }
+}
+
+/// Parses a targeted field (`Surrogate-Control`, W3C Edge Architecture): directives may carry a
+/// `;target` suffix and then apply only when the target is `ours`. Returns `None` when the field
+/// is absent or holds no directive for this cache, so that `Cache-Control` applies instead.
+pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<CacheControl> {
+    let mut applicable = String::new();
+    for value in headers.get_all(name) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for (dname, arg) in Directives::new(&text) {
+            let (dname, arg, target) = match arg {
+                Some(a) => match a.split_once(';') {
+                    Some((v, t)) => (dname, Some(v), Some(t.trim())),
+                    None => (dname, Some(a), None),
+                },
+                None => match dname.split_once(';') {
+                    Some((n, t)) => (n, None, Some(t.trim())),
+                    None => (dname, None, None),
+                },
+            };
+            if target.is_some_and(|t| !t.eq_ignore_ascii_case(ours)) {
+                continue;
+            }
+            if !applicable.is_empty() {
+                applicable.push_str(", ");
+            }
+            applicable.push_str(dname.trim());
+            if let Some(a) = arg {
+                applicable.push('=');
+                applicable.push_str(a);
+            }
+        }
+    }
+    (!applicable.is_empty()).then(|| CacheControl::parse(&applicable))
 }
 
 fn set_delta(slot: &mut Option<Delta>, arg: Option<&str>) {
@@ -257,6 +307,33 @@ mod tests {
             CacheControl::parse("max-stale=30").max_stale,
             Some(Some(30))
         );
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private() {
+        let cc = CacheControl::parse("no-cache=\"Set-Cookie, X-A\", private=\"x-b\"");
+        assert!(!cc.no_cache && !cc.private);
+        assert_eq!(
+            cc.no_cache_fields,
+            vec!["set-cookie".into(), "x-a".into()] as Vec<Box<str>>
+        );
+        assert_eq!(cc.private_fields, vec!["x-b".into()] as Vec<Box<str>>);
+        assert!(CacheControl::parse("no-cache=\"\"").no_cache);
+    }
+
+    #[test]
+    fn surrogate_targets() {
+        let mut h = HeaderMap::new();
+        let name = HeaderName::from_static("surrogate-control");
+        h.insert(
+            &name,
+            "max-age=60;other, no-store;edgecache".parse().unwrap(),
+        );
+        let cc = targeted(&h, &name, "edgecache").unwrap();
+        assert!(cc.no_store);
+        assert_eq!(cc.max_age, None);
+        h.insert(&name, "max-age=60;other".parse().unwrap());
+        assert_eq!(targeted(&h, &name, "edgecache"), None);
     }
 
     #[test]

@@ -23,11 +23,13 @@ pub struct Entry {
 }
 
 /// Fields never copied from a 304 into the stored response (RFC 9111 §3.2): the stored body's
-/// length and the framing stay those of the stored response.
+/// length, framing, validator and integrity fields stay those of the stored response.
 const NOT_UPDATED: &[&str] = &[
     "content-length",
     "content-encoding",
     "content-range",
+    "content-md5",
+    "etag",
     "transfer-encoding",
     "age",
 ];

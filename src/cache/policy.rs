@@ -44,8 +44,8 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Status codes this cache understands well enough to store with explicit freshness.
-/// 206 needs range assembly and 304 is not a representation: neither is stored.
+/// Status codes this cache understands (registered and with known semantics), for
+/// `must-understand` (RFC 9111 §5.2.2.3).
 fn understood(status: StatusCode) -> bool {
     matches!(status.as_u16(),
         200..=205 | 207 | 208 | 226 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
@@ -71,8 +71,19 @@ pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
     cc
 }
 
-/// The response `Cache-Control`.
+/// `Surrogate-Control` (W3C Edge Architecture): directives for surrogates such as this cache.
+pub static SURROGATE_CONTROL: http::header::HeaderName =
+    http::header::HeaderName::from_static("surrogate-control");
+
+/// The token that selects `Surrogate-Control` directives targeted at this cache (`;edgecache`).
+pub const SURROGATE_TARGET: &str = "edgecache";
+
+/// The response directives this cache obeys: `Surrogate-Control`, when it holds directives for
+/// this cache, takes precedence over `Cache-Control` as a whole; otherwise `Cache-Control`.
 pub fn response_cache_control(resp: &HeaderMap) -> CacheControl {
+    if let Some(cc) = super::control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
+        return cc;
+    }
     CacheControl::from_headers(resp, &http::header::CACHE_CONTROL)
 }
 
@@ -115,7 +126,15 @@ pub fn storable(
     if !opts.store_set_cookie && resp.contains_key(SET_COOKIE) {
         return Err(Detail::SetCookie);
     }
-    if !understood(status) {
+    // §3: 206 needs range assembly and 304 is not a representation; with must-understand,
+    // only status codes this cache knows (§5.2.2.3).
+    if status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational()
+    {
+        return Err(Detail::Status);
+    }
+    if resp_cc.must_understand && !understood(status) {
         return Err(Detail::Status);
     }
     let explicit =
@@ -167,16 +186,23 @@ pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Mill
         .map(crate::clock::to_millis)
 }
 
-/// The `Age` value (§5.1): the first valid delta-seconds, 0 when absent or invalid.
+/// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
+/// `Age` this cache cannot read (not a non-negative integer, a parameter, or several field
+/// lines) makes the response's age unknown: it is taken as [`DELTA_MAX`](super::control::DELTA_MAX),
+/// so the response is stale and gets revalidated rather than served on a guess.
 pub fn age_value(h: &HeaderMap) -> u64 {
-    let Some(v) = h.get(http::header::AGE) else {
-        return 0;
+    let mut lines = h.get_all(http::header::AGE).iter();
+    let Some(v) = lines.next() else { return 0 };
+    if lines.next().is_some() {
+        return super::control::DELTA_MAX;
+    }
+    let Ok(s) = v.to_str() else {
+        return super::control::DELTA_MAX;
     };
-    let Ok(s) = v.to_str() else { return 0 };
     let first = s.split(',').next().unwrap_or("").trim();
     match super::control::parse_delta(first) {
-        Delta::Secs(s) if !first.starts_with('"') => s,
-        _ => 0,
+        Delta::Secs(secs) if !first.starts_with('"') => secs,
+        _ => super::control::DELTA_MAX,
     }
 }
 
