@@ -32,11 +32,7 @@ pub struct IdleBody {
 impl IdleBody {
     /// Wraps `inner`.
     pub fn new(inner: Incoming, idle: Duration) -> Self {
-        IdleBody {
-            inner,
-            idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
-        }
+        IdleBody { inner, idle, sleep: Box::pin(tokio::time::sleep(idle)) }
     }
 }
 
@@ -44,10 +40,7 @@ impl Body for IdleBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
@@ -85,10 +78,7 @@ impl Body for UpBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpBody::Empty => Poll::Ready(None),
             UpBody::Stream(b) => Pin::new(b).poll_frame(cx),
@@ -126,12 +116,7 @@ impl Tee {
     /// A tee keeping at most `limit` bytes; `expected` is the `Content-Length`, if any.
     pub fn new(limit: usize, expected: Option<u64>, sink: Sink) -> Self {
         let cap = expected.map(|n| n.min(limit as u64) as usize).unwrap_or(0);
-        Tee {
-            buf: BytesMut::with_capacity(cap),
-            limit,
-            expected,
-            sink,
-        }
+        Tee { buf: BytesMut::with_capacity(cap), limit, expected, sink }
     }
 
     /// True once `Content-Length` bytes have arrived.
@@ -152,11 +137,7 @@ impl Tee {
     fn finish(self) {
         if let Some(n) = self.expected {
             if n != self.buf.len() as u64 {
-                tracing::debug!(
-                    expected = n,
-                    got = self.buf.len(),
-                    "body length mismatch; not stored"
-                );
+                tracing::debug!(expected = n, got = self.buf.len(), "body length mismatch; not stored");
                 return;
             }
         }
@@ -179,10 +160,7 @@ impl OriginBody {
                 tee.finish();
             }
         }
-        OriginBody {
-            inner: IdleBody::new(inner, idle),
-            tee,
-        }
+        OriginBody { inner: IdleBody::new(inner, idle), tee }
     }
 }
 
@@ -190,10 +168,7 @@ impl Body for OriginBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -268,10 +243,7 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
@@ -324,12 +296,7 @@ pub struct LoggedBody {
 impl LoggedBody {
     /// Wraps `inner`; `log` None disables the line.
     pub fn new(inner: ProxyBody, log: Option<Box<AccessLog>>) -> Self {
-        LoggedBody {
-            inner,
-            bytes: 0,
-            log,
-            complete: false,
-        }
+        LoggedBody { inner, bytes: 0, log, complete: false }
     }
 }
 
@@ -337,10 +304,7 @@ impl Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {

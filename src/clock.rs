@@ -42,9 +42,7 @@ impl ManualClock {
 
     /// A clock stopped at `t`.
     pub fn at(t: SystemTime) -> Self {
-        ManualClock {
-            now: AtomicU64::new(to_millis(t)),
-        }
+        ManualClock { now: AtomicU64::new(to_millis(t)) }
     }
 
     /// Moves the clock forward by `d`.
@@ -72,9 +70,7 @@ impl Clock for ManualClock {
 
 /// Milliseconds since the epoch for `t` (0 before the epoch).
 pub fn to_millis(t: SystemTime) -> Millis {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The `SystemTime` for `ms` milliseconds since the epoch.

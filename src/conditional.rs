@@ -24,18 +24,11 @@ pub fn is_conditional(req: &HeaderMap) -> bool {
 /// Would a GET/HEAD with these request fields get 304 for a stored 2xx response with the given
 /// `ETag` field and `last_modified` time? (RFC 9110 §13.2.2: `If-None-Match` first; when it is
 /// present, `If-Modified-Since` is ignored.)
-pub fn not_modified(
-    req: &HeaderMap,
-    etag: Option<&http::HeaderValue>,
-    last_modified: Option<Millis>,
-) -> bool {
+pub fn not_modified(req: &HeaderMap, etag: Option<&http::HeaderValue>, last_modified: Option<Millis>) -> bool {
     if req.contains_key(header::IF_NONE_MATCH) {
         let Some(etag) = etag.and_then(|v| v.to_str().ok()) else {
             // "*" matches any current representation.
-            return req
-                .get_all(header::IF_NONE_MATCH)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|s| s.trim() == "*"));
+            return req.get_all(header::IF_NONE_MATCH).iter().any(|v| v.to_str().is_ok_and(|s| s.trim() == "*"));
         };
         let Some(ours) = opaque_tag(etag.trim()) else {
             return false;
@@ -47,11 +40,7 @@ pub fn not_modified(
             .any(|list| list.trim() == "*" || EntityTags::new(list).any(|t| t == ours));
     }
     if let Some(ims) = req.get(header::IF_MODIFIED_SINCE) {
-        let Some(ims) = ims
-            .to_str()
-            .ok()
-            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
-        else {
+        let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok()) else {
             return false;
         };
         let Some(lm) = last_modified else {
@@ -125,60 +114,27 @@ mod tests {
     #[test]
     fn weak_comparison_and_lists() {
         let etag = HeaderValue::from_static("W/\"a1\"");
-        assert!(not_modified(
-            &req(&[("if-none-match", "\"a1\"")]),
-            Some(&etag),
-            None
-        ));
-        assert!(not_modified(
-            &req(&[("if-none-match", "\"x\", W/\"a1\"")]),
-            Some(&etag),
-            None
-        ));
-        assert!(not_modified(
-            &req(&[("if-none-match", "\"x,y\", \"a1\"")]),
-            Some(&etag),
-            None
-        ));
-        assert!(not_modified(
-            &req(&[("if-none-match", "*")]),
-            Some(&etag),
-            None
-        ));
-        assert!(!not_modified(
-            &req(&[("if-none-match", "\"a2\"")]),
-            Some(&etag),
-            None
-        ));
-        assert!(!not_modified(
-            &req(&[("if-none-match", "a1")]),
-            Some(&etag),
-            None
-        ));
+        assert!(not_modified(&req(&[("if-none-match", "\"a1\"")]), Some(&etag), None));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"a1\"")]), Some(&etag), None));
+        assert!(not_modified(&req(&[("if-none-match", "\"x,y\", \"a1\"")]), Some(&etag), None));
+        assert!(not_modified(&req(&[("if-none-match", "*")]), Some(&etag), None));
+        assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(&etag), None));
+        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(&etag), None));
     }
 
     #[test]
     fn inm_takes_precedence_over_ims() {
         let etag = HeaderValue::from_static("\"a1\"");
-        let h = req(&[
-            ("if-none-match", "\"zz\""),
-            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
-        ]);
+        let h = req(&[("if-none-match", "\"zz\""), ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
         assert!(!not_modified(&h, Some(&etag), Some(0)));
     }
 
     #[test]
     fn if_modified_since() {
-        let t = crate::clock::to_millis(
-            httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap(),
-        );
+        let t = crate::clock::to_millis(httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap());
         let h = req(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
         assert!(not_modified(&h, None, Some(t)));
         assert!(!not_modified(&h, None, Some(t + 1000)));
-        assert!(!not_modified(
-            &req(&[("if-modified-since", "yesterday")]),
-            None,
-            Some(t)
-        ));
+        assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, Some(t)));
     }
 }

@@ -121,13 +121,8 @@ impl Default for Config {
                 idle: Duration::from_secs(60),
                 shutdown: Duration::from_secs(10),
             },
-            limits: Limits {
-                max_header_bytes: 64 << 10,
-            },
-            log: LogConfig {
-                access: true,
-                format: LogFormat::Text,
-            },
+            limits: Limits { max_header_bytes: 64 << 10 },
+            log: LogConfig { access: true, format: LogFormat::Text },
         }
     }
 }
@@ -147,17 +142,11 @@ impl Origin {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not contain credentials".into());
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| format!("has no host: {s:?}"))?;
+        let host = url.host_str().ok_or_else(|| format!("has no host: {s:?}"))?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let authority: http::uri::Authority = format!("{host}:{port}")
-            .parse()
-            .map_err(|e| format!("invalid authority: {e}"))?;
-        Ok(Origin {
-            url: format!("http://{authority}"),
-            authority,
-        })
+        let authority: http::uri::Authority =
+            format!("{host}:{port}").parse().map_err(|e| format!("invalid authority: {e}"))?;
+        Ok(Origin { url: format!("http://{authority}"), authority })
     }
 }
 
@@ -190,10 +179,7 @@ impl Config {
     /// Reads and validates a file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            problems: vec![(
-                String::new(),
-                format!("cannot read {}: {e}", path.display()),
-            )],
+            problems: vec![(String::new(), format!("cannot read {}: {e}", path.display()))],
         })?;
         Config::parse(&text)
     }
@@ -202,17 +188,10 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let table: Table = text.parse().map_err(|e: toml::de::Error| {
             let msg = e.message().to_string();
-            let at = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or_default();
-            ConfigError {
-                problems: vec![(String::new(), format!("not valid TOML{at}: {msg}"))],
-            }
+            let at = e.span().map(|s| line_col(text, s.start)).unwrap_or_default();
+            ConfigError { problems: vec![(String::new(), format!("not valid TOML{at}: {msg}"))] }
         })?;
-        let mut w = Walker {
-            problems: Vec::new(),
-        };
+        let mut w = Walker { problems: Vec::new() };
         let mut cfg = Config::default();
         let mut root = table;
 
@@ -227,36 +206,22 @@ impl Config {
                     Ok(o) => cfg.origin = o,
                     Err(e) => w.bad("origin", e),
                 },
-                None => w.bad(
-                    "origin",
-                    format!("expected a URL string, found {}", v.type_str()),
-                ),
+                None => w.bad("origin", format!("expected a URL string, found {}", v.type_str())),
             }
         }
         if let Some(mut t) = w.table(&mut root, "cache") {
             let c = &mut cfg.cache;
-            w.take(&mut t, "cache", "memory", |w, p, v| {
-                w.size(p, v).map(|s| c.memory_bytes = s)
-            });
-            w.take(&mut t, "cache", "max_object_size", |w, p, v| {
-                w.size(p, v).map(|s| c.max_object_bytes = s)
-            });
+            w.take(&mut t, "cache", "memory", |w, p, v| w.size(p, v).map(|s| c.memory_bytes = s));
+            w.take(&mut t, "cache", "max_object_size", |w, p, v| w.size(p, v).map(|s| c.max_object_bytes = s));
             w.take(&mut t, "cache", "heuristic_freshness", |w, p, v| {
                 w.boolean(p, v).map(|b| c.heuristic_freshness = b)
             });
-            w.take(&mut t, "cache", "heuristic_max", |w, p, v| {
-                w.duration(p, v).map(|d| c.heuristic_max = d)
-            });
-            w.take(&mut t, "cache", "keep_stale", |w, p, v| {
-                w.duration(p, v).map(|d| c.keep_stale = d)
-            });
+            w.take(&mut t, "cache", "heuristic_max", |w, p, v| w.duration(p, v).map(|d| c.heuristic_max = d));
+            w.take(&mut t, "cache", "keep_stale", |w, p, v| w.duration(p, v).map(|d| c.keep_stale = d));
             w.take(&mut t, "cache", "max_variants", |w, p, v| {
-                w.integer(p, v, 1, 1024)
-                    .map(|n| c.max_variants = n as usize)
+                w.integer(p, v, 1, 1024).map(|n| c.max_variants = n as usize)
             });
-            w.take(&mut t, "cache", "store_set_cookie", |w, p, v| {
-                w.boolean(p, v).map(|b| c.store_set_cookie = b)
-            });
+            w.take(&mut t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
             w.unknown(&t, "cache");
             if c.memory_bytes < 1 << 20 {
                 w.bad("cache.memory", "must be at least 1MiB".into());
@@ -264,10 +229,7 @@ impl Config {
             if c.max_object_bytes == 0 {
                 w.bad("cache.max_object_size", "must be greater than 0".into());
             } else if c.max_object_bytes > c.memory_bytes {
-                w.bad(
-                    "cache.max_object_size",
-                    "must not exceed cache.memory".into(),
-                );
+                w.bad("cache.max_object_size", "must not exceed cache.memory".into());
             }
         }
         if let Some(mut t) = w.table(&mut root, "timeouts") {
@@ -307,9 +269,7 @@ impl Config {
         }
         if let Some(mut t) = w.table(&mut root, "log") {
             let l = &mut cfg.log;
-            w.take(&mut t, "log", "access", |w, p, v| {
-                w.boolean(p, v).map(|b| l.access = b)
-            });
+            w.take(&mut t, "log", "access", |w, p, v| w.boolean(p, v).map(|b| l.access = b));
             w.take(&mut t, "log", "format", |w, p, v| match v.as_str() {
                 Some("text") => {
                     l.format = LogFormat::Text;
@@ -330,9 +290,7 @@ impl Config {
         if w.problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(ConfigError {
-                problems: w.problems,
-            })
+            Err(ConfigError { problems: w.problems })
         }
     }
 }
@@ -356,10 +314,7 @@ impl Walker {
         match root.remove(name)? {
             Value::Table(t) => Some(t),
             other => {
-                self.bad(
-                    name,
-                    format!("expected a table ([{name}]), found {}", other.type_str()),
-                );
+                self.bad(name, format!("expected a table ([{name}]), found {}", other.type_str()));
                 None
             }
         }
@@ -380,11 +335,7 @@ impl Walker {
 
     fn unknown(&mut self, t: &Table, section: &str) {
         for key in t.keys() {
-            let path = if section.is_empty() {
-                key.clone()
-            } else {
-                format!("{section}.{key}")
-            };
+            let path = if section.is_empty() { key.clone() } else { format!("{section}.{key}") };
             self.bad(&path, "unknown key".into());
         }
     }
@@ -393,10 +344,7 @@ impl Walker {
         match v {
             Value::Boolean(b) => Some(*b),
             other => {
-                self.bad(
-                    path,
-                    format!("expected true or false, found {}", other.type_str()),
-                );
+                self.bad(path, format!("expected true or false, found {}", other.type_str()));
                 None
             }
         }
@@ -410,10 +358,7 @@ impl Walker {
                 None
             }
             other => {
-                self.bad(
-                    path,
-                    format!("expected an integer, found {}", other.type_str()),
-                );
+                self.bad(path, format!("expected an integer, found {}", other.type_str()));
                 None
             }
         }
@@ -423,17 +368,11 @@ impl Walker {
         match v.as_str().map(|s| s.parse::<SocketAddr>()) {
             Some(Ok(a)) => Some(a),
             Some(Err(_)) => {
-                self.bad(
-                    path,
-                    format!("expected an address like \"127.0.0.1:8080\", found {v}"),
-                );
+                self.bad(path, format!("expected an address like \"127.0.0.1:8080\", found {v}"));
                 None
             }
             None => {
-                self.bad(
-                    path,
-                    format!("expected an address string, found {}", v.type_str()),
-                );
+                self.bad(path, format!("expected an address string, found {}", v.type_str()));
                 None
             }
         }
@@ -444,10 +383,7 @@ impl Walker {
             Value::Integer(n) if *n >= 0 => Ok(*n as u64),
             Value::Integer(_) => Err("must not be negative".to_string()),
             Value::String(s) => parse_size(s),
-            other => Err(format!(
-                "expected a size like \"256MiB\", found {}",
-                other.type_str()
-            )),
+            other => Err(format!("expected a size like \"256MiB\", found {}", other.type_str())),
         };
         r.map_err(|e| self.bad(path, e)).ok()
     }
@@ -455,10 +391,7 @@ impl Walker {
     fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
         let r = match v {
             Value::String(s) => parse_duration(s),
-            other => Err(format!(
-                "expected a duration like \"5s\" or \"500ms\", found {}",
-                other.type_str()
-            )),
+            other => Err(format!("expected a duration like \"5s\" or \"500ms\", found {}", other.type_str())),
         };
         r.map_err(|e| self.bad(path, e)).ok()
     }
@@ -482,8 +415,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size too large: {s:?}"))
+    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 /// Parses a duration: `500ms`, `5s`, `2m`, `1h`, `1d`.
@@ -501,9 +433,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    n.checked_mul(ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration too large: {s:?}"))
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("duration too large: {s:?}"))
 }
 
 #[cfg(test)]
@@ -538,15 +468,9 @@ mod tests {
         )
         .unwrap_err();
         let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
-        for p in [
-            "listen",
-            "origin",
-            "colour",
-            "cache.memory",
-            "cache.max_object_size",
-            "timeouts.connect",
-            "timeouts.idle",
-        ] {
+        for p in
+            ["listen", "origin", "colour", "cache.memory", "cache.max_object_size", "timeouts.connect", "timeouts.idle"]
+        {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }

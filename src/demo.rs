@@ -44,9 +44,7 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
                     let n = hits.fetch_add(1, Ordering::Relaxed) + 1;
                     async move { Ok::<_, Infallible>(page(req, n).await) }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
@@ -56,71 +54,37 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 async fn page(req: Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let now = httpdate::fmt_http_date(SystemTime::now());
-    let resp = Response::builder()
-        .header(header::DATE, &now)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-    let inm = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let resp = Response::builder().header(header::DATE, &now).header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = |s: String| Full::new(Bytes::from(s));
     let text = format!("{path}: origin response #{n} at {now}\n");
     let with_etag = |resp: http::response::Builder, etag: &str| {
         if inm.as_deref() == Some(etag) {
-            return resp
-                .status(StatusCode::NOT_MODIFIED)
-                .header(header::ETAG, etag)
-                .body(body(String::new()));
+            return resp.status(StatusCode::NOT_MODIFIED).header(header::ETAG, etag).body(body(String::new()));
         }
         resp.header(header::ETAG, etag).body(body(text.clone()))
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return resp
-            .body(body(format!(
-                "{} {path}: accepted (request #{n})\n",
-                req.method()
-            )))
-            .unwrap_or_default();
+        return resp.body(body(format!("{} {path}: accepted (request #{n})\n", req.method()))).unwrap_or_default();
     }
     let r = match path.as_str() {
-        "/" => resp
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(body(INDEX.to_string())),
+        "/" => resp.header(header::CACHE_CONTROL, "no-cache").body(body(INDEX.to_string())),
         p if p.starts_with("/articles/") => {
             let id = &p["/articles/".len()..];
             let etag = format!("\"a{id}\"");
-            with_etag(
-                resp.header(header::CACHE_CONTROL, "public, max-age=60"),
-                &etag,
-            )
+            with_etag(resp.header(header::CACHE_CONTROL, "public, max-age=60"), &etag)
         }
-        "/short" => with_etag(
-            resp.header(header::CACHE_CONTROL, "max-age=5"),
-            "\"short-v1\"",
-        ),
+        "/short" => with_etag(resp.header(header::CACHE_CONTROL, "max-age=5"), "\"short-v1\""),
         "/no-cache" => with_etag(resp.header(header::CACHE_CONTROL, "no-cache"), "\"nc-v1\""),
-        "/private" => resp
-            .header(header::CACHE_CONTROL, "private, max-age=60")
-            .body(body(text)),
-        "/no-store" => resp
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(body(text)),
+        "/private" => resp.header(header::CACHE_CONTROL, "private, max-age=60").body(body(text)),
+        "/no-store" => resp.header(header::CACHE_CONTROL, "no-store").body(body(text)),
         "/cookie" => resp
             .header(header::CACHE_CONTROL, "max-age=60")
             .header(header::SET_COOKIE, format!("session={n}; HttpOnly"))
             .body(body(text)),
         "/lang" => {
-            let lang = req
-                .headers()
-                .get(header::ACCEPT_LANGUAGE)
-                .cloned()
-                .unwrap_or(HeaderValue::from_static("en"));
-            let greeting = if lang.to_str().unwrap_or("").starts_with("fr") {
-                "Bonjour"
-            } else {
-                "Hello"
-            };
+            let lang = req.headers().get(header::ACCEPT_LANGUAGE).cloned().unwrap_or(HeaderValue::from_static("en"));
+            let greeting = if lang.to_str().unwrap_or("").starts_with("fr") { "Bonjour" } else { "Hello" };
             resp.header(header::CACHE_CONTROL, "max-age=60")
                 .header(header::VARY, "Accept-Language")
                 .body(body(format!("{greeting} (response #{n})\n")))
@@ -131,8 +95,7 @@ async fn page(req: Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            resp.header(header::CACHE_CONTROL, "max-age=60")
-                .body(body(text))
+            resp.header(header::CACHE_CONTROL, "max-age=60").body(body(text))
         }
         _ => resp
             .status(StatusCode::NOT_FOUND)

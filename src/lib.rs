@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod config;
 pub mod demo;
 pub mod proxy;
+pub mod range;
 pub mod server;
 pub mod status;
 pub mod upstream;

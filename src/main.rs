@@ -42,10 +42,9 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     if let Some(l) = &args.listen {
         match l.parse::<SocketAddr>() {
             Ok(a) => cfg.listen = a,
-            Err(_) => problems.push((
-                "--listen".to_string(),
-                format!("expected an address like 127.0.0.1:8080, found {l:?}"),
-            )),
+            Err(_) => {
+                problems.push(("--listen".to_string(), format!("expected an address like 127.0.0.1:8080, found {l:?}")))
+            }
         }
     }
     if let Some(o) = &args.origin {
@@ -69,11 +68,7 @@ fn main() -> ExitCode {
     let mut cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {
-            let source = args
-                .config
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "arguments".into());
+            let source = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "arguments".into());
             eprintln!("edgecache: invalid configuration ({source}):");
             for line in e.to_string().lines() {
                 eprintln!("  {line}");
@@ -82,25 +77,16 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!(
-            "configuration ok: listen {} origin {}",
-            cfg.listen, cfg.origin.url
-        );
+        println!("configuration ok: listen {} origin {}", cfg.listen, cfg.origin.url);
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cfg.log.format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
     // One worker per CPU this process may run on (tokio reads the affinity mask).
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edgecache: cannot start the runtime: {e}");
@@ -139,14 +125,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

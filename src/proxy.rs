@@ -19,6 +19,7 @@ use crate::cache::{control::CacheControl, vary, CacheKey, Entry, MemoryTier};
 use crate::clock::{Clock, Millis};
 use crate::conditional;
 use crate::config::Config;
+use crate::range::{self, RangeAnswer};
 use crate::status::{CacheStatus, Detail, Fwd};
 use crate::upstream::{append_list, remove_hop_by_hop, via_value, Upstream, UpstreamError};
 
@@ -67,30 +68,14 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, CacheStatus) {
         let (parts, body) = req.into_parts();
         if parts.method == Method::CONNECT {
-            return local(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported\n",
-                Detail::Method,
-                Fwd::Bypass,
-            );
+            return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n", Detail::Method, Fwd::Bypass);
         }
         let target = match target(&parts) {
             Ok(t) => t,
-            Err(msg) => {
-                return local(
-                    StatusCode::BAD_REQUEST,
-                    msg,
-                    Detail::BadRequest,
-                    Fwd::Bypass,
-                )
-            }
+            Err(msg) => return local(StatusCode::BAD_REQUEST, msg, Detail::BadRequest, Fwd::Bypass),
         };
         if parts.method == Method::GET || parts.method == Method::HEAD {
             self.cacheable(parts, target, peer).await
@@ -107,31 +92,29 @@ impl Proxy {
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let req_cc = policy::request_cache_control(&parts.headers);
-        if parts.headers.contains_key(header::RANGE) {
-            // Ranges are forwarded as they are and never stored.
-            return self
-                .forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)
-                .await;
-        }
         let key = CacheKey::new("http", &target.host, &target.path_and_query);
         let variants = self.memory.get(&key);
-        let selected = variants
-            .as_ref()
-            .and_then(|v| v.select(&parts.headers))
-            .cloned();
+        let selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
         let now = self.clock.now_millis();
+        if parts.headers.contains_key(header::RANGE) {
+            // A range is served from a usable complete stored response; otherwise the request
+            // is forwarded as it is and the partial response is not stored.
+            let usable = |e: &Arc<Entry>| matches!(e.freshness.usable(&req_cc, now), Usable::Fresh | Usable::Stale);
+            if let Some(entry) = selected.filter(usable) {
+                let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
+                return self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now);
+            }
+            if req_cc.only_if_cached {
+                return only_if_cached();
+            }
+            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
+        }
         let Some(entry) = selected else {
             if req_cc.only_if_cached {
                 return only_if_cached();
             }
-            let fwd = if variants.is_some() {
-                Fwd::VaryMiss
-            } else {
-                Fwd::UriMiss
-            };
-            return self
-                .forward(&parts, &target, peer, Some(key), fwd, &req_cc, None)
-                .await;
+            let fwd = if variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
+            return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, None).await;
         };
         match entry.freshness.usable(&req_cc, now) {
             Usable::Fresh | Usable::Stale => {
@@ -139,10 +122,7 @@ impl Proxy {
                 self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now)
             }
             Usable::Revalidate(_) if req_cc.only_if_cached => only_if_cached(),
-            Usable::Revalidate(fwd) => {
-                self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, Some(entry))
-                    .await
-            }
+            Usable::Revalidate(fwd) => self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, Some(entry)).await,
         }
     }
 
@@ -163,25 +143,11 @@ impl Proxy {
         // that may be stored fetches the full response and answers the client's conditionals
         // locally.
         let own_conditionals = key.is_some() && !req_cc.no_store;
-        let validators = stale
-            .as_deref()
-            .filter(|e| policy::has_validator(&e.headers));
+        let validators = stale.as_deref().filter(|e| policy::has_validator(&e.headers));
         // HEAD is forwarded as GET when the response may be stored, so a later GET is a hit and a
         // stored body stays valid after revalidation.
-        let method = if key.is_some() {
-            Method::GET
-        } else {
-            parts.method.clone()
-        };
-        let req = self.origin_request(
-            parts,
-            target,
-            peer,
-            &method,
-            UpBody::Empty,
-            own_conditionals,
-            validators,
-        );
+        let method = if key.is_some() { Method::GET } else { parts.method.clone() };
+        let req = self.origin_request(parts, target, peer, &method, UpBody::Empty, own_conditionals, validators);
         let request_time = self.clock.now_millis();
         let resp = match self.upstream.send(req).await {
             Ok(r) => r,
@@ -204,55 +170,24 @@ impl Proxy {
         // §4.3.4: a 304 to our revalidation refreshes the stored response.
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), Some(key), true) = (stale.as_ref(), key, validators.is_some()) {
-                return self.refresh(
-                    parts,
-                    key,
-                    old,
-                    &rp.headers,
-                    request_time,
-                    response_time,
-                    status,
-                );
+                return self.refresh(parts, key, old, &rp.headers, request_time, response_time, status);
             }
         }
 
         let resp_cc = policy::response_cache_control(&rp.headers);
         let mut decision = match key {
             None => Err(Detail::Partial),
-            Some(_) => policy::storable(
-                &method,
-                &parts.headers,
-                req_cc,
-                rp.status,
-                &rp.headers,
-                &resp_cc,
-                &self.opts,
-            ),
+            Some(_) => policy::storable(&method, &parts.headers, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
         };
         let content_length = content_length(&rp.headers);
         if decision.is_ok() && content_length.is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
             decision = Err(Detail::TooLarge);
         }
-        let fresh = policy::freshness(
-            rp.status,
-            &rp.headers,
-            &resp_cc,
-            request_time,
-            response_time,
-            &self.opts,
-        );
-        if decision.is_ok()
-            && fresh.lifetime == 0
-            && !fresh.no_cache
-            && !policy::has_validator(&rp.headers)
-        {
+        let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
+        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
             decision = Err(Detail::NoFreshness);
         }
-        append_list(
-            &mut rp.headers,
-            header::VIA,
-            via_value(rp.version).to_str().unwrap_or("1.1 edgecache"),
-        );
+        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
 
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
@@ -281,21 +216,12 @@ impl Proxy {
 
         let body = OriginBody::new(rbody, self.cfg.timeouts.idle, tee);
         // The client's own conditionals, answered from the fresh response.
-        if own_conditionals
-            && rp.status == StatusCode::OK
-            && conditional::is_conditional(&parts.headers)
-        {
-            let lm =
-                policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
+        if own_conditionals && rp.status == StatusCode::OK && conditional::is_conditional(&parts.headers) {
+            let lm = policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
             if conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), lm) {
                 tokio::spawn(drain(body));
                 let headers = not_modified_headers(&rp.headers);
-                return finish(
-                    StatusCode::NOT_MODIFIED,
-                    headers,
-                    ProxyBody::empty(),
-                    status,
-                );
+                return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
             }
         }
         let body = if parts.method == Method::HEAD {
@@ -321,33 +247,13 @@ impl Proxy {
     ) -> (Response<ProxyBody>, CacheStatus) {
         let merged = old.merged_headers(not_modified);
         let cc = policy::response_cache_control(&merged);
-        let fresh = policy::freshness(
-            old.status,
-            &merged,
-            &cc,
-            request_time,
-            response_time,
-            &self.opts,
-        );
+        let fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
         let entry = Arc::new(old.refreshed(merged, fresh));
         let req_cc = policy::request_cache_control(&parts.headers);
-        match policy::storable(
-            &Method::GET,
-            &parts.headers,
-            &req_cc,
-            entry.status,
-            &entry.headers,
-            &cc,
-            &self.opts,
-        ) {
+        match policy::storable(&Method::GET, &parts.headers, &req_cc, entry.status, &entry.headers, &cc, &self.opts) {
             Ok(()) => {
                 status.stored = true;
-                self.memory.replace(
-                    key,
-                    old,
-                    entry.clone(),
-                    now_keep(&fresh, response_time, &self.cfg),
-                );
+                self.memory.replace(key, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg));
             }
             Err(reason) => {
                 status.detail = Some(reason);
@@ -408,20 +314,10 @@ impl Proxy {
         let memory = self.memory.clone();
         let sink = Box::new(move |body: bytes::Bytes| {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            let entry = Entry {
-                status,
-                headers,
-                body,
-                vary,
-                freshness: fresh,
-            };
+            let entry = Entry { status, headers, body, vary, freshness: fresh };
             memory.insert(key, Arc::new(entry), keep_for);
         });
-        Tee::new(
-            self.cfg.cache.max_object_bytes as usize,
-            content_length,
-            sink,
-        )
+        Tee::new(self.cfg.cache.max_object_bytes as usize, content_length, sink)
     }
 
     /// Serves a stored response, answering the client's conditionals (RFC 9111 §4.3.2).
@@ -435,29 +331,40 @@ impl Proxy {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(
-                &parts.headers,
-                entry.etag(),
-                entry.freshness.last_modified,
-            )
+            && conditional::not_modified(&parts.headers, entry.etag(), entry.freshness.last_modified)
         {
             let mut headers = not_modified_headers(&entry.headers);
             headers.insert(header::AGE, age);
-            return finish(
-                StatusCode::NOT_MODIFIED,
-                headers,
-                ProxyBody::empty(),
-                status,
-            );
+            return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, age);
-        let body = if parts.method == Method::HEAD {
-            ProxyBody::empty()
-        } else {
-            ProxyBody::full(entry.body.clone())
-        };
-        finish(entry.status, headers, body, status)
+        let mut code = entry.status;
+        let mut body = entry.body.clone();
+        if let Some(range) = parts.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
+            if entry.status == StatusCode::OK && parts.method == Method::GET {
+                let len = body.len() as u64;
+                let etag = entry.etag().and_then(|e| e.to_str().ok());
+                match range::evaluate(range, &parts.headers, len, etag, entry.freshness.last_modified) {
+                    RangeAnswer::Full => {}
+                    RangeAnswer::Partial { start, end } => {
+                        code = StatusCode::PARTIAL_CONTENT;
+                        body = body.slice(start as usize..=end as usize);
+                        let cr = format!("bytes {start}-{end}/{len}");
+                        headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                    }
+                    RangeAnswer::Unsatisfiable => {
+                        let cr = format!("bytes */{len}");
+                        headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                        return finish(StatusCode::RANGE_NOT_SATISFIABLE, headers, ProxyBody::empty(), status);
+                    }
+                }
+            }
+        }
+        let body = if parts.method == Method::HEAD { ProxyBody::empty() } else { ProxyBody::full(body) };
+        finish(code, headers, body, status)
     }
 
     /// Every other method: forwarded with its body streamed, then invalidation (RFC 9111 §4.4).
@@ -487,30 +394,20 @@ impl Proxy {
         if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
             self.invalidate_after_unsafe(&target, &rp.headers);
         }
-        append_list(
-            &mut rp.headers,
-            header::VIA,
-            via_value(rp.version).to_str().unwrap_or("1.1 edgecache"),
-        );
-        let body = ProxyBody::Origin(Box::new(OriginBody::new(
-            rbody,
-            self.cfg.timeouts.idle,
-            None,
-        )));
+        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
+        let body = ProxyBody::Origin(Box::new(OriginBody::new(rbody, self.cfg.timeouts.idle, None)));
         finish(rp.status, rp.headers, body, status)
     }
 
     /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
     fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
-        self.memory
-            .invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
+        self.memory.invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
             };
             if let Some(pq) = same_origin_path(v, &target.host) {
-                self.memory
-                    .invalidate(&CacheKey::new("http", &target.host, &pq));
+                self.memory.invalidate(&CacheKey::new("http", &target.host, &pq));
             }
         }
     }
@@ -533,23 +430,11 @@ impl Proxy {
         if let Ok(h) = HeaderValue::from_str(&target.host) {
             headers.insert(header::HOST, h);
         }
-        append_list(
-            &mut headers,
-            header::VIA,
-            via_value(parts.version).to_str().unwrap_or("1.1 edgecache"),
-        );
-        append_list(
-            &mut headers,
-            X_FORWARDED_FOR.clone(),
-            &peer.ip().to_string(),
-        );
+        append_list(&mut headers, header::VIA, via_value(parts.version).to_str().unwrap_or("1.1 edgecache"));
+        append_list(&mut headers, X_FORWARDED_FOR.clone(), &peer.ip().to_string());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
-        append_list(
-            &mut headers,
-            SURROGATE_CAPABILITY.clone(),
-            "edgecache=\"Surrogate/1.0\"",
-        );
+        append_list(&mut headers, SURROGATE_CAPABILITY.clone(), "edgecache=\"Surrogate/1.0\"");
         if strip_conditionals || validators.is_some() {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);
@@ -562,10 +447,7 @@ impl Proxy {
                 headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
             }
         }
-        let uri = format!(
-            "http://{}{}",
-            self.cfg.origin.authority, target.path_and_query
-        );
+        let uri = format!("http://{}{}", self.cfg.origin.authority, target.path_and_query);
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
@@ -579,10 +461,7 @@ impl Proxy {
 /// configured retention for revalidation.
 fn now_keep(fresh: &Freshness, now: Millis, cfg: &Config) -> Duration {
     let ttl = fresh.ttl_ms(now).max(0) as u64;
-    let windows = fresh
-        .stale_while_revalidate
-        .max(fresh.stale_if_error)
-        .saturating_mul(1000);
+    let windows = fresh.stale_while_revalidate.max(fresh.stale_if_error).saturating_mul(1000);
     Duration::from_millis(ttl.saturating_add(windows)) + cfg.cache.keep_stale
 }
 
@@ -611,10 +490,7 @@ fn target(parts: &request::Parts) -> Result<Target, &'static str> {
         None => "/".to_string(),
         Some(_) => return Err("request target must start with /\n"),
     };
-    Ok(Target {
-        host,
-        path_and_query,
-    })
+    Ok(Target { host, path_and_query })
 }
 
 /// The path and query of `location` when it names the same origin as `host`.
@@ -627,20 +503,11 @@ fn same_origin_path(location: &str, host: &str) -> Option<String> {
         return None;
     }
     let other = normalize_host(uri.authority()?.as_str(), "http")?;
-    (other == host).then(|| {
-        uri.path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into())
-    })
+    (other == host).then(|| uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()))
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// RFC 9110 §6.6.1: a response forwarded without `Date` gets one.
@@ -672,17 +539,8 @@ fn finish(
 ) -> (Response<ProxyBody>, CacheStatus) {
     let ours = cs.header_value();
     let value = if headers.contains_key(&CACHE_STATUS) {
-        let theirs: Vec<&str> = headers
-            .get_all(&CACHE_STATUS)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        HeaderValue::from_str(&format!(
-            "{}, {}",
-            ours.to_str().unwrap_or(""),
-            theirs.join(", ")
-        ))
-        .unwrap_or(ours)
+        let theirs: Vec<&str> = headers.get_all(&CACHE_STATUS).iter().filter_map(|v| v.to_str().ok()).collect();
+        HeaderValue::from_str(&format!("{}, {}", ours.to_str().unwrap_or(""), theirs.join(", "))).unwrap_or(ours)
     } else {
         ours
     };
@@ -696,27 +554,15 @@ fn finish(
 }
 
 /// A response made by the proxy itself (errors), never stored.
-fn local(
-    code: StatusCode,
-    msg: &'static str,
-    detail: Detail,
-    fwd: Fwd,
-) -> (Response<ProxyBody>, CacheStatus) {
+fn local(code: StatusCode, msg: &'static str, detail: Detail, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
     let mut cs = CacheStatus::forward(fwd);
     cs.detail = Some(detail);
     local_with(code, msg, cs)
 }
 
-fn local_with(
-    code: StatusCode,
-    msg: &'static str,
-    cs: CacheStatus,
-) -> (Response<ProxyBody>, CacheStatus) {
+fn local_with(code: StatusCode, msg: &'static str, cs: CacheStatus) -> (Response<ProxyBody>, CacheStatus) {
     let mut headers = HeaderMap::with_capacity(4);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(msg.len()));
     finish(code, headers, ProxyBody::full(msg), cs)
@@ -724,37 +570,19 @@ fn local_with(
 
 fn only_if_cached() -> (Response<ProxyBody>, CacheStatus) {
     // RFC 9111 §5.2.1.7: 504 when nothing stored can answer.
-    let cs = CacheStatus {
-        detail: Some(Detail::OnlyIfCached),
-        ..Default::default()
-    };
-    local_with(
-        StatusCode::GATEWAY_TIMEOUT,
-        "not in cache (only-if-cached)\n",
-        cs,
-    )
+    let cs = CacheStatus { detail: Some(Detail::OnlyIfCached), ..Default::default() };
+    local_with(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n", cs)
 }
 
 fn upstream_failure(e: UpstreamError, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
     tracing::warn!(error = %e, "origin request failed");
     match e {
-        UpstreamError::Timeout => local(
-            StatusCode::GATEWAY_TIMEOUT,
-            "origin timed out\n",
-            Detail::OriginTimeout,
-            fwd,
-        ),
-        UpstreamError::Unreachable(_) => local(
-            StatusCode::BAD_GATEWAY,
-            "origin unreachable\n",
-            Detail::OriginUnreachable,
-            fwd,
-        ),
-        UpstreamError::ClientBodyTimeout => local(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body timed out\n",
-            Detail::BadRequest,
-            fwd,
-        ),
+        UpstreamError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n", Detail::OriginTimeout, fwd),
+        UpstreamError::Unreachable(_) => {
+            local(StatusCode::BAD_GATEWAY, "origin unreachable\n", Detail::OriginUnreachable, fwd)
+        }
+        UpstreamError::ClientBodyTimeout => {
+            local(StatusCode::REQUEST_TIMEOUT, "request body timed out\n", Detail::BadRequest, fwd)
+        }
     }
 }

@@ -70,22 +70,12 @@ pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let task = tokio::spawn(serve(listener, proxy.clone(), cfg, async {
         let _ = rx.await;
     }));
-    Ok(Running {
-        addr,
-        proxy,
-        stop: Some(tx),
-        task,
-    })
+    Ok(Running { addr, proxy, stop: Some(tx), task })
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then drains in-flight
 /// connections for at most `timeouts.shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    cfg: Arc<Config>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -121,13 +111,7 @@ pub async fn serve(
             async move {
                 let start = Instant::now();
                 let log_head = access.then(|| {
-                    (
-                        req.method().clone(),
-                        req.uri()
-                            .path_and_query()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default(),
-                    )
+                    (req.method().clone(), req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default())
                 });
                 let (resp, cs) = proxy.handle(req, peer).await;
                 let log = log_head.map(|(method, path)| {
@@ -144,9 +128,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, log)))
             }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

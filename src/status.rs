@@ -119,19 +119,12 @@ pub struct CacheStatus {
 impl CacheStatus {
     /// A fresh hit.
     pub fn hit(ttl: i64) -> Self {
-        CacheStatus {
-            hit: true,
-            ttl: Some(ttl),
-            ..Default::default()
-        }
+        CacheStatus { hit: true, ttl: Some(ttl), ..Default::default() }
     }
 
     /// Went forward for `fwd`.
     pub fn forward(fwd: Fwd) -> Self {
-        CacheStatus {
-            fwd: Some(fwd),
-            ..Default::default()
-        }
+        CacheStatus { fwd: Some(fwd), ..Default::default() }
     }
 
     /// Short word for the access log and metrics: `hit`, `miss`, `revalidated` ...
@@ -185,21 +178,12 @@ mod tests {
         let mut st = CacheStatus::forward(Fwd::UriMiss);
         st.fwd_status = Some(200);
         st.stored = true;
-        assert_eq!(
-            st.header_value(),
-            "edgecache; fwd=uri-miss; fwd-status=200; stored"
-        );
-        assert_eq!(
-            CacheStatus::hit(42).header_value(),
-            "edgecache; hit; ttl=42"
-        );
+        assert_eq!(st.header_value(), "edgecache; fwd=uri-miss; fwd-status=200; stored");
+        assert_eq!(CacheStatus::hit(42).header_value(), "edgecache; hit; ttl=42");
         let mut st = CacheStatus::forward(Fwd::UriMiss);
         st.fwd_status = Some(200);
         st.detail = Some(Detail::Private);
-        assert_eq!(
-            st.header_value(),
-            "edgecache; fwd=uri-miss; fwd-status=200; detail=private"
-        );
+        assert_eq!(st.header_value(), "edgecache; fwd=uri-miss; fwd-status=200; detail=private");
         assert_eq!(st.outcome(), "miss");
     }
 }

@@ -48,10 +48,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(conn);
-        Upstream {
-            client,
-            first_byte: cfg.timeouts.first_byte,
-        }
+        Upstream { client, first_byte: cfg.timeouts.first_byte }
     }
 
     /// Sends `req`, waiting at most `timeouts.first_byte` for the response head.
@@ -126,11 +123,7 @@ pub fn via_value(version: http::Version) -> HeaderValue {
 pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: &str) {
     let joined = match h.get(&name).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => {
-            let all: Vec<&str> = h
-                .get_all(&name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
+            let all: Vec<&str> = h.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
             format!("{}, {value}", all.join(", "))
         }
         _ => value.to_string(),

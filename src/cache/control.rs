@@ -93,11 +93,7 @@ impl CacheControl {
 
     /// True when any directive was present in `headers` under `name`.
     pub fn present(headers: &HeaderMap, name: &HeaderName) -> bool {
-        headers.get_all(name).iter().any(|v| {
-            !v.as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_whitespace() || *b == b',')
-        })
+        headers.get_all(name).iter().any(|v| !v.as_bytes().iter().all(|b| b.is_ascii_whitespace() || *b == b','))
     }
 
     fn parse_into(&mut self, value: &str) {
@@ -190,10 +186,7 @@ fn set_delta(slot: &mut Option<Delta>, arg: Option<&str>) {
 /// (recipients are asked to be lenient with `max-age="60"`).
 pub fn parse_delta(s: &str) -> Delta {
     let s = s.trim();
-    let s = s
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s);
+    let s = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s);
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Delta::Invalid;
     }
@@ -224,9 +217,7 @@ impl<'a> Iterator for Directives<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let s = self
-                .rest
-                .trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
+            let s = self.rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
             if s.is_empty() {
                 self.rest = s;
                 return None;
@@ -293,30 +284,21 @@ mod tests {
         assert_eq!(parse_delta("1.5"), Delta::Invalid);
         assert_eq!(parse_delta(""), Delta::Invalid);
         assert_eq!(parse_delta("007"), Delta::Secs(7));
-        assert_eq!(
-            parse_delta("99999999999999999999999"),
-            Delta::Secs(DELTA_MAX)
-        );
+        assert_eq!(parse_delta("99999999999999999999999"), Delta::Secs(DELTA_MAX));
         assert_eq!(CacheControl::parse("max-age").max_age, Some(Delta::Invalid));
     }
 
     #[test]
     fn max_stale_bare_and_valued() {
         assert_eq!(CacheControl::parse("max-stale").max_stale, Some(None));
-        assert_eq!(
-            CacheControl::parse("max-stale=30").max_stale,
-            Some(Some(30))
-        );
+        assert_eq!(CacheControl::parse("max-stale=30").max_stale, Some(Some(30)));
     }
 
     #[test]
     fn qualified_no_cache_and_private() {
         let cc = CacheControl::parse("no-cache=\"Set-Cookie, X-A\", private=\"x-b\"");
         assert!(!cc.no_cache && !cc.private);
-        assert_eq!(
-            cc.no_cache_fields,
-            vec!["set-cookie".into(), "x-a".into()] as Vec<Box<str>>
-        );
+        assert_eq!(cc.no_cache_fields, vec!["set-cookie".into(), "x-a".into()] as Vec<Box<str>>);
         assert_eq!(cc.private_fields, vec!["x-b".into()] as Vec<Box<str>>);
         assert!(CacheControl::parse("no-cache=\"\"").no_cache);
     }
@@ -325,10 +307,7 @@ mod tests {
     fn surrogate_targets() {
         let mut h = HeaderMap::new();
         let name = HeaderName::from_static("surrogate-control");
-        h.insert(
-            &name,
-            "max-age=60;other, no-store;edgecache".parse().unwrap(),
-        );
+        h.insert(&name, "max-age=60;other, no-store;edgecache".parse().unwrap());
         let cc = targeted(&h, &name, "edgecache").unwrap();
         assert!(cc.no_store);
         assert_eq!(cc.max_age, None);
@@ -338,16 +317,7 @@ mod tests {
 
     #[test]
     fn garbage_does_not_panic() {
-        for s in [
-            "",
-            ",,,",
-            "=",
-            "\"",
-            "max-age=\"",
-            "a=\"\\",
-            "ünï=cödé",
-            "max-age==5",
-        ] {
+        for s in ["", ",,,", "=", "\"", "max-age=\"", "a=\"\\", "ünï=cödé", "max-age==5"] {
             let _ = CacheControl::parse(s);
         }
     }

@@ -24,29 +24,15 @@ pub struct Entry {
 
 /// Fields never copied from a 304 into the stored response (RFC 9111 §3.2): the stored body's
 /// length, framing, validator and integrity fields stay those of the stored response.
-const NOT_UPDATED: &[&str] = &[
-    "content-length",
-    "content-encoding",
-    "content-range",
-    "content-md5",
-    "etag",
-    "transfer-encoding",
-    "age",
-];
+const NOT_UPDATED: &[&str] =
+    &["content-length", "content-encoding", "content-range", "content-md5", "etag", "transfer-encoding", "age"];
 
 impl Entry {
     /// Approximate bytes this entry occupies in memory: what the byte budget counts.
     pub fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 48)
-            .sum();
-        let vary: usize = self
-            .vary
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len()) + 40)
-            .sum();
+        let headers: usize = self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 48).sum();
+        let vary: usize =
+            self.vary.iter().map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len()) + 40).sum();
         std::mem::size_of::<Self>() + headers + vary + self.body.len() + 64
     }
 
@@ -76,12 +62,6 @@ impl Entry {
 
     /// A copy of this entry with new headers and freshness, sharing the body.
     pub fn refreshed(&self, headers: HeaderMap, freshness: Freshness) -> Entry {
-        Entry {
-            status: self.status,
-            headers,
-            body: self.body.clone(),
-            vary: self.vary.clone(),
-            freshness,
-        }
+        Entry { status: self.status, headers, body: self.body.clone(), vary: self.vary.clone(), freshness }
     }
 }

@@ -72,10 +72,7 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
         // IP-literal
         let end = rest.find(']')?;
         let (lit, after) = (&rest[..end], &rest[end + 1..]);
-        if !lit
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if !lit.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return None;
         }
         let port = match after {
@@ -145,43 +142,19 @@ mod tests {
 
     #[test]
     fn length_prefix_makes_parts_unambiguous() {
-        assert_ne!(
-            CacheKey::new("http", "a", "/b?c"),
-            CacheKey::new("http", "a", "/b%3Fc")
-        );
-        assert_ne!(
-            CacheKey::new("http", "ab", "/c"),
-            CacheKey::new("http", "a", "b/c")
-        );
-        assert_ne!(
-            CacheKey::new("http", "a", "/p"),
-            CacheKey::new("http", "a", "/p?")
-        );
-        assert_eq!(
-            CacheKey::new("http", "a", "/p?x=1"),
-            CacheKey::new("http", "a", "/p?x=1")
-        );
+        assert_ne!(CacheKey::new("http", "a", "/b?c"), CacheKey::new("http", "a", "/b%3Fc"));
+        assert_ne!(CacheKey::new("http", "ab", "/c"), CacheKey::new("http", "a", "b/c"));
+        assert_ne!(CacheKey::new("http", "a", "/p"), CacheKey::new("http", "a", "/p?"));
+        assert_eq!(CacheKey::new("http", "a", "/p?x=1"), CacheKey::new("http", "a", "/p?x=1"));
     }
 
     #[test]
     fn hosts_normalize() {
-        assert_eq!(
-            normalize_host("Example.COM", "http").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            normalize_host("example.com:80", "http").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            normalize_host("example.com.:8080", "http").as_deref(),
-            Some("example.com:8080")
-        );
+        assert_eq!(normalize_host("Example.COM", "http").as_deref(), Some("example.com"));
+        assert_eq!(normalize_host("example.com:80", "http").as_deref(), Some("example.com"));
+        assert_eq!(normalize_host("example.com.:8080", "http").as_deref(), Some("example.com:8080"));
         assert_eq!(normalize_host("[::1]:80", "http").as_deref(), Some("[::1]"));
-        assert_eq!(
-            normalize_host("127.0.0.1:8080", "http").as_deref(),
-            Some("127.0.0.1:8080")
-        );
+        assert_eq!(normalize_host("127.0.0.1:8080", "http").as_deref(), Some("127.0.0.1:8080"));
         for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80"] {
             assert_eq!(normalize_host(bad, "http"), None, "{bad}");
         }

@@ -71,10 +71,7 @@ impl MemoryTier {
             .weigher(|_k: &CacheKey, v: &Arc<Variants>| v.weight())
             .expire_after(KeepFor)
             .build();
-        MemoryTier {
-            cache,
-            max_variants: max_variants.max(1),
-        }
+        MemoryTier { cache, max_variants: max_variants.max(1) }
     }
 
     /// Every stored variant of `key`.
@@ -102,13 +99,7 @@ impl MemoryTier {
             }
             keep = keep.max(old.keep_for);
         }
-        self.cache.insert(
-            key,
-            Arc::new(Variants {
-                entries: entries.into_boxed_slice(),
-                keep_for: keep,
-            }),
-        );
+        self.cache.insert(key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: keep }));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone
@@ -120,13 +111,7 @@ impl MemoryTier {
                 entries.remove(i);
                 entries.insert(0, new);
                 let keep = keep_for.max(cur.keep_for);
-                self.cache.insert(
-                    key,
-                    Arc::new(Variants {
-                        entries: entries.into_boxed_slice(),
-                        keep_for: keep,
-                    }),
-                );
+                self.cache.insert(key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: keep }));
                 return;
             }
         }
@@ -136,22 +121,12 @@ impl MemoryTier {
     /// Removes one variant.
     pub fn remove_variant(&self, key: &CacheKey, old: &Arc<Entry>) {
         if let Some(cur) = self.cache.get(key) {
-            let entries: Vec<Arc<Entry>> = cur
-                .entries
-                .iter()
-                .filter(|e| !Arc::ptr_eq(e, old))
-                .cloned()
-                .collect();
+            let entries: Vec<Arc<Entry>> = cur.entries.iter().filter(|e| !Arc::ptr_eq(e, old)).cloned().collect();
             if entries.is_empty() {
                 self.cache.invalidate(key);
             } else if entries.len() != cur.entries.len() {
-                self.cache.insert(
-                    *key,
-                    Arc::new(Variants {
-                        entries: entries.into_boxed_slice(),
-                        keep_for: cur.keep_for,
-                    }),
-                );
+                self.cache
+                    .insert(*key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: cur.keep_for }));
             }
         }
     }

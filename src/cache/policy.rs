@@ -27,21 +27,13 @@ pub struct PolicyOptions {
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        PolicyOptions {
-            heuristic: true,
-            heuristic_fraction: 0.1,
-            heuristic_max_secs: 86_400,
-            store_set_cookie: false,
-        }
+        PolicyOptions { heuristic: true, heuristic_fraction: 0.1, heuristic_max_secs: 86_400, store_set_cookie: false }
     }
 }
 
 /// Status codes that are heuristically cacheable (RFC 9110 §15.1).
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
+    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
 }
 
 /// Status codes this cache understands (registered and with known semantics), for
@@ -58,12 +50,7 @@ pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
     let mut cc = CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
     if !CacheControl::present(req, &http::header::CACHE_CONTROL)
         && req.get_all(http::header::PRAGMA).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-                })
-                .unwrap_or(false)
+            v.to_str().map(|s| s.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache"))).unwrap_or(false)
         })
     {
         cc.no_cache = true;
@@ -72,8 +59,7 @@ pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
 }
 
 /// `Surrogate-Control` (W3C Edge Architecture): directives for surrogates such as this cache.
-pub static SURROGATE_CONTROL: http::header::HeaderName =
-    http::header::HeaderName::from_static("surrogate-control");
+pub static SURROGATE_CONTROL: http::header::HeaderName = http::header::HeaderName::from_static("surrogate-control");
 
 /// The token that selects `Surrogate-Control` directives targeted at this cache (`;edgecache`).
 pub const SURROGATE_TARGET: &str = "edgecache";
@@ -115,9 +101,7 @@ pub fn storable(
         return Err(Detail::Private);
     }
     // §3.5: a request with Authorization only if the response explicitly allows sharing.
-    if req.contains_key(AUTHORIZATION)
-        && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate)
-    {
+    if req.contains_key(AUTHORIZATION) && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate) {
         return Err(Detail::Authorization);
     }
     if vary::vary_names(resp).is_err() {
@@ -128,17 +112,13 @@ pub fn storable(
     }
     // §3: 206 needs range assembly and 304 is not a representation; with must-understand,
     // only status codes this cache knows (§5.2.2.3).
-    if status == StatusCode::PARTIAL_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || status.is_informational()
-    {
+    if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational() {
         return Err(Detail::Status);
     }
     if resp_cc.must_understand && !understood(status) {
         return Err(Detail::Status);
     }
-    let explicit =
-        resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
+    let explicit = resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
     if !explicit && !resp_cc.public && !heuristically_cacheable(status) {
         return Err(Detail::Status);
     }
@@ -181,9 +161,7 @@ pub struct Freshness {
 /// Parses an HTTP date header into milliseconds since the epoch.
 pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Millis> {
     let v = h.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(v.trim())
-        .ok()
-        .map(crate::clock::to_millis)
+    httpdate::parse_http_date(v.trim()).ok().map(crate::clock::to_millis)
 }
 
 /// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
@@ -217,12 +195,7 @@ pub fn freshness(
     opts: &PolicyOptions,
 ) -> Freshness {
     let date = header_date(resp, DATE).unwrap_or(response_time);
-    let times = Times {
-        request_time,
-        response_time,
-        date,
-        age_value: age_value(resp),
-    };
+    let times = Times { request_time, response_time, date, age_value: age_value(resp) };
     let last_modified = header_date(resp, LAST_MODIFIED);
     Freshness {
         times,
@@ -278,10 +251,7 @@ impl Freshness {
         let t = &self.times;
         let apparent_age = t.response_time.saturating_sub(t.date);
         let response_delay = t.response_time.saturating_sub(t.request_time);
-        let corrected_age_value = t
-            .age_value
-            .saturating_mul(1000)
-            .saturating_add(response_delay);
+        let corrected_age_value = t.age_value.saturating_mul(1000).saturating_add(response_delay);
         let corrected_initial_age = apparent_age.max(corrected_age_value);
         let resident_time = now.saturating_sub(t.response_time);
         corrected_initial_age.saturating_add(resident_time)
@@ -372,33 +342,15 @@ mod tests {
 
     fn fresh(pairs: &[(&'static str, &str)]) -> Freshness {
         let h = headers(pairs);
-        freshness(
-            StatusCode::OK,
-            &h,
-            &response_cache_control(&h),
-            T0,
-            T0,
-            &PolicyOptions::default(),
-        )
+        freshness(StatusCode::OK, &h, &response_cache_control(&h), T0, T0, &PolicyOptions::default())
     }
 
     #[test]
     fn s_maxage_over_max_age_over_expires() {
         let d = date(T0);
         let e = date(T0 + 500_000);
-        assert_eq!(
-            fresh(&[("cache-control", "max-age=10, s-maxage=20"), ("date", &d)]).lifetime,
-            20
-        );
-        assert_eq!(
-            fresh(&[
-                ("cache-control", "max-age=10"),
-                ("expires", &e),
-                ("date", &d)
-            ])
-            .lifetime,
-            10
-        );
+        assert_eq!(fresh(&[("cache-control", "max-age=10, s-maxage=20"), ("date", &d)]).lifetime, 20);
+        assert_eq!(fresh(&[("cache-control", "max-age=10"), ("expires", &e), ("date", &d)]).lifetime, 10);
         assert_eq!(fresh(&[("expires", &e), ("date", &d)]).lifetime, 500);
         assert_eq!(fresh(&[("expires", "0"), ("date", &d)]).lifetime, 0);
         assert_eq!(fresh(&[("cache-control", "max-age=-1")]).lifetime, 0);
@@ -411,14 +363,8 @@ mod tests {
         assert_eq!(fresh(&[("date", &d), ("last-modified", &lm)]).lifetime, 100);
         assert_eq!(fresh(&[("date", &d)]).lifetime, 0);
         let h = headers(&[("date", &d), ("last-modified", &lm)]);
-        let off = PolicyOptions {
-            heuristic: false,
-            ..Default::default()
-        };
-        assert_eq!(
-            freshness(StatusCode::OK, &h, &CacheControl::default(), T0, T0, &off).lifetime,
-            0
-        );
+        let off = PolicyOptions { heuristic: false, ..Default::default() };
+        assert_eq!(freshness(StatusCode::OK, &h, &CacheControl::default(), T0, T0, &off).lifetime, 0);
     }
 
     #[test]
@@ -426,50 +372,23 @@ mod tests {
         let f = fresh(&[("cache-control", "max-age=100"), ("age", "30")]);
         assert_eq!(f.age_secs(T0), 30);
         assert_eq!(f.age_secs(T0 + 10_000), 40);
-        assert_eq!(
-            f.usable(&CacheControl::default(), T0 + 69_000),
-            Usable::Fresh
-        );
-        assert_eq!(
-            f.usable(&CacheControl::default(), T0 + 70_000),
-            Usable::Revalidate(Fwd::Stale)
-        );
+        assert_eq!(f.usable(&CacheControl::default(), T0 + 69_000), Usable::Fresh);
+        assert_eq!(f.usable(&CacheControl::default(), T0 + 70_000), Usable::Revalidate(Fwd::Stale));
     }
 
     #[test]
     fn request_directives() {
         let f = fresh(&[("cache-control", "max-age=100")]);
         let now = T0 + 50_000;
-        assert_eq!(
-            f.usable(&CacheControl::parse("max-age=10"), now),
-            Usable::Revalidate(Fwd::Request)
-        );
-        assert_eq!(
-            f.usable(&CacheControl::parse("min-fresh=60"), now),
-            Usable::Revalidate(Fwd::Request)
-        );
-        assert_eq!(
-            f.usable(&CacheControl::parse("no-cache"), now),
-            Usable::Revalidate(Fwd::Request)
-        );
+        assert_eq!(f.usable(&CacheControl::parse("max-age=10"), now), Usable::Revalidate(Fwd::Request));
+        assert_eq!(f.usable(&CacheControl::parse("min-fresh=60"), now), Usable::Revalidate(Fwd::Request));
+        assert_eq!(f.usable(&CacheControl::parse("no-cache"), now), Usable::Revalidate(Fwd::Request));
         let later = T0 + 120_000;
-        assert_eq!(
-            f.usable(&CacheControl::parse("max-stale=30"), later),
-            Usable::Stale
-        );
-        assert_eq!(
-            f.usable(&CacheControl::parse("max-stale=10"), later),
-            Usable::Revalidate(Fwd::Stale)
-        );
-        assert_eq!(
-            f.usable(&CacheControl::parse("max-stale"), later),
-            Usable::Stale
-        );
+        assert_eq!(f.usable(&CacheControl::parse("max-stale=30"), later), Usable::Stale);
+        assert_eq!(f.usable(&CacheControl::parse("max-stale=10"), later), Usable::Revalidate(Fwd::Stale));
+        assert_eq!(f.usable(&CacheControl::parse("max-stale"), later), Usable::Stale);
         let strict = fresh(&[("cache-control", "max-age=100, must-revalidate")]);
-        assert_eq!(
-            strict.usable(&CacheControl::parse("max-stale"), later),
-            Usable::Revalidate(Fwd::Stale)
-        );
+        assert_eq!(strict.usable(&CacheControl::parse("max-stale"), later), Usable::Revalidate(Fwd::Stale));
     }
 
     #[test]
@@ -488,50 +407,19 @@ mod tests {
             )
         };
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5")]), Ok(()));
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5, private")]), Err(Detail::Private));
+        assert_eq!(check(&[], 200, &[("cache-control", "No-Store")]), Err(Detail::NoStore));
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]), Err(Detail::VaryStar));
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]), Err(Detail::SetCookie));
         assert_eq!(
-            check(&[], 200, &[("cache-control", "max-age=5, private")]),
-            Err(Detail::Private)
-        );
-        assert_eq!(
-            check(&[], 200, &[("cache-control", "No-Store")]),
-            Err(Detail::NoStore)
-        );
-        assert_eq!(
-            check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]),
-            Err(Detail::VaryStar)
-        );
-        assert_eq!(
-            check(
-                &[],
-                200,
-                &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]
-            ),
-            Err(Detail::SetCookie)
-        );
-        assert_eq!(
-            check(
-                &[("authorization", "x")],
-                200,
-                &[("cache-control", "max-age=5")]
-            ),
+            check(&[("authorization", "x")], 200, &[("cache-control", "max-age=5")]),
             Err(Detail::Authorization)
         );
-        assert_eq!(
-            check(
-                &[("authorization", "x")],
-                200,
-                &[("cache-control", "s-maxage=5")]
-            ),
-            Ok(())
-        );
+        assert_eq!(check(&[("authorization", "x")], 200, &[("cache-control", "s-maxage=5")]), Ok(()));
         assert_eq!(check(&[], 302, &[]), Err(Detail::Status));
         assert_eq!(check(&[], 302, &[("cache-control", "max-age=5")]), Ok(()));
         assert_eq!(
-            check(
-                &[("cache-control", "no-store")],
-                200,
-                &[("cache-control", "max-age=5")]
-            ),
+            check(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=5")]),
             Err(Detail::RequestNoStore)
         );
     }

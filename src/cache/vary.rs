@@ -32,25 +32,18 @@ pub fn vary_names(resp: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
 
 /// Builds the [`VaryKey`] for a request, for the given `Vary` names.
 pub fn vary_key(names: &[HeaderName], req: &HeaderMap) -> VaryKey {
-    names
-        .iter()
-        .map(|n| (n.clone(), normalized(n, req)))
-        .collect()
+    names.iter().map(|n| (n.clone(), normalized(n, req))).collect()
 }
 
 /// True when `req` selects the variant stored with `key` (§4.1).
 pub fn matches(key: &VaryKey, req: &HeaderMap) -> bool {
-    key.iter()
-        .all(|(name, stored)| normalized(name, req).as_deref() == stored.as_deref())
+    key.iter().all(|(name, stored)| normalized(name, req).as_deref() == stored.as_deref())
 }
 
 /// Fields whose values are case-insensitive lists where order carries no meaning (preference is
 /// given by `q` weights): these are lowercased and sorted.
 fn is_unordered_list(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "accept" | "accept-encoding" | "accept-language" | "accept-charset"
-    )
+    matches!(name.as_str(), "accept" | "accept-encoding" | "accept-language" | "accept-charset")
 }
 
 /// The value of `name` in `req`, normalized: every field line combined, list members trimmed,
@@ -63,17 +56,9 @@ pub fn normalized(name: &HeaderName, req: &HeaderMap) -> Option<Box<str>> {
     for value in iter {
         let s = String::from_utf8_lossy(value.as_bytes());
         for m in s.split(',') {
-            let m: String = m
-                .split([' ', '\t'])
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let m: String = m.split([' ', '\t']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ");
             // "gzip ; q=1" and "gzip;q=1" are the same member.
-            let m = m
-                .replace(" ;", ";")
-                .replace("; ", ";")
-                .replace(" =", "=")
-                .replace("= ", "=");
+            let m = m.replace(" ;", ";").replace("; ", ";").replace(" =", "=").replace("= ", "=");
             if !m.is_empty() {
                 members.push(m);
             }
@@ -105,11 +90,7 @@ mod tests {
     #[test]
     fn star_and_names() {
         assert!(vary_names(&req(&[("vary", "accept, *")])).is_err());
-        let names = vary_names(&req(&[
-            ("vary", "Accept-Encoding, accept-language"),
-            ("vary", "X-Foo"),
-        ]))
-        .unwrap();
+        let names = vary_names(&req(&[("vary", "Accept-Encoding, accept-language"), ("vary", "X-Foo")])).unwrap();
         assert_eq!(names, vec!["accept-encoding", "accept-language", "x-foo"]);
     }
 
@@ -117,10 +98,7 @@ mod tests {
     fn unordered_lists_normalize() {
         let n = HeaderName::from_static("accept-encoding");
         let a = normalized(&n, &req(&[("accept-encoding", "gzip,  br")]));
-        let b = normalized(
-            &n,
-            &req(&[("accept-encoding", "BR"), ("accept-encoding", "gzip")]),
-        );
+        let b = normalized(&n, &req(&[("accept-encoding", "BR"), ("accept-encoding", "gzip")]));
         assert_eq!(a, b);
         assert_eq!(normalized(&n, &req(&[])), None);
         assert_ne!(normalized(&n, &req(&[("accept-encoding", "")])), None);
@@ -129,17 +107,8 @@ mod tests {
     #[test]
     fn other_fields_keep_case_and_order() {
         let n = HeaderName::from_static("x-foo");
-        assert_ne!(
-            normalized(&n, &req(&[("x-foo", "a, b")])),
-            normalized(&n, &req(&[("x-foo", "b, a")]))
-        );
-        assert_eq!(
-            normalized(&n, &req(&[("x-foo", " a ,b ")])),
-            normalized(&n, &req(&[("x-foo", "a, b")]))
-        );
-        assert_ne!(
-            normalized(&n, &req(&[("x-foo", "A")])),
-            normalized(&n, &req(&[("x-foo", "a")]))
-        );
+        assert_ne!(normalized(&n, &req(&[("x-foo", "a, b")])), normalized(&n, &req(&[("x-foo", "b, a")])));
+        assert_eq!(normalized(&n, &req(&[("x-foo", " a ,b ")])), normalized(&n, &req(&[("x-foo", "a, b")])));
+        assert_ne!(normalized(&n, &req(&[("x-foo", "A")])), normalized(&n, &req(&[("x-foo", "a")])));
     }
 }
