@@ -27,6 +27,19 @@ use crate::upstream::{append_list, remove_hop_by_hop, via_value, Upstream, Upstr
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Request fields removed before forwarding because they change what the origin serves without
+/// being part of the cache key.
+const UNKEYED_OVERRIDES: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "forwarded",
+];
 static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
 
 /// The proxy: configuration, the memory tier, the origin client and the clock.
@@ -433,6 +446,14 @@ impl Proxy {
         append_list(&mut headers, header::VIA, via_value(parts.version).to_str().unwrap_or("1.1 edgecache"));
         append_list(&mut headers, X_FORWARDED_FOR.clone(), &peer.ip().to_string());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
+        // could make the origin answer something else under this key (cache poisoning).
+        for name in UNKEYED_OVERRIDES {
+            headers.remove(*name);
+        }
+        if let Ok(h) = HeaderValue::from_str(&target.host) {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
+        }
         // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
         append_list(&mut headers, SURROGATE_CAPABILITY.clone(), "edgecache=\"Surrogate/1.0\"");
         if strip_conditionals || validators.is_some() {
