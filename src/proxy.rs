@@ -105,6 +105,10 @@ impl Proxy {
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let req_cc = policy::request_cache_control(&parts.headers);
+        if parts.headers.contains_key(header::IF_MATCH) || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) {
+            // Preconditions for state-changing intent: the origin evaluates them; nothing stored.
+            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
+        }
         let key = CacheKey::new("http", &target.host, &target.path_and_query);
         let variants = self.memory.get(&key);
         let selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
@@ -189,7 +193,8 @@ impl Proxy {
 
         let resp_cc = policy::response_cache_control(&rp.headers);
         let mut decision = match key {
-            None => Err(Detail::Partial),
+            None if parts.headers.contains_key(header::RANGE) => Err(Detail::Partial),
+            None => Err(Detail::Precondition),
             Some(_) => policy::storable(&method, &parts.headers, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
         };
         let content_length = content_length(&rp.headers);

@@ -63,6 +63,8 @@ pub enum Detail {
     Method,
     /// Partial content (`Range` request or 206 response).
     Partial,
+    /// The request carried `If-Match` / `If-Unmodified-Since`: passed to the origin, not stored.
+    Precondition,
     /// The origin's body ended early or failed: nothing stored.
     Incomplete,
     /// The origin refused the connection or it failed.
@@ -90,6 +92,7 @@ impl Detail {
             Detail::NoFreshness => "no-freshness",
             Detail::Method => "method",
             Detail::Partial => "partial",
+            Detail::Precondition => "precondition",
             Detail::Incomplete => "incomplete",
             Detail::OriginUnreachable => "origin-unreachable",
             Detail::OriginTimeout => "origin-timeout",
