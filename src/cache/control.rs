@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn quoted_commas_do_not_split() {
         let cc = CacheControl::parse("private=\"set-cookie, x-foo\", max-age=5");
-        assert!(cc.private);
+        assert_eq!(cc.private_fields.len(), 2);
         assert_eq!(cc.max_age, Some(Delta::Secs(5)));
         // A directive name inside a quoted value is not a directive.
         let cc = CacheControl::parse("foo=\"max-age=8\", max-age=1");
