@@ -105,14 +105,9 @@ impl CacheControl {
                 "min-fresh" => set_delta(&mut self.min_fresh, arg),
                 "stale-while-revalidate" => set_delta(&mut self.stale_while_revalidate, arg),
                 "stale-if-error" => set_delta(&mut self.stale_if_error, arg),
-                "max-stale" => {
-                    if self.max_stale.is_none() {
-                        self.max_stale = Some(match arg {
-                            None => None,
-                            // An invalid max-stale allows no staleness.
-                            Some(a) => Some(parse_delta(a).or(0)),
-                        });
-                    }
+                // An invalid max-stale value allows no staleness.
+                "max-stale" if self.max_stale.is_none() => {
+                    self.max_stale = Some(arg.map(|a| parse_delta(a).or(0)));
                 }
                 "no-cache" => field_list(arg, &mut self.no_cache, &mut self.no_cache_fields),
                 "no-store" => self.no_store = true,
