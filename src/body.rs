@@ -224,6 +224,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Streamed from the origin.
     Origin(Box<OriginBody>),
+    /// Read from a fill shared with other clients.
+    Shared(Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>>),
 }
 
 impl ProxyBody {
@@ -247,6 +249,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
+            ProxyBody::Shared(s) => s.as_mut().poll_next(cx),
         }
     }
 
@@ -254,6 +257,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Origin(b) => b.is_end_stream(),
+            ProxyBody::Shared(_) => false,
         }
     }
 
@@ -262,6 +266,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Origin(b) => b.size_hint(),
+            ProxyBody::Shared(_) => SizeHint::default(),
         }
     }
 }

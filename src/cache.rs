@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod entry;
+pub mod fill;
 pub mod key;
 pub mod memory;
 pub mod policy;

@@ -26,6 +26,46 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Request coalescing.
+    pub coalescing: Coalescing,
+    /// Serving stale responses.
+    pub stale: StaleConfig,
+    /// Targeted cache-control fields (RFC 9213, Surrogate-Control).
+    pub targeted: Targeted,
+}
+
+/// Request coalescing: one origin request per key at a time.
+#[derive(Debug, Clone)]
+pub struct Coalescing {
+    /// Coalesce concurrent misses and revalidations of the same key.
+    pub enabled: bool,
+    /// A waiter that has not seen the response head after this long goes to the origin itself.
+    pub wait_limit: Duration,
+    /// A key whose response could not be shared is not coalesced for this long (hit-for-pass).
+    pub hit_for_pass: Duration,
+}
+
+/// Serving stale responses (RFC 5861 and RFC 9111 §4.2.4).
+#[derive(Debug, Clone)]
+pub struct StaleConfig {
+    /// When the origin fails (5xx, refused, timeout), a stale response may be served for this long
+    /// past its expiry even without `stale-if-error` (unless `must-revalidate` and the like forbid
+    /// it).
+    pub grace: Duration,
+}
+
+/// Targeted cache-control fields.
+#[derive(Debug, Clone)]
+pub struct Targeted {
+    /// An edgecache-specific field that takes precedence over `CDN-Cache-Control` and
+    /// `Cache-Control` (empty: none).
+    pub field: Option<http::HeaderName>,
+    /// Send that field on to clients.
+    pub forward_field: bool,
+    /// Send `CDN-Cache-Control` on to clients (so a downstream CDN can use it).
+    pub forward_cdn_cache_control: bool,
+    /// Send `Surrogate-Control` on to clients.
+    pub forward_surrogate_control: bool,
 }
 
 /// The origin server.
@@ -123,6 +163,18 @@ impl Default for Config {
             },
             limits: Limits { max_header_bytes: 64 << 10 },
             log: LogConfig { access: true, format: LogFormat::Text },
+            coalescing: Coalescing {
+                enabled: true,
+                wait_limit: Duration::from_secs(10),
+                hit_for_pass: Duration::from_secs(10),
+            },
+            stale: StaleConfig { grace: Duration::from_secs(10) },
+            targeted: Targeted {
+                field: Some(http::HeaderName::from_static("edgecache-control")),
+                forward_field: false,
+                forward_cdn_cache_control: true,
+                forward_surrogate_control: false,
+            },
         }
     }
 }
@@ -266,6 +318,57 @@ impl Config {
                 Some(())
             });
             w.unknown(&t, "limits");
+        }
+        if let Some(mut t) = w.table(&mut root, "coalescing") {
+            let c = &mut cfg.coalescing;
+            w.take(&mut t, "coalescing", "enabled", |w, p, v| w.boolean(p, v).map(|b| c.enabled = b));
+            w.take(&mut t, "coalescing", "wait_limit", |w, p, v| w.duration(p, v).map(|d| c.wait_limit = d));
+            w.take(&mut t, "coalescing", "hit_for_pass", |w, p, v| w.duration(p, v).map(|d| c.hit_for_pass = d));
+            w.unknown(&t, "coalescing");
+        }
+        if let Some(mut t) = w.table(&mut root, "stale") {
+            let s = &mut cfg.stale;
+            w.take(&mut t, "stale", "grace", |w, p, v| w.duration(p, v).map(|d| s.grace = d));
+            w.unknown(&t, "stale");
+        }
+        if let Some(mut t) = w.table(&mut root, "targeted") {
+            let tg = &mut cfg.targeted;
+            w.take(&mut t, "targeted", "field", |w, p, v| match v.as_str() {
+                Some("") => {
+                    tg.field = None;
+                    Some(())
+                }
+                Some(s) => match http::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()) {
+                    Ok(n) if !matches!(n.as_str(), "cache-control" | "cdn-cache-control" | "surrogate-control") => {
+                        tg.field = Some(n);
+                        Some(())
+                    }
+                    Ok(_) => {
+                        w.bad(
+                            p,
+                            "must be a field of its own, not Cache-Control, CDN-Cache-Control or Surrogate-Control"
+                                .into(),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        w.bad(p, format!("not a valid header field name: {s:?}"));
+                        None
+                    }
+                },
+                None => {
+                    w.bad(p, format!("expected a header field name, found {}", v.type_str()));
+                    None
+                }
+            });
+            w.take(&mut t, "targeted", "forward_field", |w, p, v| w.boolean(p, v).map(|b| tg.forward_field = b));
+            w.take(&mut t, "targeted", "forward_cdn_cache_control", |w, p, v| {
+                w.boolean(p, v).map(|b| tg.forward_cdn_cache_control = b)
+            });
+            w.take(&mut t, "targeted", "forward_surrogate_control", |w, p, v| {
+                w.boolean(p, v).map(|b| tg.forward_surrogate_control = b)
+            });
+            w.unknown(&t, "targeted");
         }
         if let Some(mut t) = w.table(&mut root, "log") {
             let l = &mut cfg.log;

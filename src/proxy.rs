@@ -13,6 +13,9 @@ use http::{request, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
+
+mod coalesce;
+use crate::cache::fill::Inflight;
 use crate::cache::key::normalize_host;
 use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
 use crate::cache::{control::CacheControl, vary, CacheKey, Entry, MemoryTier};
@@ -49,9 +52,16 @@ pub struct Proxy {
     upstream: Upstream,
     clock: Arc<dyn Clock>,
     opts: PolicyOptions,
+    /// Fills in flight, for coalescing.
+    inflight: Inflight,
+    /// Keys whose responses could not be shared, until when (hit-for-pass).
+    hit_for_pass: moka::sync::Cache<CacheKey, Millis>,
+    /// Targeted cache-control fields not sent on to clients.
+    strip: Vec<HeaderName>,
 }
 
 /// Where a request goes, as forwarded: normalized host and the path and query.
+#[derive(Clone)]
 struct Target {
     host: String,
     path_and_query: String,
@@ -64,9 +74,27 @@ impl Proxy {
             heuristic: cfg.cache.heuristic_freshness,
             heuristic_max_secs: cfg.cache.heuristic_max.as_secs(),
             store_set_cookie: cfg.cache.store_set_cookie,
+            targeted: cfg.targeted.field.iter().cloned().chain([policy::CDN_CACHE_CONTROL.clone()]).collect(),
             ..PolicyOptions::default()
         };
+        let tg = &cfg.targeted;
+        let mut strip = Vec::new();
+        if let (Some(f), false) = (&tg.field, tg.forward_field) {
+            strip.push(f.clone());
+        }
+        if !tg.forward_cdn_cache_control {
+            strip.push(policy::CDN_CACHE_CONTROL.clone());
+        }
+        if !tg.forward_surrogate_control {
+            strip.push(policy::SURROGATE_CONTROL.clone());
+        }
         Proxy {
+            inflight: Inflight::default(),
+            hit_for_pass: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.coalescing.hit_for_pass.max(Duration::from_millis(1)))
+                .build(),
+            strip,
             memory: MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants),
             upstream: Upstream::new(&cfg),
             clock,
@@ -81,7 +109,11 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> (Response<ProxyBody>, CacheStatus) {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         let (parts, body) = req.into_parts();
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n", Detail::Method, Fwd::Bypass);
@@ -99,7 +131,7 @@ impl Proxy {
 
     /// GET and HEAD: look up, serve, revalidate or fetch.
     async fn cacheable(
-        &self,
+        self: &Arc<Self>,
         parts: request::Parts,
         target: Target,
         peer: SocketAddr,
@@ -131,20 +163,32 @@ impl Proxy {
                 return only_if_cached();
             }
             let fwd = if variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
-            return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, None).await;
+            return self.coalesced(parts, target, peer, key, fwd, req_cc, None).await;
         };
         match entry.freshness.usable(&req_cc, now) {
             Usable::Fresh | Usable::Stale => {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
                 self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now)
             }
+            // RFC 5861 §3: serve stale at once, revalidate once in the background.
+            Usable::Revalidate(Fwd::Stale) if entry.freshness.within_stale_while_revalidate(now) => {
+                self.revalidate_in_background(&parts, &target, peer, key, entry.clone());
+                let status = CacheStatus {
+                    hit: true,
+                    ttl: Some(entry.freshness.ttl_ms(now).div_euclid(1000)),
+                    detail: Some(Detail::StaleWhileRevalidate),
+                    ..Default::default()
+                };
+                self.serve_stored(&parts, &entry, status, now)
+            }
             Usable::Revalidate(_) if req_cc.only_if_cached => only_if_cached(),
-            Usable::Revalidate(fwd) => self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, Some(entry)).await,
+            Usable::Revalidate(fwd) => self.coalesced(parts, target, peer, key, fwd, req_cc, Some(entry)).await,
         }
     }
 
-    /// Goes to the origin for a GET/HEAD: a miss (`stale` None) or a revalidation of `stale`.
-    /// `key` is None when the response must not be stored (Range).
+    /// Goes to the origin on this request's own, without coalescing: a miss (`stale` None) or a
+    /// revalidation of `stale`. `key` is None when the response must not be stored (Range,
+    /// preconditions).
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -169,12 +213,11 @@ impl Proxy {
         let resp = match self.upstream.send(req).await {
             Ok(r) => r,
             Err(e) => {
-                if let Some(old) = stale.as_ref().filter(|_| fwd == Fwd::Stale) {
-                    if let Some(served) = self.serve_stale_on_error(parts, old, &e) {
-                        return served;
-                    }
+                if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, None) {
+                    tracing::warn!(error = %e, "origin failed; serving stale");
+                    return served;
                 }
-                return upstream_failure(e, fwd);
+                return upstream_failure(&e, fwd);
             }
         };
         let response_time = self.clock.now_millis();
@@ -187,37 +230,34 @@ impl Proxy {
         // §4.3.4: a 304 to our revalidation refreshes the stored response.
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), Some(key), true) = (stale.as_ref(), key, validators.is_some()) {
-                return self.refresh(parts, key, old, &rp.headers, request_time, response_time, status);
+                let (entry, stored) = self.refresh(&parts.headers, key, old, &rp.headers, request_time, response_time);
+                match stored {
+                    Ok(()) => status.stored = true,
+                    Err(reason) => status.detail = Some(reason),
+                }
+                return self.serve_stored(parts, &entry, status, response_time);
+            }
+        }
+        // RFC 5861 §4: an error from the origin, and a stale response within its window.
+        if rp.status.is_server_error() {
+            if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, Some(rp.status)) {
+                return served;
             }
         }
 
-        let resp_cc = policy::response_cache_control(&rp.headers);
-        let mut decision = match key {
-            None if parts.headers.contains_key(header::RANGE) => Err(Detail::Partial),
-            None => Err(Detail::Precondition),
-            Some(_) => policy::storable(&method, &parts.headers, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
-        };
-        let content_length = content_length(&rp.headers);
-        if decision.is_ok() && content_length.is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
-            decision = Err(Detail::TooLarge);
-        }
-        let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
-        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
-            decision = Err(Detail::NoFreshness);
-        }
+        let (decision, fresh) = self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
         append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
 
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
                 status.stored = true;
-                Some(self.store_tee(
-                    key,
-                    &parts.headers,
-                    &rp,
-                    fresh,
-                    content_length,
-                    now_keep(&fresh, response_time, &self.cfg),
-                ))
+                let memory = self.memory.clone();
+                let template = self.entry_template(&parts.headers, &rp, fresh);
+                let keep_for = now_keep(&fresh, response_time, &self.cfg);
+                let sink = Box::new(move |body: bytes::Bytes| {
+                    memory.insert(key, Arc::new(template.with_body(body)), keep_for);
+                });
+                Some(Tee::new(self.cfg.cache.max_object_bytes as usize, content_length(&rp.headers), sink))
             }
             (Err(reason), key) => {
                 status.detail = Some(reason);
@@ -239,7 +279,7 @@ impl Proxy {
             if conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), lm) {
                 tokio::spawn(drain(body));
                 let headers = not_modified_headers(&rp.headers);
-                return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
+                return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
             }
         }
         let body = if parts.method == Method::HEAD {
@@ -248,94 +288,100 @@ impl Proxy {
         } else {
             ProxyBody::Origin(Box::new(body))
         };
-        finish(rp.status, rp.headers, body, status)
+        self.respond(rp.status, rp.headers, body, status)
     }
 
-    /// A 304 from the origin refreshed `old`: merge, store and serve (RFC 9111 §4.3.4).
+    /// Whether the response to a request may be stored, and its freshness.
     #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        method: &Method,
+        req: &HeaderMap,
+        req_cc: &CacheControl,
+        key: Option<CacheKey>,
+        rp: &http::response::Parts,
+        request_time: Millis,
+        response_time: Millis,
+    ) -> (Result<(), Detail>, Freshness) {
+        let resp_cc = policy::response_cache_control(&rp.headers, &self.opts);
+        let mut decision = match key {
+            None if req.contains_key(header::RANGE) => Err(Detail::Partial),
+            None => Err(Detail::Precondition),
+            Some(_) => policy::storable(method, req, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
+        };
+        if decision.is_ok() && content_length(&rp.headers).is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
+            decision = Err(Detail::TooLarge);
+        }
+        let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
+        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
+            decision = Err(Detail::NoFreshness);
+        }
+        (decision, fresh)
+    }
+
+    /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store. Returns the
+    /// refreshed entry and whether it could be stored.
     fn refresh(
         &self,
-        parts: &request::Parts,
+        req: &HeaderMap,
         key: CacheKey,
         old: &Arc<Entry>,
         not_modified: &HeaderMap,
         request_time: Millis,
         response_time: Millis,
-        mut status: CacheStatus,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Arc<Entry>, Result<(), Detail>) {
         let merged = old.merged_headers(not_modified);
-        let cc = policy::response_cache_control(&merged);
+        let cc = policy::response_cache_control(&merged, &self.opts);
         let fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
         let entry = Arc::new(old.refreshed(merged, fresh));
-        let req_cc = policy::request_cache_control(&parts.headers);
-        match policy::storable(&Method::GET, &parts.headers, &req_cc, entry.status, &entry.headers, &cc, &self.opts) {
-            Ok(()) => {
-                status.stored = true;
-                self.memory.replace(key, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg));
-            }
-            Err(reason) => {
-                status.detail = Some(reason);
-                self.memory.remove_variant(&key, old);
-            }
+        let req_cc = policy::request_cache_control(req);
+        let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &entry.headers, &cc, &self.opts);
+        match stored {
+            Ok(()) => self.memory.replace(key, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg)),
+            Err(_) => self.memory.remove_variant(&key, old),
         }
-        self.serve_stored(parts, &entry, status, response_time)
+        (entry, stored)
     }
 
-    /// RFC 9111 §4.2.4: a cache disconnected from the origin may serve a stale response, unless
-    /// the response forbids it (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
-    fn serve_stale_on_error(
+    /// RFC 5861 §4, RFC 9111 §4.2.4: the origin failed (`status` 5xx, or no response); serve the
+    /// stale response if its window allows. Only for a revalidation the cache itself needed,
+    /// never against the client's `no-cache` / `max-age` demands.
+    fn stale_on_error(
         &self,
         parts: &request::Parts,
-        entry: &Arc<Entry>,
-        err: &UpstreamError,
+        stale: Option<&Arc<Entry>>,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        status: Option<StatusCode>,
     ) -> Option<(Response<ProxyBody>, CacheStatus)> {
-        let detail = match err {
-            UpstreamError::Unreachable(_) => Detail::OriginUnreachable,
-            UpstreamError::Timeout => Detail::OriginTimeout,
-            UpstreamError::ClientBodyTimeout => return None,
-        };
-        if entry.freshness.no_stale || entry.freshness.no_cache {
+        let entry = stale.filter(|_| fwd == Fwd::Stale)?;
+        let now = self.clock.now_millis();
+        if !entry.freshness.stale_on_error(req_cc, self.cfg.stale.grace.as_millis() as u64, now) {
             return None;
         }
-        tracing::warn!(error = %err, "origin failed; serving stale");
-        let now = self.clock.now_millis();
-        let status = CacheStatus {
+        let cs = CacheStatus {
             hit: true,
             fwd: Some(Fwd::Stale),
+            fwd_status: status.map(|s| s.as_u16()),
             ttl: Some(entry.freshness.ttl_ms(now).div_euclid(1000)),
-            detail: Some(detail),
+            detail: Some(Detail::StaleIfError),
             ..Default::default()
         };
-        Some(self.serve_stored(parts, entry, status, now))
+        Some(self.serve_stored(parts, entry, cs, now))
     }
 
-    /// Builds the tee that stores the response once its body is complete.
-    fn store_tee(
-        &self,
-        key: CacheKey,
-        req: &HeaderMap,
-        rp: &http::response::Parts,
-        fresh: Freshness,
-        content_length: Option<u64>,
-        keep_for: Duration,
-    ) -> Tee {
+    /// What a response will be stored as, all but its body.
+    fn entry_template(&self, req: &HeaderMap, rp: &http::response::Parts, fresh: Freshness) -> Entry {
         let mut headers = rp.headers.clone();
         headers.remove(header::AGE);
         // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
-        let cc = policy::response_cache_control(&rp.headers);
+        let cc = policy::response_cache_control(&rp.headers, &self.opts);
         for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
             headers.remove(&**name);
         }
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
-        let status = rp.status;
-        let memory = self.memory.clone();
-        let sink = Box::new(move |body: bytes::Bytes| {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            let entry = Entry { status, headers, body, vary, freshness: fresh };
-            memory.insert(key, Arc::new(entry), keep_for);
-        });
-        Tee::new(self.cfg.cache.max_object_bytes as usize, content_length, sink)
+        Entry { status: rp.status, headers, body: bytes::Bytes::new(), vary, freshness: fresh }
     }
 
     /// Serves a stored response, answering the client's conditionals (RFC 9111 §4.3.2).
@@ -353,7 +399,7 @@ impl Proxy {
         {
             let mut headers = not_modified_headers(&entry.headers);
             headers.insert(header::AGE, age);
-            return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
+            return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, age);
@@ -376,13 +422,13 @@ impl Proxy {
                         let cr = format!("bytes */{len}");
                         headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
                         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                        return finish(StatusCode::RANGE_NOT_SATISFIABLE, headers, ProxyBody::empty(), status);
+                        return self.respond(StatusCode::RANGE_NOT_SATISFIABLE, headers, ProxyBody::empty(), status);
                     }
                 }
             }
         }
         let body = if parts.method == Method::HEAD { ProxyBody::empty() } else { ProxyBody::full(body) };
-        finish(code, headers, body, status)
+        self.respond(code, headers, body, status)
     }
 
     /// Every other method: forwarded with its body streamed, then invalidation (RFC 9111 §4.4).
@@ -403,7 +449,7 @@ impl Proxy {
         status.detail = Some(Detail::Method);
         let resp = match self.upstream.send(req).await {
             Ok(r) => r,
-            Err(e) => return upstream_failure(e, Fwd::Bypass),
+            Err(e) => return upstream_failure(&e, Fwd::Bypass),
         };
         let (mut rp, rbody) = resp.into_parts();
         status.fwd_status = Some(rp.status.as_u16());
@@ -414,7 +460,7 @@ impl Proxy {
         }
         append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
         let body = ProxyBody::Origin(Box::new(OriginBody::new(rbody, self.cfg.timeouts.idle, None)));
-        finish(rp.status, rp.headers, body, status)
+        self.respond(rp.status, rp.headers, body, status)
     }
 
     /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
@@ -556,6 +602,22 @@ fn not_modified_headers(from: &HeaderMap) -> HeaderMap {
     h
 }
 
+impl Proxy {
+    /// Removes the targeted fields meant for this cache only, then [`finish`]es.
+    fn respond(
+        &self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: ProxyBody,
+        cs: CacheStatus,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        for name in &self.strip {
+            headers.remove(name);
+        }
+        finish(status, headers, body, cs)
+    }
+}
+
 /// Adds `Cache-Status` (ours first, RFC 9211 §2) and builds the response.
 fn finish(
     status: StatusCode,
@@ -571,8 +633,6 @@ fn finish(
         ours
     };
     headers.insert(CACHE_STATUS.clone(), value);
-    // Surrogate-Control is for this cache only (W3C Edge Architecture).
-    headers.remove(&policy::SURROGATE_CONTROL);
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -600,7 +660,7 @@ fn only_if_cached() -> (Response<ProxyBody>, CacheStatus) {
     local_with(StatusCode::GATEWAY_TIMEOUT, "not in cache (only-if-cached)\n", cs)
 }
 
-fn upstream_failure(e: UpstreamError, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
+fn upstream_failure(e: &UpstreamError, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
     tracing::warn!(error = %e, "origin request failed");
     match e {
         UpstreamError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n", Detail::OriginTimeout, fwd),

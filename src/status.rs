@@ -63,6 +63,10 @@ pub enum Detail {
     Method,
     /// Partial content (`Range` request or 206 response).
     Partial,
+    /// A stale response served while it is revalidated in the background (RFC 5861 §3).
+    StaleWhileRevalidate,
+    /// A stale response served because the origin failed (RFC 5861 §4, grace).
+    StaleIfError,
     /// The request carried `If-Match` / `If-Unmodified-Since`: passed to the origin, not stored.
     Precondition,
     /// The origin's body ended early or failed: nothing stored.
@@ -92,6 +96,8 @@ impl Detail {
             Detail::NoFreshness => "no-freshness",
             Detail::Method => "method",
             Detail::Partial => "partial",
+            Detail::StaleWhileRevalidate => "stale-while-revalidate",
+            Detail::StaleIfError => "stale-if-error",
             Detail::Precondition => "precondition",
             Detail::Incomplete => "incomplete",
             Detail::OriginUnreachable => "origin-unreachable",
@@ -113,6 +119,8 @@ pub struct CacheStatus {
     pub fwd_status: Option<u16>,
     /// The response was stored (or refreshed) in the cache.
     pub stored: bool,
+    /// The request was collapsed into another one for the same key (RFC 9211 §2.5).
+    pub collapsed: bool,
     /// Remaining freshness of the served stored response, in seconds (may be negative).
     pub ttl: Option<i64>,
     /// Why not stored, or another reason worth naming.
@@ -133,7 +141,10 @@ impl CacheStatus {
     /// Short word for the access log and metrics: `hit`, `miss`, `revalidated` ...
     pub fn outcome(&self) -> &'static str {
         match (self.hit, self.fwd) {
+            (true, _) if self.detail == Some(Detail::StaleIfError) => "stale-if-error",
+            (true, _) if self.detail == Some(Detail::StaleWhileRevalidate) => "stale-while-revalidate",
             (true, _) => "hit",
+            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) if self.collapsed => "collapsed",
             (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => "revalidated",
             (false, Some(Fwd::Stale)) => "stale-refetch",
             (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) => "miss",
@@ -159,6 +170,9 @@ impl CacheStatus {
         }
         if self.stored {
             s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
         }
         if let Some(ttl) = self.ttl {
             let _ = write!(s, "; ttl={ttl}");

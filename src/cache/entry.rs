@@ -60,6 +60,14 @@ impl Entry {
         headers
     }
 
+    /// This entry (a template without a body) completed with `body`; `Content-Length` is set to
+    /// the body's length.
+    pub fn with_body(mut self, body: Bytes) -> Entry {
+        self.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        self.body = body;
+        self
+    }
+
     /// A copy of this entry with new headers and freshness, sharing the body.
     pub fn refreshed(&self, headers: HeaderMap, freshness: Freshness) -> Entry {
         Entry { status: self.status, headers, body: self.body.clone(), vary: self.vary.clone(), freshness }

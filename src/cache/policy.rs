@@ -12,7 +12,7 @@ use crate::clock::Millis;
 use crate::status::{Detail, Fwd};
 
 /// Cache settings the policy needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PolicyOptions {
     /// Use heuristic freshness (§4.2.2) for responses without explicit expiration.
     pub heuristic: bool,
@@ -23,11 +23,20 @@ pub struct PolicyOptions {
     /// Store responses that carry `Set-Cookie` (off by default: one client's cookie must never
     /// reach another).
     pub store_set_cookie: bool,
+    /// Targeted fields (RFC 9213) in precedence order, before `Surrogate-Control` and
+    /// `Cache-Control`: the edgecache-specific field (when configured), then `CDN-Cache-Control`.
+    pub targeted: Vec<http::header::HeaderName>,
 }
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        PolicyOptions { heuristic: true, heuristic_fraction: 0.1, heuristic_max_secs: 86_400, store_set_cookie: false }
+        PolicyOptions {
+            heuristic: true,
+            heuristic_fraction: 0.1,
+            heuristic_max_secs: 86_400,
+            store_set_cookie: false,
+            targeted: vec![CDN_CACHE_CONTROL.clone()],
+        }
     }
 }
 
@@ -64,9 +73,21 @@ pub static SURROGATE_CONTROL: http::header::HeaderName = http::header::HeaderNam
 /// The token that selects `Surrogate-Control` directives targeted at this cache (`;edgecache`).
 pub const SURROGATE_TARGET: &str = "edgecache";
 
-/// The response directives this cache obeys: `Surrogate-Control`, when it holds directives for
-/// this cache, takes precedence over `Cache-Control` as a whole; otherwise `Cache-Control`.
-pub fn response_cache_control(resp: &HeaderMap) -> CacheControl {
+/// `CDN-Cache-Control` (RFC 9213).
+pub static CDN_CACHE_CONTROL: http::header::HeaderName = http::header::HeaderName::from_static("cdn-cache-control");
+
+/// The response directives this cache obeys (RFC 9213 §2.1): the first targeted field present
+/// with directives (`opts.targeted`, then `Surrogate-Control` directives for this cache) replaces
+/// `Cache-Control` as a whole; without one, `Cache-Control`.
+pub fn response_cache_control(resp: &HeaderMap, opts: &PolicyOptions) -> CacheControl {
+    for name in &opts.targeted {
+        if CacheControl::present(resp, name) {
+            let cc = CacheControl::from_headers(resp, name);
+            if cc != CacheControl::default() {
+                return cc;
+            }
+        }
+    }
     if let Some(cc) = super::control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
         return cc;
     }
@@ -150,6 +171,8 @@ pub struct Freshness {
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale (§5.2.2.2, §5.2.2.8,
     /// §5.2.2.10).
     pub no_stale: bool,
+    /// Explicit `must-revalidate` or `proxy-revalidate`: not even `stale-while-revalidate` applies.
+    pub strict: bool,
     /// `stale-while-revalidate` window, in seconds (RFC 5861).
     pub stale_while_revalidate: u64,
     /// `stale-if-error` window, in seconds (RFC 5861).
@@ -202,6 +225,7 @@ pub fn freshness(
         lifetime: lifetime(status, resp, cc, date, last_modified, opts),
         no_cache: cc.no_cache,
         no_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+        strict: cc.must_revalidate || cc.proxy_revalidate,
         stale_while_revalidate: cc.stale_while_revalidate.map(|d| d.or(0)).unwrap_or(0),
         stale_if_error: cc.stale_if_error.map(|d| d.or(0)).unwrap_or(0),
         last_modified: last_modified.or(Some(date)),
@@ -246,6 +270,31 @@ fn lifetime(
 }
 
 impl Freshness {
+    /// RFC 5861 §3: stale, but within `stale-while-revalidate`: serve it and revalidate in the
+    /// background. Not for `no-cache`, `must-revalidate` or `proxy-revalidate` responses.
+    pub fn within_stale_while_revalidate(&self, now: Millis) -> bool {
+        let ttl = self.ttl_ms(now);
+        !self.no_cache
+            && !self.strict
+            && self.stale_while_revalidate > 0
+            && ttl <= 0
+            && (-ttl) as u64 <= self.stale_while_revalidate.saturating_mul(1000)
+    }
+
+    /// RFC 5861 §4 and RFC 9111 §4.2.4: may this stale response be served because the origin
+    /// failed? Within the response's or the request's `stale-if-error` window, or within
+    /// `grace_ms` unless the response forbids serving stale.
+    pub fn stale_on_error(&self, req: &CacheControl, grace_ms: u64, now: Millis) -> bool {
+        if self.no_cache {
+            return false;
+        }
+        let staleness = (-self.ttl_ms(now)).max(0) as u64;
+        let req_window = req.stale_if_error.map(|d| d.or(0)).unwrap_or(0);
+        let window_ms = self.stale_if_error.max(req_window).saturating_mul(1000);
+        let grace = if self.no_stale { 0 } else { grace_ms };
+        staleness <= window_ms.max(grace)
+    }
+
     /// Current age in milliseconds (§4.2.3).
     pub fn current_age_ms(&self, now: Millis) -> u64 {
         let t = &self.times;
@@ -342,7 +391,8 @@ mod tests {
 
     fn fresh(pairs: &[(&'static str, &str)]) -> Freshness {
         let h = headers(pairs);
-        freshness(StatusCode::OK, &h, &response_cache_control(&h), T0, T0, &PolicyOptions::default())
+        let opts = PolicyOptions::default();
+        freshness(StatusCode::OK, &h, &response_cache_control(&h, &opts), T0, T0, &opts)
     }
 
     #[test]
@@ -392,6 +442,39 @@ mod tests {
     }
 
     #[test]
+    fn targeted_fields_replace_cache_control() {
+        let mut opts = PolicyOptions::default();
+        let h = headers(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]);
+        let cc = response_cache_control(&h, &opts);
+        assert!(!cc.no_store);
+        assert_eq!(cc.max_age, Some(Delta::Secs(60)));
+        opts.targeted.insert(0, http::header::HeaderName::from_static("edgecache-control"));
+        let h = headers(&[("edgecache-control", "max-age=5"), ("cdn-cache-control", "max-age=60")]);
+        assert_eq!(response_cache_control(&h, &opts).max_age, Some(Delta::Secs(5)));
+        // An empty targeted field does not count.
+        let h = headers(&[("cache-control", "max-age=7"), ("cdn-cache-control", "")]);
+        assert_eq!(response_cache_control(&h, &opts).max_age, Some(Delta::Secs(7)));
+    }
+
+    #[test]
+    fn stale_windows() {
+        let f = fresh(&[("cache-control", "max-age=10, stale-while-revalidate=30, stale-if-error=60")]);
+        let none = CacheControl::default();
+        assert!(!f.within_stale_while_revalidate(T0 + 5_000), "fresh is not stale");
+        assert!(f.within_stale_while_revalidate(T0 + 35_000));
+        assert!(!f.within_stale_while_revalidate(T0 + 41_000));
+        assert!(f.stale_on_error(&none, 0, T0 + 70_000));
+        assert!(!f.stale_on_error(&none, 0, T0 + 71_000));
+        let strict = fresh(&[("cache-control", "max-age=10, must-revalidate, stale-while-revalidate=30")]);
+        assert!(!strict.within_stale_while_revalidate(T0 + 15_000));
+        assert!(!strict.stale_on_error(&none, 60_000, T0 + 15_000), "grace does not override must-revalidate");
+        let plain = fresh(&[("cache-control", "max-age=10")]);
+        assert!(plain.stale_on_error(&none, 10_000, T0 + 20_000));
+        assert!(!plain.stale_on_error(&none, 10_000, T0 + 21_000));
+        assert!(plain.stale_on_error(&CacheControl::parse("stale-if-error=100"), 0, T0 + 50_000));
+    }
+
+    #[test]
     fn storability_reasons() {
         let opts = PolicyOptions::default();
         let check = |req: &[(&'static str, &str)], status: u16, resp: &[(&'static str, &str)]| {
@@ -402,7 +485,7 @@ mod tests {
                 &request_cache_control(&rq),
                 StatusCode::from_u16(status).unwrap(),
                 &rs,
-                &response_cache_control(&rs),
+                &response_cache_control(&rs, &opts),
                 &opts,
             )
         };

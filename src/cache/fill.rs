@@ -1,0 +1,421 @@
+//! In-flight fills: one origin request per key at a time, its response streamed to every client
+//! that asks for the key meanwhile.
+//!
+//! # How a fill works
+//!
+//! The first request for a key that is neither fresh in the store nor already being fetched
+//! creates a [`Fill`] and starts the origin request in its own task, so no client's disconnect
+//! cancels it. Every client, the first included, then waits for the fill's [`Outcome`]:
+//!
+//! - [`Outcome::Stream`]: a storable response is arriving. Each client reads the body through its
+//!   own [`FillReader`] from the first byte, at its own pace: one that joins mid-fill gets the bytes
+//!   so far at once, then the rest as they arrive. When the body is complete it is stored.
+//! - [`Outcome::Entry`]: the origin confirmed the stored response (`304`); serve the refreshed entry.
+//! - [`Outcome::Pass`]: the response may not be shared. One client (the first to ask) takes it; the
+//!   others go to the origin on their own, and the key is remembered as not cacheable for a while
+//!   (hit-for-pass) so later requests are not queued behind each other.
+//! - [`Outcome::Failed`]: the origin could not be reached; each client answers on its own (stale if
+//!   allowed, else an error).
+//!
+//! # Dropping means aborting
+//!
+//! A fill whose body fails (reset, early end, timeout) stores nothing and ends every reader with an
+//! error, so a client sees a truncated response, never a short body presented as complete.
+//!
+//! # Memory
+//!
+//! While a fill may still be stored, its whole body is kept (it is bounded by
+//! `max_object_size`). Once a body of unknown length outgrows that, storing is abandoned, no new
+//! client joins, chunks every reader has passed are dropped, and the origin is read no faster
+//! than the slowest reader (at most [`WINDOW`] bytes ahead), so a huge response never sits in
+//! memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tokio::sync::Notify;
+
+use super::entry::Entry;
+use super::key::CacheKey;
+use super::vary::VaryKey;
+use crate::upstream::UpstreamError;
+
+/// Bytes a fill that is no longer stored may read ahead of its slowest reader.
+pub const WINDOW: u64 = 1 << 20;
+
+/// A response being fetched and streamed: what every client of the fill sends.
+#[derive(Debug)]
+pub struct Head {
+    /// Status to send.
+    pub status: StatusCode,
+    /// Header fields to send (hop-by-hop removed, `Via` added).
+    pub headers: HeaderMap,
+    /// The request field values the response was selected by.
+    pub vary: VaryKey,
+    /// `Last-Modified` (or `Date`), for answering `If-Modified-Since`.
+    pub last_modified: Option<crate::clock::Millis>,
+}
+
+/// What became of a fill, once the origin answered (or did not).
+pub enum Outcome {
+    /// A storable response, streamed to every reader.
+    Stream(Arc<Head>),
+    /// The stored response was revalidated (`304`) and refreshed.
+    Entry(Arc<Entry>),
+    /// A response that may not be shared: the first client to ask takes it.
+    Pass {
+        /// Its status.
+        status: StatusCode,
+        /// Why it may not be shared.
+        reason: crate::status::Detail,
+        /// The response itself, for the first taker.
+        response: Mutex<Option<http::Response<hyper::body::Incoming>>>,
+    },
+    /// The origin failed before a response head.
+    Failed(Arc<UpstreamError>),
+}
+
+struct State {
+    outcome: Option<Arc<Outcome>>,
+    chunks: VecDeque<Bytes>,
+    /// Index (in the whole body) of `chunks[0]`.
+    first: usize,
+    /// Bytes received so far.
+    received: u64,
+    /// `None` while the body is arriving; then `Ok` (complete) or `Err` (failed).
+    end: Option<Result<(), Arc<str>>>,
+    /// Each reader's next chunk index; `None` for a free slot.
+    readers: Vec<Option<usize>>,
+    /// The whole body is kept (to be stored).
+    retain: bool,
+}
+
+/// One in-flight origin request and its response body, shared by every client of the key.
+pub struct Fill {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+impl Fill {
+    fn new() -> Self {
+        Fill {
+            state: Mutex::new(State {
+                outcome: None,
+                chunks: VecDeque::new(),
+                first: 0,
+                received: 0,
+                end: None,
+                readers: Vec::new(),
+                retain: true,
+            }),
+            notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-updated in a way that
+        // matters more than losing the fill; recover the guard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the outcome and wakes every waiting client.
+    pub fn publish(&self, outcome: Outcome) {
+        self.lock().outcome = Some(Arc::new(outcome));
+        self.notify.notify_waiters();
+    }
+
+    /// Waits for the outcome.
+    pub async fn outcome(&self) -> Arc<Outcome> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(o) = self.lock().outcome.clone() {
+                return o;
+            }
+            notified.await;
+        }
+    }
+
+    /// Appends a chunk of the body. Returns false when nobody can use the rest any more (storing
+    /// was abandoned and every reader left): the filler should stop.
+    pub async fn push(&self, chunk: Bytes, max_retained: u64) -> bool {
+        {
+            let mut st = self.lock();
+            st.received += chunk.len() as u64;
+            st.chunks.push_back(chunk);
+            if st.retain && st.received > max_retained {
+                st.retain = false;
+            }
+            if !st.retain {
+                trim(&mut st);
+            }
+        }
+        self.notify.notify_waiters();
+        // Backpressure once the body is no longer kept whole.
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.retain {
+                    return true;
+                }
+                if st.readers.iter().all(Option::is_none) {
+                    return false;
+                }
+                if buffered(&st) <= WINDOW {
+                    return true;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// True while the whole body is kept (it can still be stored, and new readers can join).
+    pub fn retained(&self) -> bool {
+        self.lock().retain
+    }
+
+    /// The body ended completely: returns it whole when it was kept.
+    pub fn complete(&self) -> Option<Bytes> {
+        let body = {
+            let mut st = self.lock();
+            st.end = Some(Ok(()));
+            st.retain.then(|| concat(&st.chunks, st.received))
+        };
+        self.notify.notify_waiters();
+        body
+    }
+
+    /// The body failed: every reader ends with an error.
+    pub fn fail(&self, why: &str) {
+        self.lock().end = Some(Err(Arc::from(why)));
+        self.notify.notify_waiters();
+    }
+
+    /// A reader of the body from its first byte, or `None` when the fill no longer keeps it
+    /// whole (the caller then goes to the origin on its own).
+    pub fn reader(self: &Arc<Self>) -> Option<FillReader> {
+        let mut st = self.lock();
+        if !st.retain {
+            return None;
+        }
+        let slot = match st.readers.iter().position(Option::is_none) {
+            Some(i) => {
+                st.readers[i] = Some(0);
+                i
+            }
+            None => {
+                st.readers.push(Some(0));
+                st.readers.len() - 1
+            }
+        };
+        Some(FillReader { fill: self.clone(), slot, done: false })
+    }
+}
+
+fn buffered(st: &State) -> u64 {
+    let min = st.readers.iter().flatten().min().copied().unwrap_or(st.first + st.chunks.len());
+    st.chunks.iter().skip(min.saturating_sub(st.first)).map(|c| c.len() as u64).sum()
+}
+
+/// Drops the chunks every reader has passed.
+fn trim(st: &mut State) {
+    let min = st.readers.iter().flatten().min().copied().unwrap_or(st.first + st.chunks.len());
+    while st.first < min && !st.chunks.is_empty() {
+        st.chunks.pop_front();
+        st.first += 1;
+    }
+}
+
+fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks[0].clone();
+    }
+    let mut buf = bytes::BytesMut::with_capacity(len as usize);
+    for c in chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
+}
+
+/// One client's position in a fill's body.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    slot: usize,
+    done: bool,
+}
+
+impl FillReader {
+    /// The next chunk: `None` at the end of a complete body, `Some(Err)` when the fill failed.
+    pub async fn next(&mut self) -> Option<Result<Bytes, Arc<str>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let notified = self.fill.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.fill.lock();
+                let pos = st.readers[self.slot].unwrap_or(usize::MAX);
+                if pos >= st.first && pos < st.first + st.chunks.len() {
+                    let chunk = st.chunks[pos - st.first].clone();
+                    st.readers[self.slot] = Some(pos + 1);
+                    if !st.retain {
+                        trim(&mut st);
+                        drop(st);
+                        // The filler may be waiting for readers to advance.
+                        self.fill.notify.notify_waiters();
+                    }
+                    return Some(Ok(chunk));
+                }
+                match &st.end {
+                    Some(Ok(())) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Some(Err(why)) => {
+                        self.done = true;
+                        return Some(Err(why.clone()));
+                    }
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for FillReader {
+    fn drop(&mut self) {
+        let mut st = self.fill.lock();
+        if let Some(slot) = st.readers.get_mut(self.slot) {
+            *slot = None;
+        }
+        if !st.retain {
+            trim(&mut st);
+        }
+        drop(st);
+        self.fill.notify.notify_waiters();
+    }
+}
+
+/// Whether a request created a fill or joined one.
+pub enum Join {
+    /// A new fill: the caller must start the origin request for it.
+    Leader(Arc<Fill>),
+    /// An existing fill to wait for.
+    Waiter(Arc<Fill>),
+}
+
+/// The map of fills in flight, by key.
+#[derive(Default)]
+pub struct Inflight {
+    map: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+}
+
+impl Inflight {
+    /// Joins the fill in flight for `key`, or creates one.
+    pub fn join(&self, key: CacheKey) -> Join {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fill) = map.get(&key) {
+            if fill.retained() || fill.lock().outcome.is_none() {
+                return Join::Waiter(fill.clone());
+            }
+        }
+        let fill = Arc::new(Fill::new());
+        map.insert(key, fill.clone());
+        Join::Leader(fill)
+    }
+
+    /// True when a fill is in flight for `key`.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
+    }
+
+    /// Removes `fill` from the map (if it is still the one for `key`).
+    pub fn remove(&self, key: &CacheKey, fill: &Arc<Fill>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(key);
+        }
+    }
+
+    /// Number of fills in flight.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no fill is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn late_reader_gets_bytes_so_far_then_the_rest() {
+        let fill = Arc::new(Fill::new());
+        let mut early = fill.reader().unwrap();
+        assert!(fill.push(Bytes::from_static(b"ab"), 100).await);
+        let mut late = fill.reader().unwrap();
+        assert!(fill.push(Bytes::from_static(b"cd"), 100).await);
+        assert_eq!(fill.complete().unwrap(), Bytes::from_static(b"abcd"));
+        for r in [&mut early, &mut late] {
+            let mut got = Vec::new();
+            while let Some(c) = r.next().await {
+                got.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(got, b"abcd");
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_reaches_every_reader() {
+        let fill = Arc::new(Fill::new());
+        let mut r = fill.reader().unwrap();
+        fill.push(Bytes::from_static(b"ab"), 100).await;
+        fill.fail("origin reset");
+        assert_eq!(r.next().await.unwrap().unwrap(), Bytes::from_static(b"ab"));
+        assert!(r.next().await.unwrap().is_err());
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn too_large_stops_retaining_and_trims() {
+        let fill = Arc::new(Fill::new());
+        let mut r = fill.reader().unwrap();
+        assert!(fill.push(Bytes::from(vec![0u8; 10]), 15).await);
+        assert!(fill.retained());
+        // Past the limit: no longer kept whole; the reader is within the window, so no wait.
+        assert!(fill.push(Bytes::from(vec![1u8; 10]), 15).await);
+        assert!(!fill.retained());
+        assert!(fill.reader().is_none(), "no new reader once the body is not kept whole");
+        assert_eq!(r.next().await.unwrap().unwrap().len(), 10);
+        assert_eq!(r.next().await.unwrap().unwrap().len(), 10);
+        assert_eq!(fill.lock().chunks.len(), 0, "consumed chunks are dropped");
+        assert!(fill.complete().is_none());
+        drop(r);
+        // Nobody left to read: the filler is told to stop.
+        assert!(!fill.push(Bytes::from(vec![2u8; 10]), 15).await);
+    }
+
+    #[test]
+    fn join_coalesces_by_key() {
+        let inflight = Inflight::default();
+        let k = CacheKey::new("http", "h", "/a");
+        let Join::Leader(a) = inflight.join(k) else { panic!("first is leader") };
+        let Join::Waiter(b) = inflight.join(k) else { panic!("second waits") };
+        assert!(Arc::ptr_eq(&a, &b));
+        inflight.remove(&k, &a);
+        assert!(matches!(inflight.join(k), Join::Leader(_)));
+    }
+}

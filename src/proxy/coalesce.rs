@@ -1,0 +1,307 @@
+//! Coalesced misses and revalidations: one origin request per key, streamed to every client
+//! (see [`crate::cache::fill`]), and background revalidation for `stale-while-revalidate`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream;
+use http::header;
+use http::{request, Method, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+
+use super::{not_modified_headers, now_keep, only_if_cached, upstream_failure, Proxy, Target};
+use crate::body::{BoxError, IdleBody, OriginBody, ProxyBody, UpBody};
+use crate::cache::control::CacheControl;
+use crate::cache::fill::{Fill, FillReader, Head, Join, Outcome};
+use crate::cache::{policy, vary, CacheKey, Entry};
+use crate::conditional;
+use crate::status::{CacheStatus, Detail, Fwd};
+use crate::upstream::{append_list, remove_hop_by_hop, via_value};
+
+impl Proxy {
+    /// A miss or revalidation for `key`: joins the fill in flight for it, or starts one, and
+    /// answers from its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn coalesced(
+        self: &Arc<Self>,
+        parts: request::Parts,
+        target: Target,
+        peer: SocketAddr,
+        key: CacheKey,
+        fwd: Fwd,
+        req_cc: CacheControl,
+        stale: Option<Arc<Entry>>,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let now = self.clock.now_millis();
+        let pass = self.hit_for_pass.get(&key).is_some_and(|until| until > now);
+        if !self.cfg.coalescing.enabled || req_cc.no_store || pass {
+            return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+        }
+        let (fill, leader) = match self.inflight.join(key) {
+            Join::Leader(fill) => {
+                let me = self.clone();
+                let (f, p, t, s) = (fill.clone(), parts.clone(), target.clone(), stale.clone());
+                tokio::spawn(async move { me.run_fill(f, key, p, t, peer, s).await });
+                (fill, true)
+            }
+            Join::Waiter(fill) => (fill, false),
+        };
+        let outcome = if leader {
+            fill.outcome().await
+        } else {
+            match tokio::time::timeout(self.cfg.coalescing.wait_limit, fill.outcome()).await {
+                Ok(o) => o,
+                Err(_) => {
+                    tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
+                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                }
+            }
+        };
+        let mut status = CacheStatus::forward(fwd);
+        status.collapsed = !leader;
+        match &*outcome {
+            Outcome::Stream(head) => {
+                if !vary::matches(&head.vary, &parts.headers) {
+                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                }
+                status.fwd_status = Some(head.status.as_u16());
+                status.stored = true;
+                self.from_stream(&parts, &fill, head, status, &target, peer, key, fwd, &req_cc, stale).await
+            }
+            Outcome::Entry(entry) => {
+                if !vary::matches(&entry.vary, &parts.headers) {
+                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                }
+                status.fwd_status = Some(304);
+                status.stored = true;
+                self.serve_stored(&parts, entry, status, self.clock.now_millis())
+            }
+            Outcome::Pass { status: code, reason, response } => {
+                if code.is_server_error() {
+                    if let Some(served) = self.stale_on_error(&parts, stale.as_ref(), fwd, &req_cc, Some(*code)) {
+                        return served;
+                    }
+                }
+                let taken = response.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match taken {
+                    Some(resp) => {
+                        status.fwd_status = Some(code.as_u16());
+                        status.detail = Some(*reason);
+                        status.collapsed = false;
+                        let (rp, body) = resp.into_parts();
+                        let body = OriginBody::new(body, self.cfg.timeouts.idle, None);
+                        let body = if parts.method == Method::HEAD {
+                            tokio::spawn(crate::body::drain(body));
+                            ProxyBody::empty()
+                        } else {
+                            ProxyBody::Origin(Box::new(body))
+                        };
+                        self.respond(rp.status, rp.headers, body, status)
+                    }
+                    None => self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await,
+                }
+            }
+            Outcome::Failed(err) => {
+                if let Some(served) = self.stale_on_error(&parts, stale.as_ref(), fwd, &req_cc, None) {
+                    return served;
+                }
+                if req_cc.only_if_cached {
+                    return only_if_cached();
+                }
+                let (resp, mut cs) = upstream_failure(err, fwd);
+                cs.collapsed = !leader;
+                (resp, cs)
+            }
+        }
+    }
+
+    /// Answers one client from a streaming fill: a 304 for its own matching conditional, the head
+    /// alone for HEAD, else the body through a reader.
+    #[allow(clippy::too_many_arguments)]
+    async fn from_stream(
+        self: &Arc<Self>,
+        parts: &request::Parts,
+        fill: &Arc<Fill>,
+        head: &Arc<Head>,
+        status: CacheStatus,
+        target: &Target,
+        peer: SocketAddr,
+        key: CacheKey,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        stale: Option<Arc<Entry>>,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        if head.status == StatusCode::OK
+            && conditional::is_conditional(&parts.headers)
+            && conditional::not_modified(&parts.headers, head.headers.get(header::ETAG), head.last_modified)
+        {
+            return self.respond(
+                StatusCode::NOT_MODIFIED,
+                not_modified_headers(&head.headers),
+                ProxyBody::empty(),
+                status,
+            );
+        }
+        if parts.method == Method::HEAD {
+            return self.respond(head.status, head.headers.clone(), ProxyBody::empty(), status);
+        }
+        match fill.reader() {
+            Some(reader) => self.respond(head.status, head.headers.clone(), fill_body(reader), status),
+            // The body outgrew what is kept: this client fetches on its own.
+            None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
+        }
+    }
+
+    /// `stale-while-revalidate`: starts a revalidation of `entry` unless one is in flight.
+    pub(super) fn revalidate_in_background(
+        self: &Arc<Self>,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        key: CacheKey,
+        entry: Arc<Entry>,
+    ) {
+        if let Join::Leader(fill) = self.inflight.join(key) {
+            let me = self.clone();
+            let (p, t) = (parts.clone(), target.clone());
+            tokio::spawn(async move { me.run_fill(fill, key, p, t, peer, Some(entry)).await });
+        }
+    }
+
+    /// The fill itself, in its own task: the origin request, then the body pumped into the fill
+    /// until it ends, then the stored entry. Runs to the end whatever the clients do.
+    async fn run_fill(
+        self: Arc<Self>,
+        fill: Arc<Fill>,
+        key: CacheKey,
+        parts: request::Parts,
+        target: Target,
+        peer: SocketAddr,
+        stale: Option<Arc<Entry>>,
+    ) {
+        self.fill_inner(&fill, key, &parts, &target, peer, stale).await;
+        // Whatever happened, the fill is no longer joinable under this key; clients that joined
+        // keep their Arc and finish reading.
+        self.inflight.remove(&key, &fill);
+    }
+
+    async fn fill_inner(
+        &self,
+        fill: &Arc<Fill>,
+        key: CacheKey,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        stale: Option<Arc<Entry>>,
+    ) {
+        let req_cc = policy::request_cache_control(&parts.headers);
+        let validators = stale.as_deref().filter(|e| policy::has_validator(&e.headers));
+        let req = self.origin_request(parts, target, peer, &Method::GET, UpBody::Empty, true, validators);
+        let request_time = self.clock.now_millis();
+        let resp = match self.upstream.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, %key, "origin request failed");
+                fill.publish(Outcome::Failed(Arc::new(e)));
+                return;
+            }
+        };
+        let response_time = self.clock.now_millis();
+        let (mut rp, body) = resp.into_parts();
+        remove_hop_by_hop(&mut rp.headers);
+        super::ensure_date(&mut rp.headers, response_time);
+
+        if rp.status == StatusCode::NOT_MODIFIED {
+            if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
+                let (entry, _) = self.refresh(&parts.headers, key, old, &rp.headers, request_time, response_time);
+                fill.publish(Outcome::Entry(entry));
+                return;
+            }
+        }
+        let (decision, fresh) =
+            self.decide(&Method::GET, &parts.headers, &req_cc, Some(key), &rp, request_time, response_time);
+        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
+        if let Err(reason) = decision {
+            if remember_pass(reason) {
+                let until = response_time + self.cfg.coalescing.hit_for_pass.as_millis() as u64;
+                self.hit_for_pass.insert(key, until);
+            }
+            if let Some(old) = stale.as_ref().filter(|_| !rp.status.is_server_error()) {
+                self.memory.remove_variant(&key, old);
+            }
+            let code = rp.status;
+            let response = Mutex::new(Some(Response::from_parts(rp, body)));
+            fill.publish(Outcome::Pass { status: code, reason, response });
+            return;
+        }
+
+        let template = self.entry_template(&parts.headers, &rp, fresh);
+        let last_modified = policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
+        let expected = super::content_length(&rp.headers);
+        let head =
+            Arc::new(Head { status: rp.status, headers: rp.headers, vary: template.vary.clone(), last_modified });
+        fill.publish(Outcome::Stream(head));
+
+        let max = self.cfg.cache.max_object_bytes;
+        let mut body = IdleBody::new(body, self.cfg.timeouts.idle);
+        let mut pass_marked = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if !fill.push(data, max).await {
+                        fill.fail("abandoned: no reader left");
+                        return;
+                    }
+                    if !pass_marked && !fill.retained() {
+                        // Too large to store: later requests should not wait on this key.
+                        pass_marked = true;
+                        self.hit_for_pass
+                            .insert(key, response_time + self.cfg.coalescing.hit_for_pass.as_millis() as u64);
+                        self.inflight.remove(&key, fill);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %key, "origin body failed; nothing stored");
+                    fill.fail("origin body failed");
+                    return;
+                }
+            }
+        }
+        let Some(whole) = fill.complete() else { return };
+        if expected.is_some_and(|n| n != whole.len() as u64) {
+            tracing::warn!(%key, "origin body length mismatch; nothing stored");
+            return;
+        }
+        let keep_for = now_keep(&fresh, response_time, &self.cfg);
+        self.memory.insert(key, Arc::new(template.with_body(whole)), keep_for);
+    }
+}
+
+/// Reasons that come from the response, not from this one request: worth remembering so that
+/// the next requests for the key go straight to the origin instead of queueing.
+fn remember_pass(reason: Detail) -> bool {
+    matches!(
+        reason,
+        Detail::NoStore
+            | Detail::Private
+            | Detail::SetCookie
+            | Detail::VaryStar
+            | Detail::TooLarge
+            | Detail::Status
+            | Detail::NoFreshness
+    )
+}
+
+/// A client's body read from a fill.
+fn fill_body(reader: FillReader) -> ProxyBody {
+    let s = stream::unfold(reader, |mut r| async move {
+        let item = match r.next().await? {
+            Ok(chunk) => Ok(Frame::data(chunk)),
+            Err(why) => Err(BoxError::from(format!("fill failed: {why}"))),
+        };
+        Some((item, r))
+    });
+    ProxyBody::Shared(Box::pin(s))
+}
