@@ -122,6 +122,14 @@ impl Proxy {
             Ok(t) => t,
             Err(msg) => return local(StatusCode::BAD_REQUEST, msg, Detail::BadRequest, Fwd::Bypass),
         };
+        if parts.method == Method::OPTIONS && target.path_and_query == "*" {
+            // Server-wide OPTIONS (RFC 9110 §9.3.7): answered here; the origin client only
+            // speaks origin-form.
+            let mut headers = HeaderMap::with_capacity(3);
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            return finish(StatusCode::OK, headers, ProxyBody::empty(), CacheStatus::default());
+        }
         if parts.method == Method::GET || parts.method == Method::HEAD {
             self.cacheable(parts, target, peer).await
         } else {
@@ -330,9 +338,15 @@ impl Proxy {
         request_time: Millis,
         response_time: Millis,
     ) -> (Arc<Entry>, Result<(), Detail>) {
-        let merged = old.merged_headers(not_modified);
+        let mut merged = old.merged_headers(not_modified);
         let cc = policy::response_cache_control(&merged, &self.opts);
-        let fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
+        let mut fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
+        // The 304's own Age is not stored (it is recomputed) but counts in the new freshness.
+        fresh.times.age_value = policy::age_value(not_modified);
+        // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
+        for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
+            merged.remove(&**name);
+        }
         let entry = Arc::new(old.refreshed(merged, fresh));
         let req_cc = policy::request_cache_control(req);
         let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &entry.headers, &cc, &self.opts);
@@ -470,7 +484,7 @@ impl Proxy {
             let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
             };
-            if let Some(pq) = same_origin_path(v, &target.host) {
+            if let Some(pq) = same_origin_path(v, target) {
                 self.memory.invalidate(&CacheKey::new("http", &target.host, &pq));
             }
         }
@@ -566,16 +580,26 @@ fn target(parts: &request::Parts) -> Result<Target, &'static str> {
 }
 
 /// The path and query of `location` when it names the same origin as `host`.
-fn same_origin_path(location: &str, host: &str) -> Option<String> {
-    if location.starts_with('/') && !location.starts_with("//") {
-        return Some(location.to_string());
-    }
-    let uri: http::Uri = location.parse().ok()?;
-    if uri.scheme_str() != Some("http") {
+/// A reference is resolved against the target URI (RFC 9110 §10.2.2, RFC 3986 §5).
+fn same_origin_path(location: &str, target: &Target) -> Option<String> {
+    let base = url::Url::parse(&format!("http://{}{}", target.host, target.path_and_query)).ok()?;
+    let url = base.join(location.trim()).ok()?;
+    if url.scheme() != "http" {
         return None;
     }
-    let other = normalize_host(uri.authority()?.as_str(), "http")?;
-    (other == host).then(|| uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()))
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str()?),
+        None => url.host_str()?.to_string(),
+    };
+    if normalize_host(&authority, "http")? != target.host {
+        return None;
+    }
+    let mut pq = url.path().to_string();
+    if let Some(q) = url.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Some(pq)
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {

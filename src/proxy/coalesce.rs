@@ -14,6 +14,7 @@ use super::{not_modified_headers, now_keep, only_if_cached, upstream_failure, Pr
 use crate::body::{BoxError, IdleBody, OriginBody, ProxyBody, UpBody};
 use crate::cache::control::CacheControl;
 use crate::cache::fill::{Fill, FillReader, Head, Join, Outcome};
+
 use crate::cache::{policy, vary, CacheKey, Entry};
 use crate::conditional;
 use crate::status::{CacheStatus, Detail, Fwd};
@@ -47,6 +48,8 @@ impl Proxy {
             }
             Join::Waiter(fill) => (fill, false),
         };
+        // Take a place in the body now, before any byte can be passed and dropped.
+        let reader = fill.reader();
         let outcome = if leader {
             fill.outcome().await
         } else {
@@ -67,7 +70,7 @@ impl Proxy {
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
-                self.from_stream(&parts, &fill, head, status, &target, peer, key, fwd, &req_cc, stale).await
+                self.from_stream(&parts, reader, head, status, &target, peer, key, fwd, &req_cc, stale).await
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
@@ -122,7 +125,7 @@ impl Proxy {
     async fn from_stream(
         self: &Arc<Self>,
         parts: &request::Parts,
-        fill: &Arc<Fill>,
+        reader: Option<FillReader>,
         head: &Arc<Head>,
         status: CacheStatus,
         target: &Target,
@@ -146,7 +149,7 @@ impl Proxy {
         if parts.method == Method::HEAD {
             return self.respond(head.status, head.headers.clone(), ProxyBody::empty(), status);
         }
-        match fill.reader() {
+        match reader {
             Some(reader) => self.respond(head.status, head.headers.clone(), fill_body(reader), status),
             // The body outgrew what is kept: this client fetches on its own.
             None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,

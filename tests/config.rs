@@ -1,0 +1,259 @@
+//! The binary: `--check-config` on good and bad files, command-line overrides, and graceful
+//! shutdown on SIGTERM with a request in flight.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::sync::Notify;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgecache");
+
+/// A full file in the shipped style: every section and key, with units.
+const SHIPPED_STYLE: &str = r#"
+# edgecache configuration
+listen = "127.0.0.1:8080"
+origin = "http://127.0.0.1:9000"
+
+[cache]
+memory = "256MiB"
+max_object_size = "8MiB"
+heuristic_freshness = true
+heuristic_max = "1d"
+keep_stale = "1h"
+max_variants = 16
+store_set_cookie = false
+
+[timeouts]
+connect = "5s"
+first_byte = "30s"
+header_read = "10s"
+request_body = "30s"
+idle = "60s"
+shutdown = "500ms"
+
+[limits]
+max_header_size = "64KiB"
+
+[log]
+access = true
+format = "json"
+"#;
+
+/// Writes `text` to a file unique to this test under Cargo's test temp dir.
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config-tests");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+async fn run(args: &[&str]) -> Output {
+    let child = tokio::process::Command::new(BIN).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+    within(&format!("edgecache {args:?}"), child).await.expect("run edgecache")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_full_valid_file() {
+    let path = write_config("good.toml", SHIPPED_STYLE);
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("configuration ok: listen 127.0.0.1:8080 origin http://127.0.0.1:9000"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn check_config_accepts_an_empty_file() {
+    let path = write_config("empty.toml", "");
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn check_config_reports_every_bad_field_on_its_own_line() {
+    let path = write_config(
+        "bad.toml",
+        r#"
+listen = "nowhere"
+colour = "blue"
+[cache]
+memory = "lots"
+shade = 1
+[timeouts]
+connect = "0s"
+idle = 5
+[limits]
+max_header_size = "1KiB"
+[log]
+format = "xml"
+"#,
+    );
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.starts_with("  ")).map(str::trim).collect();
+    let expected = [
+        "listen",
+        "colour",
+        "cache.memory",
+        "cache.shade",
+        "timeouts.connect",
+        "timeouts.idle",
+        "limits.max_header_size",
+        "log.format",
+    ];
+    for field in expected {
+        let lines = problems.iter().filter(|l| l.starts_with(&format!("{field}: "))).count();
+        assert_eq!(lines, 1, "{field} should be named on exactly one line:\n{stderr}");
+    }
+    assert_eq!(problems.len(), expected.len(), "one line per bad field:\n{stderr}");
+    assert!(problems.iter().any(|l| l.starts_with("colour: unknown key")), "{stderr}");
+    assert!(problems.iter().any(|l| l.starts_with("cache.shade: unknown key")), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout for an invalid file");
+}
+
+#[tokio::test]
+async fn check_config_reports_invalid_toml_with_its_line() {
+    let path = write_config("syntax.toml", "[cache]\nmemory = \"1GiB\"\nthis is not toml\n");
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("not valid TOML at line 3"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_config_reports_a_missing_file() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("does-not-exist.toml");
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn listen_and_origin_work_without_a_file() {
+    let out = run(&["--listen", "127.0.0.1:0", "--origin", "http://127.0.0.1:1", "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("listen 127.0.0.1:0 origin http://127.0.0.1:1"), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn command_line_overrides_the_file() {
+    let path = write_config("override.toml", SHIPPED_STYLE);
+    let out = run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:9",
+        "--origin",
+        "http://localhost:8000",
+        "--check-config",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("listen 127.0.0.1:9 origin http://localhost:8000"), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn bad_command_line_values_are_reported() {
+    let out = run(&["--listen", "nowhere", "--origin", "ftp://x", "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.lines().any(|l| l.trim_start().starts_with("--listen:")), "{stderr}");
+    assert!(stderr.lines().any(|l| l.trim_start().starts_with("--origin:")), "{stderr}");
+}
+
+/// A free loopback port: bound, then released.
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// Starts the binary on a free port in front of `origin` and waits (bounded) until it accepts.
+async fn spawn_proxy(origin: SocketAddr) -> (tokio::process::Child, SocketAddr) {
+    let addr = free_port();
+    let child = tokio::process::Command::new(BIN)
+        .args(["--listen", &addr.to_string(), "--origin", &format!("http://{origin}"), "--no-access-log"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn edgecache");
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("edgecache did not start accepting on {addr}");
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("child still running");
+    let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_with_exit_code_0() {
+    let clock = clock();
+    let origin = Origin::start(&clock, |_, _| Reply::ok("up")).await;
+    let (mut child, addr) = spawn_proxy(origin.addr()).await;
+    let c = Client::new(addr);
+    assert_eq!(c.get("/").await.text(), "up");
+    sigterm(&child);
+    let status = within("edgecache exit after SIGTERM", child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    let clock = clock();
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let origin = Origin::routes(&clock)
+        .route("/fast", |_, _| Reply::ok("fast"))
+        .route("/slow", move |_, _| Reply::ok("slow but complete").gate(g.clone()))
+        .start()
+        .await;
+    let (mut child, addr) = spawn_proxy(origin.addr()).await;
+    let c = Arc::new(Client::new(addr));
+    assert_eq!(c.get("/fast").await.text(), "fast");
+
+    let c2 = c.clone();
+    let in_flight = tokio::spawn(async move { c2.get("/slow").await });
+    origin.wait_count(2).await; // the slow request is at the origin
+    sigterm(&child);
+    // The listener closes: new connections are refused while the request is still in flight.
+    let mut refused = false;
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+    assert!(!in_flight.is_finished());
+
+    gate.notify_one();
+    let r = within("in-flight request", in_flight).await.expect("request task");
+    assert_eq!((r.status, r.text().as_str()), (200, "slow but complete"));
+    let status = within("edgecache exit after SIGTERM", child.wait()).await.expect("wait");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

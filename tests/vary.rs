@@ -1,0 +1,145 @@
+//! Vary (RFC 9111 §4.1): variants stored side by side and selected by the request's fields,
+//! with list fields normalized before comparison.
+
+mod common;
+
+use common::*;
+
+/// An origin that answers with the request's `header` value (or `none`) and `Vary: header`.
+fn echo_vary(header: &'static str) -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
+    move |req, n| {
+        let v = req.header(header).unwrap_or("none");
+        Reply::ok(format!("{v}#{n}")).cc("max-age=60").header("vary", header)
+    }
+}
+
+#[tokio::test]
+async fn two_variants_are_stored_side_by_side() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, echo_vary("accept-language")).await;
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+
+    let r = c.get_with("/a", &en).await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("en#1", MISS_STORED));
+    let r = c.get_with("/a", &fr).await;
+    assert_eq!(r.text(), "fr#2");
+    assert_eq!(r.cache_status(), "edgecache; fwd=vary-miss; fwd-status=200; stored");
+
+    for _ in 0..2 {
+        let r = c.get_with("/a", &en).await;
+        assert_eq!((r.text().as_str(), r.cache_status()), ("en#1", hit(60).as_str()));
+        let r = c.get_with("/a", &fr).await;
+        assert_eq!((r.text().as_str(), r.cache_status()), ("fr#2", hit(60).as_str()));
+    }
+    assert_eq!(origin.count(), 2);
+    assert_eq!(origin.requests()[1].header("accept-language"), Some("fr"));
+}
+
+#[tokio::test]
+async fn accept_encoding_order_and_spacing_do_not_make_a_new_variant() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, echo_vary("accept-encoding")).await;
+    let r = c.get_with("/a", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(r.cache_status(), MISS_STORED);
+    for same in ["br,gzip", "BR, GZIP", "gzip,   br"] {
+        let r = c.get_with("/a", &[("accept-encoding", same)]).await;
+        assert!(r.is_hit(), "{same:?}: {}", r.cache_status());
+        assert_eq!(r.text(), "gzip, br#1");
+    }
+    // Two field lines are one list.
+    let r = c.get_with("/a", &[("accept-encoding", "br"), ("accept-encoding", "gzip")]).await;
+    assert!(r.is_hit(), "split field lines: {}", r.cache_status());
+    assert_eq!(origin.count(), 1);
+    // A different set is a different variant.
+    let r = c.get_with("/a", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(r.cache_status(), "edgecache; fwd=vary-miss; fwd-status=200; stored");
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn absent_and_present_fields_are_different_variants() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, echo_vary("accept-language")).await;
+    assert_eq!(c.get("/a").await.text(), "none#1");
+    let r = c.get_with("/a", &[("accept-language", "en")]).await;
+    assert_eq!(r.text(), "en#2");
+    assert_eq!(r.cache_status(), "edgecache; fwd=vary-miss; fwd-status=200; stored");
+    let r = c.get("/a").await;
+    assert_eq!((r.text().as_str(), r.is_hit()), ("none#1", true));
+    let r = c.get_with("/a", &[("accept-language", "en")]).await;
+    assert_eq!((r.text().as_str(), r.is_hit()), ("en#2", true));
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn empty_field_differs_from_absent_field() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, echo_vary("x-tenant")).await;
+    c.get("/a").await;
+    let r = c.get_with("/a", &[("x-tenant", "")]).await;
+    assert!(!r.is_hit(), "an empty x-tenant matched an absent one");
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn other_fields_are_case_sensitive() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, echo_vary("x-tenant")).await;
+    c.get_with("/a", &[("x-tenant", "acme")]).await;
+    let r = c.get_with("/a", &[("x-tenant", "ACME")]).await;
+    assert_eq!(r.text(), "ACME#2", "x-tenant values must not be case-folded");
+    assert!(c.get_with("/a", &[("x-tenant", "acme")]).await.is_hit());
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn vary_on_several_fields_needs_all_to_match() {
+    let clock = clock();
+    let (origin, _p, c) =
+        serve(&clock, |_, n| Reply::ok(format!("{n}")).cc("max-age=60").header("vary", "Accept-Language, X-Tenant"))
+            .await;
+    let both = [("accept-language", "en"), ("x-tenant", "a")];
+    c.get_with("/a", &both).await;
+    assert!(c.get_with("/a", &both).await.is_hit());
+    assert!(!c.get_with("/a", &[("accept-language", "en"), ("x-tenant", "b")]).await.is_hit());
+    assert!(!c.get_with("/a", &[("accept-language", "en")]).await.is_hit());
+    assert_eq!(origin.count(), 3);
+}
+
+#[tokio::test]
+async fn max_variants_drops_the_oldest() {
+    let clock = clock();
+    let (origin, _p, c) = serve_with(&clock, |cfg| cfg.cache.max_variants = 2, echo_vary("accept-language")).await;
+    for lang in ["en", "fr", "de"] {
+        c.get_with("/a", &[("accept-language", lang)]).await;
+    }
+    assert_eq!(origin.count(), 3);
+    assert!(c.get_with("/a", &[("accept-language", "de")]).await.is_hit());
+    assert!(c.get_with("/a", &[("accept-language", "fr")]).await.is_hit());
+    let r = c.get_with("/a", &[("accept-language", "en")]).await;
+    assert_eq!(r.cache_status(), "edgecache; fwd=vary-miss; fwd-status=200; stored");
+    assert_eq!(origin.count(), 4);
+}
+
+#[tokio::test]
+async fn a_refetched_variant_replaces_only_itself() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, |req, n| {
+        let v = req.header("accept-language").unwrap_or("none");
+        // fr lives 10s, en 100s.
+        let cc = if v == "fr" { "max-age=10" } else { "max-age=100" };
+        Reply::ok(format!("{v}#{n}")).cc(cc).header("vary", "accept-language")
+    })
+    .await;
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    c.get_with("/a", &en).await;
+    c.get_with("/a", &fr).await;
+    advance(&clock, 20);
+    assert_eq!(c.get_with("/a", &fr).await.text(), "fr#3");
+    let r = c.get_with("/a", &en).await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("en#1", hit(80).as_str()));
+    assert_eq!(c.get_with("/a", &fr).await.text(), "fr#3");
+    assert_eq!(origin.count(), 3);
+}
