@@ -26,7 +26,11 @@ const INDEX: &str = "edgecache demo origin\n\
 /cookie       max-age=60 + Set-Cookie            -> not stored (detail=set-cookie)\n\
 /lang         max-age=60, Vary: Accept-Language  -> one variant per language\n\
 /heuristic    Last-Modified only                 -> heuristic freshness\n\
-/slow         max-age=60 after 2 s               -> see the miss cost once\n";
+/slow         max-age=60 after 2 s               -> concurrent requests share one fill (collapsed)\n\
+/swr          max-age=2, stale-while-revalidate=60 -> stale served at once, refreshed in the background\n\
+/sie          max-age=2, stale-if-error=60; then 503 -> the stale copy is served while the origin fails\n";
+
+static SIE_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Binds `addr` and serves the demo origin in a background task; returns the bound address.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
@@ -97,6 +101,14 @@ async fn page(req: Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
             tokio::time::sleep(Duration::from_secs(2)).await;
             resp.header(header::CACHE_CONTROL, "max-age=60").body(body(text))
         }
+        "/swr" => with_etag(
+            resp.header(header::CACHE_CONTROL, "max-age=2, stale-while-revalidate=60"),
+            &format!("\"swr{n}\""),
+        ),
+        "/sie" if SIE_CALLS.fetch_add(1, Ordering::Relaxed) == 0 => {
+            resp.header(header::CACHE_CONTROL, "max-age=2, stale-if-error=60").body(body(text))
+        }
+        "/sie" => resp.status(StatusCode::SERVICE_UNAVAILABLE).body(body("origin is down\n".into())),
         _ => resp
             .status(StatusCode::NOT_FOUND)
             .header(header::CACHE_CONTROL, "max-age=10")
