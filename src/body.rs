@@ -294,14 +294,17 @@ pub struct AccessLog {
 pub struct LoggedBody {
     inner: ProxyBody,
     bytes: u64,
+    /// `Content-Length` of the response, when known: reaching it is completion (the server may
+    /// stop polling before the body reports its end).
+    expected: Option<u64>,
     log: Option<Box<AccessLog>>,
     complete: bool,
 }
 
 impl LoggedBody {
     /// Wraps `inner`; `log` None disables the line.
-    pub fn new(inner: ProxyBody, log: Option<Box<AccessLog>>) -> Self {
-        LoggedBody { inner, bytes: 0, log, complete: false }
+    pub fn new(inner: ProxyBody, expected: Option<u64>, log: Option<Box<AccessLog>>) -> Self {
+        LoggedBody { inner, bytes: 0, expected, log, complete: false }
     }
 }
 
@@ -336,7 +339,8 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            let complete = self.complete || self.inner.is_end_stream();
+            let complete =
+                self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
             tracing::info!(
                 target: "access",
                 method = %log.method,

@@ -125,7 +125,13 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, s
                         peer,
                     })
                 });
-                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, log)))
+                let expected = log.as_ref().and(
+                    resp.headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok()),
+                );
+                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log)))
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
