@@ -1,1 +1,164 @@
-fn main() {}
+//! Benchmarks of the per-request hot path: the cache key, `Cache-Control` parsing, freshness,
+//! Vary matching, and one end-to-end cache hit through the proxy on loopback.
+//!
+//! `cargo bench --bench hot_path` (criterion; `-- --quick` for a short run, `-- key` to filter).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use edgecache::cache::control::CacheControl;
+use edgecache::cache::policy::{self, PolicyOptions, Usable};
+use edgecache::cache::{vary, CacheKey};
+use edgecache::clock::SystemClock;
+use edgecache::config::{Config, LogConfig, Origin};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A response `Cache-Control` as CDNs see it.
+const RESPONSE_CC: &str = "public, max-age=3600, s-maxage=600, stale-while-revalidate=30, stale-if-error=86400";
+/// Milliseconds since the epoch; the times below are relative to it.
+const T0: u64 = 1_700_000_000_000;
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (name, value) in pairs {
+        h.append(*name, HeaderValue::from_str(value).expect("valid header value"));
+    }
+    h
+}
+
+fn key(c: &mut Criterion) {
+    c.bench_function("CacheKey::new", |b| {
+        b.iter(|| {
+            CacheKey::new(
+                black_box("http"),
+                black_box("www.example.com"),
+                black_box("/static/js/app.4f3c2a9e.js?v=1723&lang=en"),
+            )
+        })
+    });
+}
+
+fn control(c: &mut Criterion) {
+    c.bench_function("CacheControl::parse", |b| b.iter(|| CacheControl::parse(black_box(RESPONSE_CC))));
+}
+
+fn freshness(c: &mut Criterion) {
+    let date = httpdate::fmt_http_date(edgecache::clock::from_millis(T0));
+    let modified = httpdate::fmt_http_date(edgecache::clock::from_millis(T0 - 86_400_000));
+    let resp = headers(&[
+        ("date", &date),
+        ("last-modified", &modified),
+        ("etag", "\"33a64df551425fcc55e4d42a148795d9f25f89d4\""),
+        ("age", "12"),
+        ("cache-control", RESPONSE_CC),
+        ("content-type", "text/html; charset=utf-8"),
+    ]);
+    let opts = PolicyOptions::default();
+    let cc = policy::response_cache_control(&resp, &opts);
+    c.bench_function("policy::freshness", |b| {
+        b.iter(|| policy::freshness(StatusCode::OK, black_box(&resp), black_box(&cc), T0, T0 + 5, &opts))
+    });
+    let fresh = policy::freshness(StatusCode::OK, &resp, &cc, T0, T0 + 5, &opts);
+    let req_cc = CacheControl::parse("max-age=600");
+    assert_eq!(fresh.usable(&req_cc, T0 + 60_000), Usable::Fresh);
+    c.bench_function("Freshness::usable", |b| {
+        b.iter(|| black_box(&fresh).usable(black_box(&req_cc), black_box(T0 + 60_000)))
+    });
+}
+
+fn vary_match(c: &mut Criterion) {
+    let names = [HeaderName::from_static("accept-encoding"), HeaderName::from_static("accept-language")];
+    let stored = vary::vary_key(
+        &names,
+        &headers(&[("accept-encoding", "gzip, deflate, br"), ("accept-language", "en-US,en;q=0.9,de;q=0.8")]),
+    );
+    // Same selection, different order and case: exercises normalization.
+    let req = headers(&[
+        ("accept-encoding", "br, GZIP, deflate"),
+        ("accept-language", "de;q=0.8, en-US, en;q=0.9"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"),
+    ]);
+    assert!(vary::matches(&stored, &req));
+    c.bench_function("vary::matches", |b| b.iter(|| vary::matches(black_box(&stored), black_box(&req))));
+}
+
+static BODY: [u8; 1024] = [b'x'; 1024];
+
+/// An origin on 127.0.0.1:0 answering every request with 1 KiB, cacheable for an hour.
+async fn spawn_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header(header::CACHE_CONTROL, "public, max-age=3600")
+                            .header(header::ETAG, "\"v1\"")
+                            .body(Full::new(Bytes::from_static(&BODY)))
+                            .expect("valid response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (running, client, uri) = rt.block_on(async {
+        let origin = spawn_origin().await;
+        let defaults = Config::default();
+        let cfg = Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            origin: Origin::parse(&format!("http://{origin}")).expect("valid origin"),
+            log: LogConfig { access: false, ..defaults.log },
+            ..defaults
+        };
+        let running = edgecache::start(cfg, Arc::new(SystemClock)).await.expect("start the proxy");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri: Uri = format!("http://{}/hit/1k", running.addr()).parse().expect("valid URI");
+        // Prime, then check that the next request is a hit.
+        let resp = client.get(uri.clone()).await.expect("prime");
+        resp.into_body().collect().await.expect("prime body");
+        let resp = client.get(uri.clone()).await.expect("hit");
+        let status = resp.headers().get("cache-status").cloned();
+        assert!(
+            status.as_ref().and_then(|s| s.to_str().ok()).is_some_and(|s| s.contains("hit")),
+            "not a hit: cache-status {status:?}"
+        );
+        resp.into_body().collect().await.expect("hit body");
+        (running, client, uri)
+    });
+
+    let (client_ref, uri_ref) = (&client, &uri);
+    c.bench_function("e2e GET hit 1 KiB (keep-alive)", |b| {
+        b.to_async(&rt).iter(|| async move {
+            let resp = client_ref.get(uri_ref.clone()).await.expect("GET");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            black_box(body)
+        })
+    });
+    drop(client);
+    rt.block_on(running.shutdown());
+}
+
+criterion_group!(benches, key, control, freshness, vary_match, end_to_end);
+criterion_main!(benches);
