@@ -217,7 +217,9 @@ impl Proxy {
 
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
-                let (entry, _) = self.refresh(&parts.headers, key, old, &rp.headers, request_time, response_time);
+                let canonical = target.canonical();
+                let (entry, _) =
+                    self.refresh(&parts.headers, key, &canonical, old, &rp.headers, request_time, response_time);
                 fill.publish(Outcome::Entry(entry));
                 return;
             }
@@ -231,7 +233,7 @@ impl Proxy {
                 self.hit_for_pass.insert(key, until);
             }
             if let Some(old) = stale.as_ref().filter(|_| !rp.status.is_server_error()) {
-                self.memory.remove_variant(&key, old);
+                self.tiers.remove_variant(&key, old);
             }
             let code = rp.status;
             let response = Mutex::new(Some(Response::from_parts(rp, body)));
@@ -278,7 +280,7 @@ impl Proxy {
             return;
         }
         let keep_for = now_keep(&fresh, response_time, &self.cfg);
-        self.memory.insert(key, Arc::new(template.with_body(whole)), keep_for);
+        self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
     }
 }
 
