@@ -174,7 +174,7 @@ impl Proxy {
         let mut from_shared = false;
         if selected.is_none() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = self.from_shared_tier(&key, &target, &parts.headers).await;
+            selected = self.lookup_shared(&key, &target, &parts.headers).await;
             from_shared = selected.is_some();
         }
         let now = self.clock.now_millis();
@@ -220,7 +220,7 @@ impl Proxy {
 
     /// Looks the URL up in the shared tier; every variant found is promoted into memory for its
     /// remaining useful life. Returns the variant this request selects.
-    async fn from_shared_tier(&self, key: &CacheKey, target: &Target, req: &HeaderMap) -> Option<Arc<Entry>> {
+    async fn lookup_shared(&self, key: &CacheKey, target: &Target, req: &HeaderMap) -> Option<Arc<Entry>> {
         let shared = self.tiers.shared.as_ref()?;
         let found = shared.get(key, &target.canonical()).await;
         let now = self.clock.now_millis();
@@ -373,6 +373,7 @@ impl Proxy {
 
     /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store. Returns the
     /// refreshed entry and whether it could be stored.
+    #[allow(clippy::too_many_arguments)]
     fn refresh(
         &self,
         req: &HeaderMap,

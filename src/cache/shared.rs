@@ -130,7 +130,7 @@ impl SharedTier {
     /// reader (which drops invalidated URLs from `memory`).
     pub fn start(cfg: RedisConfig, memory: MemoryTier) -> SharedTier {
         let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
-        let node = hex::encode(Sha256::digest(format!("{:?}{}", Instant::now(), std::process::id()))[..8].to_vec());
+        let node = node_id();
         let inner = Arc::new(Inner {
             cfg,
             conn: RwLock::new(None),
@@ -206,6 +206,15 @@ impl SharedTier {
             }
         }
     }
+}
+
+/// A random id for this process, to recognise its own messages on the invalidation stream.
+fn node_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{:016x}", h.finish())
 }
 
 /// The hash field of a variant: a digest of the request field values that select it.
