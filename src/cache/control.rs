@@ -140,8 +140,10 @@ fn field_list(arg: Option<&str>, unqualified: &mut bool, fields: &mut Vec<Box<st
 /// Parses a targeted field (`Surrogate-Control`, W3C Edge Architecture): directives may carry a
 /// `;target` suffix and then apply only when the target is `ours`. Returns `None` when the field
 /// is absent or holds no directive for this cache, so that `Cache-Control` applies instead.
+/// A directive targeted at this cache overrides the same directive without a target.
 pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<CacheControl> {
-    let mut applicable = String::new();
+    let mut mine = String::new();
+    let mut untargeted = String::new();
     for value in headers.get_all(name) {
         let text = String::from_utf8_lossy(value.as_bytes());
         for (dname, arg) in Directives::new(&text) {
@@ -155,9 +157,11 @@ pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<Ca
                     None => (dname, None, None),
                 },
             };
-            if target.is_some_and(|t| !t.eq_ignore_ascii_case(ours)) {
-                continue;
-            }
+            let applicable = match target {
+                Some(t) if t.eq_ignore_ascii_case(ours) => &mut mine,
+                Some(_) => continue,
+                None => &mut untargeted,
+            };
             if !applicable.is_empty() {
                 applicable.push_str(", ");
             }
@@ -168,7 +172,10 @@ pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<Ca
             }
         }
     }
-    (!applicable.is_empty()).then(|| CacheControl::parse(&applicable))
+    // First occurrence wins when parsing: ours before the untargeted ones.
+    let mut cc = CacheControl::parse(&mine);
+    cc.parse_into(&untargeted);
+    (!(mine.is_empty() && untargeted.is_empty())).then_some(cc)
 }
 
 fn set_delta(slot: &mut Option<Delta>, arg: Option<&str>) {
@@ -308,6 +315,8 @@ mod tests {
         assert_eq!(cc.max_age, None);
         h.insert(&name, "max-age=60;other".parse().unwrap());
         assert_eq!(targeted(&h, &name, "edgecache"), None);
+        h.insert(&name, "max-age=30, max-age=60;edgecache".parse().unwrap());
+        assert_eq!(targeted(&h, &name, "edgecache").unwrap().max_age, Some(Delta::Secs(60)));
     }
 
     #[test]

@@ -180,15 +180,28 @@ impl Fill {
         self.lock().retain
     }
 
-    /// The body ended completely: returns it whole when it was kept.
-    pub fn complete(&self) -> Option<Bytes> {
-        let body = {
-            let mut st = self.lock();
-            st.end = Some(Ok(()));
-            st.retain.then(|| concat(&st.chunks, st.received))
-        };
+    /// Appends the last chunk of the body without waking the readers: the filler stores the
+    /// whole body first, then calls [`Fill::complete`], so no client can have the complete
+    /// response before the store does.
+    pub fn push_last(&self, chunk: Bytes, max_retained: u64) {
+        let mut st = self.lock();
+        st.received += chunk.len() as u64;
+        st.chunks.push_back(chunk);
+        if st.retain && st.received > max_retained {
+            st.retain = false;
+        }
+    }
+
+    /// The whole body, when it was kept.
+    pub fn whole(&self) -> Option<Bytes> {
+        let st = self.lock();
+        st.retain.then(|| concat(&st.chunks, st.received))
+    }
+
+    /// The body ended completely: readers get its end.
+    pub fn complete(&self) {
+        self.lock().end = Some(Ok(()));
         self.notify.notify_waiters();
-        body
     }
 
     /// The body failed: every reader ends with an error.
@@ -368,13 +381,15 @@ mod tests {
         assert!(fill.push(Bytes::from_static(b"ab"), 100).await);
         let mut late = fill.reader().unwrap();
         assert!(fill.push(Bytes::from_static(b"cd"), 100).await);
-        assert_eq!(fill.complete().unwrap(), Bytes::from_static(b"abcd"));
+        fill.push_last(Bytes::from_static(b"e"), 100);
+        assert_eq!(fill.whole().unwrap(), Bytes::from_static(b"abcde"));
+        fill.complete();
         for r in [&mut early, &mut late] {
             let mut got = Vec::new();
             while let Some(c) = r.next().await {
                 got.extend_from_slice(&c.unwrap());
             }
-            assert_eq!(got, b"abcd");
+            assert_eq!(got, b"abcde");
         }
     }
 
@@ -402,7 +417,8 @@ mod tests {
         assert_eq!(r.next().await.unwrap().unwrap().len(), 10);
         assert_eq!(r.next().await.unwrap().unwrap().len(), 10);
         assert_eq!(fill.lock().chunks.len(), 0, "consumed chunks are dropped");
-        assert!(fill.complete().is_none());
+        assert!(fill.whole().is_none());
+        fill.complete();
         drop(r);
         // Nobody left to read: the filler is told to stop.
         assert!(!fill.push(Bytes::from(vec![2u8; 10]), 15).await);

@@ -41,6 +41,21 @@ impl Proxy {
         }
         let (fill, leader) = match self.inflight.join(key) {
             Join::Leader(fill) => {
+                // A fill may have completed between this request's lookup and its join: look
+                // again, so a key is never fetched twice in a row.
+                let now = self.clock.now_millis();
+                let fresh = self
+                    .memory
+                    .get(&key)
+                    .and_then(|v| v.select(&parts.headers).cloned())
+                    .filter(|e| !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)))
+                    .filter(|e| e.freshness.usable(&req_cc, now) == policy::Usable::Fresh);
+                if let Some(entry) = fresh {
+                    fill.publish(Outcome::Entry(entry.clone()));
+                    self.inflight.remove(&key, &fill);
+                    let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
+                    return self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now);
+                }
                 let me = self.clone();
                 let (f, p, t, s) = (fill.clone(), parts.clone(), target.clone(), stale.clone());
                 tokio::spawn(async move { me.run_fill(f, key, p, t, peer, s).await });
@@ -228,7 +243,8 @@ impl Proxy {
             self.decide(&Method::GET, &parts.headers, &req_cc, Some(key), &rp, request_time, response_time);
         append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
         if let Err(reason) = decision {
-            if remember_pass(reason) {
+            // A server error is transient: it does not make the key uncacheable.
+            if remember_pass(reason) && !rp.status.is_server_error() {
                 let until = response_time + self.cfg.coalescing.hit_for_pass.as_millis() as u64;
                 self.hit_for_pass.insert(key, until);
             }
@@ -251,10 +267,19 @@ impl Proxy {
         let max = self.cfg.cache.max_object_bytes;
         let mut body = IdleBody::new(body, self.cfg.timeouts.idle);
         let mut pass_marked = false;
+        let mut received = 0u64;
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(frame) => {
                     let Ok(data) = frame.into_data() else { continue };
+                    received += data.len() as u64;
+                    if expected == Some(received) {
+                        // The last byte: store before any client can see the end.
+                        fill.push_last(data, max);
+                        // Read the (empty) end so the origin connection goes back to the pool.
+                        let _ = body.frame().await;
+                        break;
+                    }
                     if !fill.push(data, max).await {
                         fill.fail("abandoned: no reader left");
                         return;
@@ -274,13 +299,15 @@ impl Proxy {
                 }
             }
         }
-        let Some(whole) = fill.complete() else { return };
-        if expected.is_some_and(|n| n != whole.len() as u64) {
-            tracing::warn!(%key, "origin body length mismatch; nothing stored");
-            return;
+        if let Some(whole) = fill.whole() {
+            if expected.is_none_or(|n| n == whole.len() as u64) {
+                let keep_for = now_keep(&fresh, response_time, &self.cfg);
+                self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
+            } else {
+                tracing::warn!(%key, "origin body length mismatch; nothing stored");
+            }
         }
-        let keep_for = now_keep(&fresh, response_time, &self.cfg);
-        self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
+        fill.complete();
     }
 }
 
