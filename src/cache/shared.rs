@@ -31,7 +31,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Pipeline};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::entry::Entry;
 use super::envelope;
@@ -99,9 +98,12 @@ impl Clone for Conn {
     }
 }
 
+/// The circuit breaker: closed (calls go ahead) until `BREAKER_THRESHOLD` consecutive failures,
+/// then open (calls are skipped) until a background probe finds Redis answering again. Client
+/// calls never serve as probes, so none of them waits on a Redis that is still away.
 struct Breaker {
     failures: u32,
-    open_until: Option<Instant>,
+    open: bool,
 }
 
 enum Write {
@@ -134,7 +136,7 @@ impl SharedTier {
         let inner = Arc::new(Inner {
             cfg,
             conn: RwLock::new(None),
-            breaker: Mutex::new(Breaker { failures: 0, open_until: None }),
+            breaker: Mutex::new(Breaker { failures: 0, open: false }),
             stats: Stats::default(),
             node,
         });
@@ -151,7 +153,7 @@ impl SharedTier {
 
     /// True while a connection is established and the breaker is closed.
     pub fn available(&self) -> bool {
-        self.inner.conn().is_some() && self.inner.allow_probe(false)
+        self.inner.conn().is_some() && !self.inner.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
     }
 
     /// Every stored variant of the URL, within the time budget; empty on a miss or any failure.
@@ -248,39 +250,50 @@ impl Inner {
         self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// May a call go ahead? `count` records a skipped call.
-    fn allow_probe(&self, count: bool) -> bool {
-        let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        let open = b.open_until.is_some_and(|t| Instant::now() < t);
-        if open && count {
+    /// May a call go ahead? A skipped call is counted.
+    fn allow(&self) -> bool {
+        let open = self.breaker.lock().unwrap_or_else(|e| e.into_inner()).open;
+        if open {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
         }
         !open
     }
 
     fn success(&self) {
-        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        b.failures = 0;
-        b.open_until = None;
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner()).failures = 0;
     }
 
-    fn failure(&self, what: &str) {
+    fn failure(self: &Arc<Self>, what: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        if b.open {
+            // A call that was already under way when the circuit opened.
+            return;
+        }
         b.failures += 1;
         if b.failures >= BREAKER_THRESHOLD {
-            let exp = (b.failures - BREAKER_THRESHOLD).min(5);
-            let wait = Duration::from_secs(1 << exp).min(Duration::from_secs(30));
-            if b.open_until.is_none_or(|t| Instant::now() >= t) {
-                tracing::warn!(error = what, retry_in = ?wait, "shared tier unavailable; circuit open");
-            }
-            b.open_until = Some(Instant::now() + wait);
+            b.open = true;
+            tracing::warn!(error = what, "shared tier unavailable; circuit open, probing in the background");
+            tokio::spawn(probe(Arc::downgrade(self)));
         }
     }
 
+    /// Does Redis answer a PING within the budget? Tried twice: after an outage the first call
+    /// on a reconnecting connection can return the error of the reconnection it started.
+    async fn ping(&self) -> bool {
+        let Some(conn) = self.conn() else { return false };
+        for _ in 0..2 {
+            let pong = tokio::time::timeout(self.cfg.budget, conn.cmd::<String>(&redis::cmd("PING"))).await;
+            if matches!(pong, Ok(Ok(_))) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Runs `pipe` within the budget; `None` on any failure (counted, and fed to the breaker).
-    async fn call<T: FromRedisValue>(&self, pipe: &Pipeline) -> Option<T> {
-        if !self.allow_probe(true) {
+    async fn call<T: FromRedisValue>(self: &Arc<Self>, pipe: &Pipeline) -> Option<T> {
+        if !self.allow() {
             return None;
         }
         let Some(conn) = self.conn() else {
@@ -301,6 +314,24 @@ impl Inner {
                 None
             }
         }
+    }
+}
+
+/// While the circuit is open: probes Redis after 1 s, then backing off to 30 s, and closes the
+/// circuit at the first answer.
+async fn probe(inner: std::sync::Weak<Inner>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(me) = inner.upgrade() else { return };
+        if me.ping().await {
+            let mut b = me.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            b.open = false;
+            b.failures = 0;
+            tracing::info!("shared tier answering again; circuit closed");
+            return;
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -399,7 +430,7 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
 /// Applies other nodes' invalidations to `memory`, reading the stream from the last position
 /// seen, across disconnects.
 async fn invalidation_reader(inner: std::sync::Weak<Inner>, memory: MemoryTier) {
-    let mut last: Option<String> = None;
+    let mut pos: Option<Position> = None;
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(me) = inner.upgrade() else { return };
@@ -416,7 +447,7 @@ async fn invalidation_reader(inner: std::sync::Weak<Inner>, memory: MemoryTier) 
             }
         };
         delay = Duration::from_millis(100);
-        match read_stream(&inner, &conn, &stream, &mut last, &memory).await {
+        match read_stream(&inner, &conn, &stream, &mut pos, &memory).await {
             Ok(()) => return, // the tier was dropped
             Err(e) => {
                 tracing::debug!(error = %e, "invalidation stream read failed; reconnecting");
@@ -432,38 +463,71 @@ fn parse_id(id: &str) -> (u64, u64) {
     (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
 }
 
+/// A reader's place in the invalidation stream: the last entry id read, and the stream's
+/// `entries-added` counter at that entry.
+#[derive(Debug, Clone)]
+struct Position {
+    id: String,
+    added: u64,
+}
+
+/// `XINFO STREAM`: `None` when the stream does not exist.
+async fn stream_info(
+    conn: &Conn,
+    stream: &str,
+    bound: Duration,
+) -> redis::RedisResult<Option<HashMap<String, redis::Value>>> {
+    let mut cmd = redis::cmd("XINFO");
+    cmd.arg("STREAM").arg(stream);
+    match timeout(bound, conn.cmd::<HashMap<String, redis::Value>>(&cmd)).await {
+        Ok(map) => Ok(Some(map)),
+        Err(e) if e.to_string().to_ascii_lowercase().contains("no such key") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn info_field<T: FromRedisValue>(info: &HashMap<String, redis::Value>, name: &str) -> Option<T> {
+    info.get(name).and_then(|v| redis::from_redis_value::<T>(v.clone()).ok())
+}
+
 async fn read_stream(
     inner: &std::sync::Weak<Inner>,
     conn: &Conn,
     stream: &str,
-    last: &mut Option<String>,
+    pos: &mut Option<Position>,
     memory: &MemoryTier,
 ) -> redis::RedisResult<()> {
-    use redis::streams::{StreamRangeReply, StreamReadReply};
+    use redis::streams::StreamReadReply;
     let budget = match inner.upgrade() {
         Some(me) => me.cfg.budget,
         None => return Ok(()),
     };
     let bounded = |d: Duration| d + budget + Duration::from_secs(1);
-    match last.as_deref() {
-        None => {
-            // First connection: start after the newest entry (the memory tier is empty).
-            let mut cmd = redis::cmd("XREVRANGE");
-            cmd.arg(stream).arg("+").arg("-").arg("COUNT").arg(1);
-            let r: StreamRangeReply = timeout(bounded(Duration::ZERO), conn.cmd(&cmd)).await?;
-            *last = Some(r.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()));
+    let info = stream_info(conn, stream, bounded(Duration::ZERO)).await?;
+    match (pos.as_ref(), info) {
+        // First connection: start after the newest entry (the memory tier is empty).
+        (None, None) => *pos = Some(Position { id: "0-0".into(), added: 0 }),
+        (None, Some(info)) => {
+            let id = info_field::<String>(&info, "last-generated-id").unwrap_or_else(|| "0-0".into());
+            *pos = Some(Position { id, added: info_field(&info, "entries-added").unwrap_or(0) });
         }
-        Some(id) => {
-            // Reconnected: if the stream was trimmed past our position, we cannot know what we
-            // missed, so nothing in memory can be trusted.
-            let mut cmd = redis::cmd("XRANGE");
-            cmd.arg(stream).arg("-").arg("+").arg("COUNT").arg(1);
-            let r: StreamRangeReply = timeout(bounded(Duration::ZERO), conn.cmd(&cmd)).await?;
-            if let Some(first) = r.ids.first() {
-                if id != "0-0" && parse_id(&first.id) > parse_id(id) {
-                    tracing::warn!("missed invalidations while disconnected; dropping the memory tier");
-                    memory.invalidate_all();
+        // Reconnected. If entries after our position were trimmed before we could read them, or
+        // the stream we had read from is gone or was recreated (Redis restarted empty), we cannot
+        // know what we missed: nothing in memory can be trusted.
+        (Some(p), info) => {
+            let missed = match info {
+                None => p.id != "0-0",
+                Some(info) => {
+                    let added: u64 = info_field(&info, "entries-added").unwrap_or(0);
+                    let length: u64 = info_field(&info, "length").unwrap_or(0);
+                    let first = info_field::<String>(&info, "recorded-first-entry-id").unwrap_or_else(|| "0-0".into());
+                    let added_since = added.saturating_sub(p.added);
+                    added < p.added || (parse_id(&first) > parse_id(&p.id) && added_since > length)
                 }
+            };
+            if missed {
+                tracing::warn!("missed invalidations while disconnected; dropping the memory tier");
+                memory.invalidate_all();
             }
         }
     }
@@ -472,14 +536,17 @@ async fn read_stream(
         let Some(me) = inner.upgrade() else { return Ok(()) };
         let node = me.node.clone();
         drop(me);
-        let from = last.clone().unwrap_or_else(|| "0-0".into());
+        let from = pos.as_ref().map(|p| p.id.clone()).unwrap_or_else(|| "0-0".into());
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("BLOCK").arg(block.as_millis() as u64).arg("COUNT").arg(512).arg("STREAMS").arg(stream).arg(&from);
         let reply: Option<StreamReadReply> = timeout(bounded(block), conn.cmd(&cmd)).await?;
         let Some(reply) = reply else { continue };
         for key in reply.keys {
             for entry in key.ids {
-                *last = Some(entry.id.clone());
+                if let Some(p) = pos.as_mut() {
+                    p.id = entry.id.clone();
+                    p.added += 1;
+                }
                 let from_node: Option<String> = entry.get("node");
                 if from_node.as_deref() == Some(node.as_str()) {
                     continue;
