@@ -2,10 +2,13 @@
 
 pub mod control;
 pub mod entry;
+pub mod envelope;
 pub mod fill;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod shared;
+pub mod tiers;
 pub mod vary;
 
 pub use entry::Entry;

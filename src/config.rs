@@ -32,6 +32,41 @@ pub struct Config {
     pub stale: StaleConfig,
     /// Targeted cache-control fields (RFC 9213, Surrogate-Control).
     pub targeted: Targeted,
+    /// The shared tier (Redis), when configured.
+    pub redis: Option<RedisConfig>,
+}
+
+/// The shared tier: Redis, standalone or Cluster.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (a seed node when `cluster`).
+    pub url: String,
+    /// Use the Redis Cluster client.
+    pub cluster: bool,
+    /// Time allowed to every Redis call; past it the call is a miss.
+    pub budget: Duration,
+    /// Larger objects stay in memory only.
+    pub max_object_bytes: u64,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Upper bound of every key's TTL.
+    pub ttl_cap: Duration,
+    /// Writes waiting to be sent; beyond it writes are dropped (and counted).
+    pub write_queue: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            budget: Duration::from_millis(50),
+            max_object_bytes: 1 << 20,
+            key_prefix: "ec".into(),
+            ttl_cap: Duration::from_secs(86_400),
+            write_queue: 4096,
+        }
+    }
 }
 
 /// Request coalescing: one origin request per key at a time.
@@ -175,6 +210,7 @@ impl Default for Config {
                 forward_cdn_cache_control: true,
                 forward_surrogate_control: false,
             },
+            redis: None,
         }
     }
 }
@@ -369,6 +405,58 @@ impl Config {
                 w.boolean(p, v).map(|b| tg.forward_surrogate_control = b)
             });
             w.unknown(&t, "targeted");
+        }
+        if let Some(mut t) = w.table(&mut root, "redis") {
+            let mut r = RedisConfig::default();
+            w.take(&mut t, "redis", "url", |w, p, v| match v.as_str().map(|s| (s, url::Url::parse(s))) {
+                Some((s, Ok(u))) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
+                    r.url = s.to_string();
+                    Some(())
+                }
+                Some((s, _)) => {
+                    w.bad(p, format!("expected redis://host:port, found {s:?}"));
+                    None
+                }
+                None => {
+                    w.bad(p, format!("expected a URL string, found {}", v.type_str()));
+                    None
+                }
+            });
+            w.take(&mut t, "redis", "cluster", |w, p, v| w.boolean(p, v).map(|b| r.cluster = b));
+            w.take(&mut t, "redis", "budget", |w, p, v| {
+                let d = w.duration(p, v)?;
+                if d.is_zero() || d > Duration::from_secs(10) {
+                    w.bad(p, "must be between 1ms and 10s".into());
+                    return None;
+                }
+                r.budget = d;
+                Some(())
+            });
+            w.take(&mut t, "redis", "max_object_size", |w, p, v| w.size(p, v).map(|s| r.max_object_bytes = s));
+            w.take(&mut t, "redis", "key_prefix", |w, p, v| match v.as_str() {
+                Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') => {
+                    r.key_prefix = s.to_string();
+                    Some(())
+                }
+                _ => {
+                    w.bad(p, "expected a non-empty string without spaces or braces".into());
+                    None
+                }
+            });
+            w.take(&mut t, "redis", "ttl_cap", |w, p, v| {
+                let d = w.duration(p, v)?;
+                if d < Duration::from_secs(1) {
+                    w.bad(p, "must be at least 1s".into());
+                    return None;
+                }
+                r.ttl_cap = d;
+                Some(())
+            });
+            w.take(&mut t, "redis", "write_queue", |w, p, v| {
+                w.integer(p, v, 1, 1_000_000).map(|n| r.write_queue = n as usize)
+            });
+            w.unknown(&t, "redis");
+            cfg.redis = Some(r);
         }
         if let Some(mut t) = w.table(&mut root, "log") {
             let l = &mut cfg.log;

@@ -77,7 +77,8 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("configuration ok: listen {} origin {}", cfg.listen, cfg.origin.url);
+        let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
+        println!("configuration ok: listen {} origin {}{shared}", cfg.listen, cfg.origin.url);
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

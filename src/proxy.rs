@@ -18,6 +18,8 @@ mod coalesce;
 use crate::cache::fill::Inflight;
 use crate::cache::key::normalize_host;
 use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
+use crate::cache::shared::SharedTier;
+use crate::cache::tiers::Tiers;
 use crate::cache::{control::CacheControl, vary, CacheKey, Entry, MemoryTier};
 use crate::clock::{Clock, Millis};
 use crate::conditional;
@@ -52,6 +54,8 @@ pub struct Proxy {
     upstream: Upstream,
     clock: Arc<dyn Clock>,
     opts: PolicyOptions,
+    /// Every tier, for writes.
+    tiers: Tiers,
     /// Fills in flight, for coalescing.
     inflight: Inflight,
     /// Keys whose responses could not be shared, until when (hit-for-pass).
@@ -65,6 +69,13 @@ pub struct Proxy {
 struct Target {
     host: String,
     path_and_query: String,
+}
+
+impl Target {
+    /// The URL as stored in the shared tier's envelopes.
+    fn canonical(&self) -> String {
+        format!("http://{}{}", self.host, self.path_and_query)
+    }
 }
 
 impl Proxy {
@@ -88,19 +99,27 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
+        let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants);
+        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone()));
         Proxy {
+            tiers: Tiers { memory: memory.clone(), shared },
+            memory,
             inflight: Inflight::default(),
             hit_for_pass: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.coalescing.hit_for_pass.max(Duration::from_millis(1)))
                 .build(),
             strip,
-            memory: MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants),
             upstream: Upstream::new(&cfg),
             clock,
             opts,
             cfg,
         }
+    }
+
+    /// The shared tier, when configured (for inspection in tests).
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.tiers.shared.as_ref()
     }
 
     /// The memory tier (for inspection in tests and benches).
@@ -151,15 +170,22 @@ impl Proxy {
         }
         let key = CacheKey::new("http", &target.host, &target.path_and_query);
         let variants = self.memory.get(&key);
-        let selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
+        let mut selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
+        let mut from_shared = false;
+        if selected.is_none() {
+            // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
+            selected = self.lookup_shared(&key, &target, &parts.headers).await;
+            from_shared = selected.is_some();
+        }
         let now = self.clock.now_millis();
+        let hit = |ttl: i64| CacheStatus { shared_tier: from_shared, ..CacheStatus::hit(ttl) };
         if parts.headers.contains_key(header::RANGE) {
             // A range is served from a usable complete stored response; otherwise the request
             // is forwarded as it is and the partial response is not stored.
             let usable = |e: &Arc<Entry>| matches!(e.freshness.usable(&req_cc, now), Usable::Fresh | Usable::Stale);
             if let Some(entry) = selected.filter(usable) {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
-                return self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now);
+                return self.serve_stored(&parts, &entry, hit(ttl), now);
             }
             if req_cc.only_if_cached {
                 return only_if_cached();
@@ -176,22 +202,37 @@ impl Proxy {
         match entry.freshness.usable(&req_cc, now) {
             Usable::Fresh | Usable::Stale => {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
-                self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now)
+                self.serve_stored(&parts, &entry, hit(ttl), now)
             }
             // RFC 5861 §3: serve stale at once, revalidate once in the background.
             Usable::Revalidate(Fwd::Stale) if entry.freshness.within_stale_while_revalidate(now) => {
                 self.revalidate_in_background(&parts, &target, peer, key, entry.clone());
                 let status = CacheStatus {
-                    hit: true,
-                    ttl: Some(entry.freshness.ttl_ms(now).div_euclid(1000)),
                     detail: Some(Detail::StaleWhileRevalidate),
-                    ..Default::default()
+                    ..hit(entry.freshness.ttl_ms(now).div_euclid(1000))
                 };
                 self.serve_stored(&parts, &entry, status, now)
             }
             Usable::Revalidate(_) if req_cc.only_if_cached => only_if_cached(),
             Usable::Revalidate(fwd) => self.coalesced(parts, target, peer, key, fwd, req_cc, Some(entry)).await,
         }
+    }
+
+    /// Looks the URL up in the shared tier; every variant found is promoted into memory for its
+    /// remaining useful life. Returns the variant this request selects.
+    async fn lookup_shared(&self, key: &CacheKey, target: &Target, req: &HeaderMap) -> Option<Arc<Entry>> {
+        let shared = self.tiers.shared.as_ref()?;
+        let found = shared.get(key, &target.canonical()).await;
+        let now = self.clock.now_millis();
+        let mut selected = None;
+        for entry in found {
+            let entry = Arc::new(entry);
+            if selected.is_none() && vary::matches(&entry.vary, req) {
+                selected = Some(entry.clone());
+            }
+            self.memory.insert(*key, entry.clone(), now_keep(&entry.freshness, now, &self.cfg));
+        }
+        selected
     }
 
     /// Goes to the origin on this request's own, without coalescing: a miss (`stale` None) or a
@@ -238,7 +279,9 @@ impl Proxy {
         // §4.3.4: a 304 to our revalidation refreshes the stored response.
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), Some(key), true) = (stale.as_ref(), key, validators.is_some()) {
-                let (entry, stored) = self.refresh(&parts.headers, key, old, &rp.headers, request_time, response_time);
+                let canonical = target.canonical();
+                let (entry, stored) =
+                    self.refresh(&parts.headers, key, &canonical, old, &rp.headers, request_time, response_time);
                 match stored {
                     Ok(()) => status.stored = true,
                     Err(reason) => status.detail = Some(reason),
@@ -259,11 +302,12 @@ impl Proxy {
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
                 status.stored = true;
-                let memory = self.memory.clone();
+                let tiers = self.tiers.clone();
+                let canonical = target.canonical();
                 let template = self.entry_template(&parts.headers, &rp, fresh);
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
                 let sink = Box::new(move |body: bytes::Bytes| {
-                    memory.insert(key, Arc::new(template.with_body(body)), keep_for);
+                    tiers.insert(key, &canonical, Arc::new(template.with_body(body)), keep_for);
                 });
                 Some(Tee::new(self.cfg.cache.max_object_bytes as usize, content_length(&rp.headers), sink))
             }
@@ -272,7 +316,7 @@ impl Proxy {
                 // §4.3.3: a full response that may not be stored still supersedes the stale one.
                 if let (Some(key), Some(old)) = (key, stale.as_ref()) {
                     if !rp.status.is_server_error() {
-                        self.memory.remove_variant(&key, old);
+                        self.tiers.remove_variant(&key, old);
                     }
                 }
                 None
@@ -329,10 +373,12 @@ impl Proxy {
 
     /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store. Returns the
     /// refreshed entry and whether it could be stored.
+    #[allow(clippy::too_many_arguments)]
     fn refresh(
         &self,
         req: &HeaderMap,
         key: CacheKey,
+        canonical: &str,
         old: &Arc<Entry>,
         not_modified: &HeaderMap,
         request_time: Millis,
@@ -351,8 +397,10 @@ impl Proxy {
         let req_cc = policy::request_cache_control(req);
         let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &entry.headers, &cc, &self.opts);
         match stored {
-            Ok(()) => self.memory.replace(key, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg)),
-            Err(_) => self.memory.remove_variant(&key, old),
+            Ok(()) => {
+                self.tiers.replace(key, canonical, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg))
+            }
+            Err(_) => self.tiers.remove_variant(&key, old),
         }
         (entry, stored)
     }
@@ -479,13 +527,13 @@ impl Proxy {
 
     /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
     fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
-        self.memory.invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
+        self.tiers.invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
             };
             if let Some(pq) = same_origin_path(v, target) {
-                self.memory.invalidate(&CacheKey::new("http", &target.host, &pq));
+                self.tiers.invalidate(&CacheKey::new("http", &target.host, &pq));
             }
         }
     }

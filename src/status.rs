@@ -121,6 +121,9 @@ pub struct CacheStatus {
     pub stored: bool,
     /// The request was collapsed into another one for the same key (RFC 9211 §2.5).
     pub collapsed: bool,
+    /// The stored response came from the shared tier (rendered as the extension parameter
+    /// `tier=shared`).
+    pub shared_tier: bool,
     /// Remaining freshness of the served stored response, in seconds (may be negative).
     pub ttl: Option<i64>,
     /// Why not stored, or another reason worth naming.
@@ -143,6 +146,7 @@ impl CacheStatus {
         match (self.hit, self.fwd) {
             (true, _) if self.detail == Some(Detail::StaleIfError) => "stale-if-error",
             (true, _) if self.detail == Some(Detail::StaleWhileRevalidate) => "stale-while-revalidate",
+            (true, _) if self.shared_tier => "shared-hit",
             (true, _) => "hit",
             (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) if self.collapsed => "collapsed",
             (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => "revalidated",
@@ -173,6 +177,9 @@ impl CacheStatus {
         }
         if self.collapsed {
             s.push_str("; collapsed");
+        }
+        if self.shared_tier {
+            s.push_str("; tier=shared");
         }
         if let Some(ttl) = self.ttl {
             let _ = write!(s, "; ttl={ttl}");

@@ -46,6 +46,13 @@ impl CacheKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Parses the hex form written by `Display`.
+    pub fn from_hex(s: &str) -> Option<CacheKey> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(CacheKey(out))
+    }
 }
 
 impl fmt::Display for CacheKey {

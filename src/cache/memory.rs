@@ -136,6 +136,11 @@ impl MemoryTier {
         self.cache.invalidate(key);
     }
 
+    /// Removes everything.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Number of URLs stored (after pending maintenance).
     pub fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks();

@@ -232,7 +232,9 @@ impl Proxy {
 
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
-                let (entry, _) = self.refresh(&parts.headers, key, old, &rp.headers, request_time, response_time);
+                let canonical = target.canonical();
+                let (entry, _) =
+                    self.refresh(&parts.headers, key, &canonical, old, &rp.headers, request_time, response_time);
                 fill.publish(Outcome::Entry(entry));
                 return;
             }
@@ -247,7 +249,7 @@ impl Proxy {
                 self.hit_for_pass.insert(key, until);
             }
             if let Some(old) = stale.as_ref().filter(|_| !rp.status.is_server_error()) {
-                self.memory.remove_variant(&key, old);
+                self.tiers.remove_variant(&key, old);
             }
             let code = rp.status;
             let response = Mutex::new(Some(Response::from_parts(rp, body)));
@@ -300,7 +302,7 @@ impl Proxy {
         if let Some(whole) = fill.whole() {
             if expected.is_none_or(|n| n == whole.len() as u64) {
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
-                self.memory.insert(key, Arc::new(template.with_body(whole)), keep_for);
+                self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
             } else {
                 tracing::warn!(%key, "origin body length mismatch; nothing stored");
             }

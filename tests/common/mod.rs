@@ -7,6 +7,7 @@
 
 mod client;
 mod origin;
+pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,448 @@
+//! The shared tier (Redis): two nodes in front of one origin share what either stored, see each
+//! other's invalidations (replaying what they missed while disconnected), and keep serving when
+//! Redis is down, killed, silent or full of garbage. Needs `redis-server` (never skipped).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::redis::{key_name, FakeRedis, RedisLink, RedisServer, STREAM};
+use common::*;
+use edgecache::cache::shared::{SharedTier, Stats};
+use edgecache::cache::CacheKey;
+use edgecache::clock::ManualClock;
+use edgecache::config::RedisConfig;
+use edgecache::Running;
+
+/// Every request carries this `Host`: the key includes it, and the nodes listen on other ports.
+const HOST: &str = "www.example";
+
+/// GET `path` with the shared `Host`.
+async fn get(c: &Client, path: &str) -> Resp {
+    c.get_with(path, &[("host", HOST)]).await
+}
+
+/// POST `path` with the shared `Host`.
+async fn post(c: &Client, path: &str) -> Resp {
+    c.send("POST", path, &[("host", HOST)], Bytes::from_static(b"x")).await
+}
+
+/// GET: `{path}#{n}` (n counted per path) fresh for 60 s; `/v…` varies on `Accept-Language`,
+/// `/big…` is 1000 bytes, `/long…` is fresh for an hour. Other methods: 200 `done`.
+fn handler() -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    move |req, _| {
+        if req.method != http::Method::GET {
+            return Reply::ok("done");
+        }
+        let path = req.path().to_string();
+        let n = {
+            let mut c = counts.lock().unwrap();
+            let n = c.entry(path.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if path.starts_with("/v") {
+            let lang = req.header("accept-language").unwrap_or("-");
+            Reply::ok(format!("{path} {lang}#{n}")).cc("max-age=60").header("vary", "accept-language")
+        } else if path.starts_with("/big") {
+            Reply::ok(vec![b'x'; 1000]).cc("max-age=60")
+        } else if path.starts_with("/long") {
+            Reply::ok(format!("{path}#{n}")).cc("max-age=3600")
+        } else {
+            Reply::ok(format!("{path}#{n}")).cc("max-age=60")
+        }
+    }
+}
+
+/// A node of the fleet: a proxy whose shared tier is the Redis at `url`.
+struct Node {
+    p: Running,
+    c: Client,
+}
+
+impl Node {
+    async fn start(
+        origin: &Origin,
+        clock: &Arc<ManualClock>,
+        url: String,
+        tweak: impl FnOnce(&mut RedisConfig),
+    ) -> Node {
+        let mut r = RedisConfig { url, ..Default::default() };
+        tweak(&mut r);
+        let p = start_proxy(origin.addr(), clock, move |cfg| cfg.redis = Some(r)).await;
+        let c = Client::new(p.addr());
+        Node { p, c }
+    }
+
+    fn shared(&self) -> &SharedTier {
+        self.p.proxy().shared().expect("shared tier configured")
+    }
+
+    fn stats(&self) -> &Stats {
+        self.shared().stats()
+    }
+
+    /// Waits until the tier is connected with its breaker closed.
+    async fn ready(&self) {
+        eventually("shared tier connected", || self.shared().available()).await;
+    }
+
+    /// True when the memory tier holds something for `path`.
+    fn in_memory(&self, path: &str) -> bool {
+        self.p.proxy().memory().get(&CacheKey::new("http", HOST, path)).is_some()
+    }
+}
+
+fn n(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// Two connected nodes A and B in front of one origin, one Redis, one clock.
+struct Fleet {
+    clock: Arc<ManualClock>,
+    origin: Origin,
+    redis: RedisServer,
+    a: Node,
+    b: Node,
+}
+
+async fn fleet() -> Fleet {
+    let clock = clock();
+    let redis = RedisServer::start();
+    let origin = Origin::start(&clock, handler()).await;
+    let a = Node::start(&origin, &clock, redis.url(), |_| {}).await;
+    let b = Node::start(&origin, &clock, redis.url(), |_| {}).await;
+    a.ready().await;
+    b.ready().await;
+    Fleet { clock, origin, redis, a, b }
+}
+
+/// Waits until the URL's hash exists in Redis.
+async fn wait_stored(redis: &RedisServer, path: &str) {
+    let key = key_name(HOST, path);
+    redis.until::<i64>(&format!("{path} written to Redis"), &[b"EXISTS", key.as_bytes()], |n| *n == 1).await;
+}
+
+async fn exists(redis: &RedisServer, path: &str) -> bool {
+    redis.cmd::<i64>(&[b"EXISTS", key_name(HOST, path).as_bytes()]).await == 1
+}
+
+#[tokio::test]
+async fn what_a_stored_is_a_shared_hit_on_b_with_age_from_a_times() {
+    let f = fleet().await;
+    assert_eq!(get(&f.a.c, "/a").await.cache_status(), MISS_STORED);
+    eventually("A's write reached Redis", || n(&f.a.stats().writes) >= 1).await;
+    assert!(exists(&f.redis, "/a").await);
+    advance(&f.clock, 5);
+    let r = get(&f.b.c, "/a").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "/a#1"));
+    assert_eq!(r.cache_status(), "edgecache; hit; tier=shared; ttl=55");
+    assert_eq!(r.age(), Some(5), "Age not computed from A's stored times");
+    assert_eq!(n(&f.b.stats().hits), 1);
+    // Promoted into B's memory: the next one is a plain memory hit.
+    let r = get(&f.b.c, "/a").await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/a#1", hit(55).as_str()));
+    assert_eq!(n(&f.b.stats().hits), 1, "B asked Redis again");
+    assert_eq!(f.origin.count(), 1);
+}
+
+#[tokio::test]
+async fn every_variant_of_a_url_is_shared() {
+    let f = fleet().await;
+    assert_eq!(get_lang(&f.a.c, "en").await.text(), "/v en#1");
+    assert_eq!(get_lang(&f.a.c, "fr").await.text(), "/v fr#2");
+    let key = key_name(HOST, "/v");
+    f.redis.until::<i64>("both variants in Redis", &[b"HLEN", key.as_bytes()], |n| *n == 2).await;
+    let en = get_lang(&f.b.c, "en").await;
+    assert_eq!((en.text().as_str(), en.cache_status()), ("/v en#1", "edgecache; hit; tier=shared; ttl=60"));
+    // Every variant found was promoted: the other language is a memory hit.
+    let fr = get_lang(&f.b.c, "fr").await;
+    assert_eq!((fr.text().as_str(), fr.cache_status()), ("/v fr#2", hit(60).as_str()));
+    assert_eq!(f.origin.count(), 2);
+}
+
+async fn get_lang(c: &Client, lang: &str) -> Resp {
+    c.get_with("/v", &[("host", HOST), ("accept-language", lang)]).await
+}
+
+#[tokio::test]
+async fn an_invalidation_on_a_reaches_b() {
+    let f = fleet().await;
+    f.redis.wait_readers(2).await;
+    get(&f.a.c, "/i").await;
+    wait_stored(&f.redis, "/i").await;
+    assert!(get(&f.b.c, "/i").await.cache_status().contains("tier=shared"));
+    assert_eq!(get(&f.b.c, "/i").await.cache_status(), hit(60));
+    assert_eq!(post(&f.a.c, "/i").await.status, 200);
+    eventually("B applied A's invalidation", || n(&f.b.stats().remote_invalidations) == 1).await;
+    assert!(!f.b.in_memory("/i"));
+    let r = get(&f.b.c, "/i").await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/i#2", MISS_STORED));
+    assert_eq!(f.origin.count_path("/i"), 3, "GET, POST, GET");
+    assert_eq!(n(&f.a.stats().remote_invalidations), 0, "A applied its own message as a remote one");
+}
+
+/// A and B, B through a link that can be cut; the stream holds one entry before they start, so
+/// both readers start from a real position.
+async fn fleet_with_link() -> (Fleet, RedisLink) {
+    let clock = clock();
+    let redis = RedisServer::start();
+    let seed = CacheKey::new("http", HOST, "/seed").to_string();
+    redis.cmd::<String>(&[b"XADD", STREAM.as_bytes(), b"*", b"key", seed.as_bytes(), b"node", b"test"]).await;
+    let link = RedisLink::start(redis.addr()).await;
+    let origin = Origin::start(&clock, handler()).await;
+    let a = Node::start(&origin, &clock, redis.url(), |_| {}).await;
+    let b = Node::start(&origin, &clock, link.url(), |_| {}).await;
+    a.ready().await;
+    b.ready().await;
+    redis.wait_readers(2).await;
+    (Fleet { clock, origin, redis, a, b }, link)
+}
+
+#[tokio::test]
+async fn a_disconnected_node_replays_the_invalidations_it_missed() {
+    let (f, link) = fleet_with_link().await;
+    for p in ["/r", "/keep"] {
+        get(&f.b.c, p).await;
+        assert!(f.b.in_memory(p));
+    }
+    link.cut();
+    assert_eq!(post(&f.a.c, "/r").await.status, 200);
+    f.redis.until::<i64>("A's invalidation in the stream", &[b"XLEN", STREAM.as_bytes()], |n| *n == 2).await;
+    // B cannot have seen it.
+    assert!(get(&f.b.c, "/r").await.is_hit());
+    link.restore();
+    eventually("B replayed the missed invalidation", || n(&f.b.stats().remote_invalidations) == 1).await;
+    assert!(!f.b.in_memory("/r"));
+    assert!(f.b.in_memory("/keep"), "B dropped more than it missed");
+    let r = get(&f.b.c, "/r").await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/r#2", MISS_STORED));
+}
+
+#[tokio::test]
+async fn a_stream_trimmed_past_the_nodes_position_drops_its_whole_memory_tier() {
+    let (f, link) = fleet_with_link().await;
+    for p in ["/r", "/s", "/keep"] {
+        get(&f.b.c, p).await;
+        assert!(f.b.in_memory(p));
+    }
+    link.cut();
+    post(&f.a.c, "/r").await;
+    post(&f.a.c, "/s").await;
+    f.redis.until::<i64>("A's invalidations in the stream", &[b"XLEN", STREAM.as_bytes()], |n| *n == 3).await;
+    // The seed (B's position) and A's first entry are trimmed away.
+    f.redis.cmd::<i64>(&[b"XTRIM", STREAM.as_bytes(), b"MAXLEN", b"1"]).await;
+    link.restore();
+    eventually("B read the stream again", || n(&f.b.stats().remote_invalidations) >= 1).await;
+    for p in ["/r", "/s", "/keep"] {
+        assert!(!f.b.in_memory(p), "{p} kept although B may have missed its invalidation");
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_never_saw_an_entry_also_drops_its_memory_when_the_stream_was_trimmed() {
+    // As above, but the stream did not exist when B started: B has seen no entry yet.
+    let clock = clock();
+    let redis = RedisServer::start();
+    let link = RedisLink::start(redis.addr()).await;
+    let origin = Origin::start(&clock, handler()).await;
+    let a = Node::start(&origin, &clock, redis.url(), |_| {}).await;
+    let b = Node::start(&origin, &clock, link.url(), |_| {}).await;
+    a.ready().await;
+    b.ready().await;
+    redis.wait_readers(2).await;
+    for p in ["/r", "/s"] {
+        get(&b.c, p).await;
+    }
+    link.cut();
+    post(&a.c, "/r").await;
+    post(&a.c, "/s").await;
+    redis.until::<i64>("A's invalidations in the stream", &[b"XLEN", STREAM.as_bytes()], |n| *n == 2).await;
+    redis.cmd::<i64>(&[b"XTRIM", STREAM.as_bytes(), b"MAXLEN", b"1"]).await;
+    link.restore();
+    eventually("B read the stream again", || n(&b.stats().remote_invalidations) >= 1).await;
+    assert!(!b.in_memory("/r"), "/r kept although its invalidation was trimmed before B could read it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_traffic_fails_no_request_and_the_tier_resumes_after_restart() {
+    let mut f = fleet().await;
+    let mut failures = Vec::new();
+    // Four rounds of 50 requests, 10 at a time: A fills /k*, B reads them, Redis dies, A and B
+    // fetch /m* (lookups and writes fail).
+    for (round, (node, prefix)) in [(&f.a, "/k"), (&f.b, "/k"), (&f.a, "/m"), (&f.b, "/m")].into_iter().enumerate() {
+        if round == 2 {
+            f.redis.kill();
+        }
+        for chunk in (0..50).collect::<Vec<_>>().chunks(10) {
+            let paths: Vec<String> = chunk.iter().map(|i| format!("{prefix}{i}")).collect();
+            let rs = futures_util::future::join_all(
+                paths.iter().map(|p| node.c.try_send("GET", p, &[("host", HOST)], Bytes::new())),
+            )
+            .await;
+            for (p, r) in paths.iter().zip(rs) {
+                match r {
+                    Ok(r) if r.status == 200 && r.text().starts_with(&format!("{p}#")) => {}
+                    Ok(r) => failures.push(format!("{p}: {} {:?} {}", r.status, r.text(), r.cache_status())),
+                    Err(e) => failures.push(format!("{p}: {e}")),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failed requests: {failures:#?}", failures.len());
+    let failed = |s: &Stats| n(&s.errors) + n(&s.skipped);
+    assert!(failed(f.a.stats()) > 0 && failed(f.b.stats()) > 0, "the nodes did not notice Redis was gone");
+    assert!(n(&f.b.stats().hits) > 0, "B found nothing before the kill");
+
+    f.redis.restart();
+    // The breaker backs off up to 30 s: keep offering new objects until one crosses over.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    for i in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "the shared tier did not resume within 40 s after Redis restarted; last: {last}; A: {:?}; B: {:?}",
+            f.a.stats(),
+            f.b.stats()
+        );
+        let path = format!("/resume{i}");
+        get(&f.a.c, &path).await;
+        let key = key_name(HOST, &path);
+        let stored = within("poll", async {
+            for _ in 0..50 {
+                if f.redis.cmd::<i64>(&[b"EXISTS", key.as_bytes()]).await == 1 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        })
+        .await;
+        if !stored {
+            last = format!("{path} not written");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let r = get(&f.b.c, &path).await;
+        if r.cache_status().contains("tier=shared") {
+            break;
+        }
+        last = format!("{path} on B: {}", r.cache_status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_down_at_start_the_proxy_serves_from_origin_and_memory() {
+    let clock = clock();
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, format!("redis://{}", closed_port()), |_| {}).await;
+    let r = bounded(get(&node.c, "/d")).await;
+    assert_eq!((r.status, r.text().as_str(), r.cache_status()), (200, "/d#1", MISS_STORED));
+    let r = bounded(get(&node.c, "/d")).await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/d#1", hit(60).as_str()));
+    assert_eq!(origin.count(), 1);
+    assert!(!node.shared().available());
+}
+
+/// A bound on one request (not a performance assertion): 2 s.
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(2), f).await.expect("request took more than 2 s")
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_delays_no_request_and_is_skipped() {
+    let clock = clock();
+    let fake = FakeRedis::start().await;
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, fake.url(), |r| r.budget = Duration::from_millis(50)).await;
+    for i in 0..10 {
+        let path = format!("/f{}", i % 5);
+        let r = bounded(get(&node.c, &path)).await;
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with(&format!("{path}#")), "{path}: {}", r.text());
+    }
+    assert_eq!(origin.count(), 5);
+    assert!(n(&node.stats().skipped) > 0, "Redis was not skipped: {:?}", node.stats());
+    assert!(!node.shared().available());
+}
+
+#[tokio::test]
+async fn corrupt_and_foreign_values_are_misses_and_counted() {
+    let f = fleet().await;
+    let c_key = key_name(HOST, "/c");
+    f.redis.cmd::<i64>(&[b"HSET", c_key.as_bytes(), b"junk", b"garbage"]).await;
+    // A valid envelope, but for another URL, copied under /c2's key.
+    get(&f.a.c, "/other").await;
+    wait_stored(&f.redis, "/other").await;
+    let other: HashMap<String, Vec<u8>> = f.redis.cmd(&[b"HGETALL", key_name(HOST, "/other").as_bytes()]).await;
+    let (field, value) = other.into_iter().next().expect("a variant of /other");
+    f.redis.cmd::<i64>(&[b"HSET", key_name(HOST, "/c2").as_bytes(), field.as_bytes(), &value]).await;
+    for p in ["/c", "/c2"] {
+        let r = get(&f.b.c, p).await;
+        assert_eq!((r.status, r.text(), r.cache_status()), (200, format!("{p}#1"), MISS_STORED), "{p}");
+    }
+    assert_eq!(n(&f.b.stats().bad_values), 2);
+    assert_eq!(n(&f.b.stats().hits), 0);
+    assert_eq!(f.origin.count_path("/c") + f.origin.count_path("/c2"), 2);
+}
+
+#[tokio::test]
+async fn every_key_written_expires() {
+    let f = fleet().await;
+    get(&f.a.c, "/t").await;
+    wait_stored(&f.redis, "/t").await;
+    let key = key_name(HOST, "/t");
+    let ttl: i64 = f.redis.cmd(&[b"TTL", key.as_bytes()]).await;
+    // 60 s of freshness plus the default hour kept for revalidation.
+    assert!(ttl > 3600 && ttl <= 3660, "TTL of the URL's hash: {ttl}");
+    post(&f.a.c, "/t").await;
+    f.redis.until::<i64>("invalidation stream written", &[b"EXISTS", STREAM.as_bytes()], |n| *n == 1).await;
+    let ttl: i64 = f.redis.cmd(&[b"TTL", STREAM.as_bytes()]).await;
+    assert!(ttl > 0 && ttl <= 86_400, "TTL of the invalidation stream: {ttl}");
+    assert!(!exists(&f.redis, "/t").await, "the invalidated URL's hash is still there");
+    get(&f.b.c, "/t2").await;
+    wait_stored(&f.redis, "/t2").await;
+    let keys: Vec<String> = f.redis.cmd(&[b"KEYS", b"*"]).await;
+    assert!(keys.len() >= 2, "{keys:?}");
+    for k in keys {
+        let ttl: i64 = f.redis.cmd(&[b"TTL", k.as_bytes()]).await;
+        assert!(ttl > 0, "{k} has TTL {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn ttl_cap_bounds_every_key() {
+    let clock = clock();
+    let redis = RedisServer::start();
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, redis.url(), |r| r.ttl_cap = Duration::from_secs(5)).await;
+    node.ready().await;
+    assert_eq!(get(&node.c, "/long").await.cache_status(), MISS_STORED);
+    wait_stored(&redis, "/long").await;
+    let ttl: i64 = redis.cmd(&[b"TTL", key_name(HOST, "/long").as_bytes()]).await;
+    assert!(ttl > 0 && ttl <= 5, "TTL {ttl} with ttl_cap 5 s and max-age=3600");
+}
+
+#[tokio::test]
+async fn objects_larger_than_the_redis_limit_stay_in_memory_only() {
+    let clock = clock();
+    let redis = RedisServer::start();
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, redis.url(), |r| r.max_object_bytes = 100).await;
+    node.ready().await;
+    assert_eq!(get(&node.c, "/big").await.cache_status(), MISS_STORED);
+    let r = get(&node.c, "/big").await;
+    assert_eq!((r.body.len(), r.cache_status()), (1000, hit(60).as_str()));
+    // Writes are sent in order: once a later small object is there, the big one was skipped.
+    get(&node.c, "/small").await;
+    wait_stored(&redis, "/small").await;
+    assert!(!exists(&redis, "/big").await, "an object over max_object_bytes was written to Redis");
+    assert_eq!(n(&node.stats().dropped_writes), 0);
+    assert_eq!(origin.count(), 2);
+}
