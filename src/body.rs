@@ -141,7 +141,13 @@ impl Tee {
                 return;
             }
         }
-        (self.sink)(self.buf.freeze());
+        // Keep no unused capacity in a stored body.
+        let body = if self.buf.capacity() > self.buf.len() + self.buf.len() / 8 {
+            Bytes::copy_from_slice(&self.buf)
+        } else {
+            self.buf.freeze()
+        };
+        (self.sink)(body);
     }
 }
 

@@ -393,7 +393,7 @@ impl Proxy {
         for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
             merged.remove(&**name);
         }
-        let entry = Arc::new(old.refreshed(merged, fresh));
+        let entry = Arc::new(old.refreshed(crate::cache::entry::compact_headers(&merged), fresh));
         let req_cc = policy::request_cache_control(req);
         let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &entry.headers, &cc, &self.opts);
         match stored {
@@ -443,6 +443,7 @@ impl Proxy {
         }
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
+        let headers = crate::cache::entry::compact_headers(&headers);
         Entry { status: rp.status, headers, body: bytes::Bytes::new(), vary, freshness: fresh }
     }
 

@@ -27,6 +27,28 @@ pub struct Entry {
 const NOT_UPDATED: &[&str] =
     &["content-length", "content-encoding", "content-range", "content-md5", "etag", "transfer-encoding", "age"];
 
+/// A copy of `headers` whose values all live in one allocation of their own. Values parsed by
+/// hyper are slices of the connection's read buffer: stored as they are, each would keep a whole
+/// buffer alive, far beyond what the memory budget counts.
+pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+    let total: usize = headers.values().map(|v| v.len()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for v in headers.values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let buf = buf.freeze();
+    let mut out = HeaderMap::with_capacity(headers.keys_len());
+    let mut at = 0;
+    for (name, value) in headers {
+        let end = at + value.len();
+        let mut v = http::HeaderValue::from_maybe_shared(buf.slice(at..end)).unwrap_or_else(|_| value.clone());
+        v.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), v);
+        at = end;
+    }
+    out
+}
+
 impl Entry {
     /// Approximate bytes this entry occupies in memory: what the byte budget counts.
     pub fn weight(&self) -> usize {
@@ -71,5 +93,27 @@ impl Entry {
     /// A copy of this entry with new headers and freshness, sharing the body.
     pub fn refreshed(&self, headers: HeaderMap, freshness: Freshness) -> Entry {
         Entry { status: self.status, headers, body: self.body.clone(), vary: self.vary.clone(), freshness }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn compact_headers_keep_every_value_in_one_buffer() {
+        // Values sliced from a large buffer, as hyper's parser makes them.
+        let big = Bytes::from(vec![b'a'; 64 << 10]);
+        let mut h = HeaderMap::new();
+        h.append("x-one", HeaderValue::from_maybe_shared(big.slice(0..3)).unwrap());
+        h.append("x-one", HeaderValue::from_static("second"));
+        h.append("content-type", HeaderValue::from_maybe_shared(big.slice(10..20)).unwrap());
+        let c = compact_headers(&h);
+        assert_eq!(c, h);
+        let ptrs: Vec<usize> = c.values().map(|v| v.as_bytes().as_ptr() as usize).collect();
+        let (lo, hi) = (ptrs.iter().min().unwrap(), ptrs.iter().max().unwrap());
+        assert!(hi - lo < 64, "values are not in one small buffer");
+        assert!(c.values().all(|v| !std::ptr::eq(v.as_bytes().as_ptr(), big.as_ptr())));
     }
 }

@@ -245,10 +245,9 @@ fn trim(st: &mut State) {
     }
 }
 
+/// The body in one allocation of its own: chunks are slices of the connection's read buffers,
+/// and a stored slice would keep a whole buffer alive, unaccounted.
 fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks[0].clone();
-    }
     let mut buf = bytes::BytesMut::with_capacity(len as usize);
     for c in chunks {
         buf.extend_from_slice(c);
