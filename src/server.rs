@@ -125,9 +125,9 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, s
                         peer,
                     })
                 });
-                let expected = log.as_ref().and_then(|_| {
-                    resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok()
-                });
+                let expected = log
+                    .as_ref()
+                    .and_then(|_| resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok());
                 Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log)))
             }
         });
