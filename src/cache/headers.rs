@@ -3,8 +3,9 @@
 //! An `http::HeaderMap` costs about 110 bytes per field before the value itself (a bucket with
 //! the name, the value's `Bytes` handle and the collision links, in a vector with spare capacity,
 //! plus an index table). Stored per object that is more than the 1 KiB body of a typical small
-//! object. Here every name and value lives in one buffer and each field is three offsets (12
-//! bytes); a `HeaderMap` is rebuilt for each response served, its values sharing the buffer.
+//! object. Here the fields are one buffer, `name:value\n` after each other (names are lowercase
+//! tokens without `:`, values never contain a newline), and a `HeaderMap` is rebuilt for each
+//! response served, its values sharing the buffer.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,8 +14,6 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredHeaders {
     block: Bytes,
-    /// For each field: where its name starts, where its value starts, where its value ends.
-    index: Box<[[u32; 3]]>,
 }
 
 impl std::fmt::Debug for StoredHeaders {
@@ -26,17 +25,31 @@ impl std::fmt::Debug for StoredHeaders {
 impl StoredHeaders {
     /// Copies `map` into a compact form of its own (no byte of `map` is kept alive).
     pub fn from_map(map: &HeaderMap) -> Self {
-        let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+        let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
         let mut block = BytesMut::with_capacity(total);
-        let mut index = Vec::with_capacity(map.len());
         for (name, value) in map {
-            let ns = block.len() as u32;
             block.extend_from_slice(name.as_str().as_bytes());
-            let vs = block.len() as u32;
+            block.extend_from_slice(b":");
             block.extend_from_slice(value.as_bytes());
-            index.push([ns, vs, block.len() as u32]);
+            block.extend_from_slice(b"\n");
         }
-        StoredHeaders { block: block.freeze(), index: index.into_boxed_slice() }
+        StoredHeaders { block: block.freeze() }
+    }
+
+    /// Offsets of each field: (name start, value start, value end).
+    fn fields(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let b = &self.block[..];
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= b.len() {
+                return None;
+            }
+            let colon = pos + b[pos..].iter().position(|&c| c == b':')?;
+            let end = colon + 1 + b[colon + 1..].iter().position(|&c| c == b'\n')?;
+            let field = (pos, colon + 1, end);
+            pos = end + 1;
+            Some(field)
+        })
     }
 
     /// A `HeaderMap` of these fields; values share this buffer (no copy).
@@ -46,14 +59,14 @@ impl StoredHeaders {
 
     /// As [`StoredHeaders::to_map`], with room for `extra` more fields.
     pub fn to_map_with_capacity(&self, extra: usize) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.index.len() + extra);
-        for &[ns, vs, ve] in self.index.iter() {
-            let (ns, vs, ve) = (ns as usize, vs as usize, ve as usize);
+        let mut map = HeaderMap::with_capacity(self.len() + extra);
+        for (ns, vs, ve) in self.fields() {
             // Both were valid when stored; a failure here cannot happen, and would only drop
             // the field.
-            let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(&self.block[ns..vs]), HeaderValue::from_maybe_shared(self.block.slice(vs..ve)))
-            else {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.block[ns..vs - 1]),
+                HeaderValue::from_maybe_shared(self.block.slice(vs..ve)),
+            ) else {
                 continue;
             };
             map.append(name, value);
@@ -64,39 +77,38 @@ impl StoredHeaders {
     /// The first value of `name`.
     pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
         let wanted = name.as_str().as_bytes();
-        self.index
-            .iter()
-            .find(|[ns, vs, _]| &self.block[*ns as usize..*vs as usize] == wanted)
-            .and_then(|&[_, vs, ve]| HeaderValue::from_maybe_shared(self.block.slice(vs as usize..ve as usize)).ok())
+        self.fields()
+            .find(|&(ns, vs, _)| &self.block[ns..vs - 1] == wanted)
+            .and_then(|(_, vs, ve)| HeaderValue::from_maybe_shared(self.block.slice(vs..ve)).ok())
     }
 
     /// True when a field `name` is present.
     pub fn contains(&self, name: &HeaderName) -> bool {
         let wanted = name.as_str().as_bytes();
-        self.index.iter().any(|[ns, vs, _]| &self.block[*ns as usize..*vs as usize] == wanted)
+        self.fields().any(|(ns, vs, _)| &self.block[ns..vs - 1] == wanted)
     }
 
     /// Every field, as (lowercase name, value bytes), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.index.iter().map(|&[ns, vs, ve]| {
-            let name = std::str::from_utf8(&self.block[ns as usize..vs as usize]).unwrap_or("");
-            (name, &self.block[vs as usize..ve as usize])
+        self.fields().map(|(ns, vs, ve)| {
+            let name = std::str::from_utf8(&self.block[ns..vs - 1]).unwrap_or("");
+            (name, &self.block[vs..ve])
         })
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.block.iter().filter(|&&c| c == b'\n').count()
     }
 
     /// True when there is no field.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.block.is_empty()
     }
 
-    /// Bytes held: the buffer and the index.
+    /// Bytes held.
     pub fn heap_size(&self) -> usize {
-        self.block.len() + self.index.len() * std::mem::size_of::<[u32; 3]>()
+        self.block.len()
     }
 }
 
@@ -119,7 +131,7 @@ mod tests {
         assert!(s.contains(&HeaderName::from_static("x-multi")));
         assert!(!s.contains(&http::header::LAST_MODIFIED));
         // Nothing of the big buffer is kept.
-        assert_eq!(s.heap_size(), 53 + 4 * 12);
+        assert_eq!(s.heap_size(), 53 + 4 * 2);
         let names: Vec<&str> = s.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["content-type", "x-multi", "x-multi", "etag"]);
     }
