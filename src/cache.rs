@@ -4,6 +4,7 @@ pub mod control;
 pub mod entry;
 pub mod envelope;
 pub mod fill;
+pub mod headers;
 pub mod key;
 pub mod memory;
 pub mod policy;

@@ -253,7 +253,7 @@ impl Proxy {
         // that may be stored fetches the full response and answers the client's conditionals
         // locally.
         let own_conditionals = key.is_some() && !req_cc.no_store;
-        let validators = stale.as_deref().filter(|e| policy::has_validator(&e.headers));
+        let validators = stale.as_deref().filter(|e| e.has_validator());
         // HEAD is forwarded as GET when the response may be stored, so a later GET is a hit and a
         // stored body stays valid after revalidation.
         let method = if key.is_some() { Method::GET } else { parts.method.clone() };
@@ -393,9 +393,9 @@ impl Proxy {
         for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
             merged.remove(&**name);
         }
-        let entry = Arc::new(old.refreshed(crate::cache::entry::compact_headers(&merged), fresh));
+        let entry = Arc::new(old.refreshed(&merged, fresh));
         let req_cc = policy::request_cache_control(req);
-        let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &entry.headers, &cc, &self.opts);
+        let stored = policy::storable(&Method::GET, req, &req_cc, entry.status, &merged, &cc, &self.opts);
         match stored {
             Ok(()) => {
                 self.tiers.replace(key, canonical, old, entry.clone(), now_keep(&fresh, response_time, &self.cfg))
@@ -443,7 +443,7 @@ impl Proxy {
         }
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
-        let headers = crate::cache::entry::compact_headers(&headers);
+        let headers = crate::cache::headers::StoredHeaders::from_map(&headers);
         Entry { status: rp.status, headers, body: bytes::Bytes::new(), vary, freshness: fresh }
     }
 
@@ -458,20 +458,21 @@ impl Proxy {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, entry.etag(), entry.freshness.last_modified)
+            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), entry.freshness.last_modified)
         {
-            let mut headers = not_modified_headers(&entry.headers);
+            let mut headers = not_modified_stored(&entry.headers);
             headers.insert(header::AGE, age);
             return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
-        let mut headers = entry.headers.clone();
+        let mut headers = entry.headers.to_map_with_capacity(3);
         headers.insert(header::AGE, age);
         let mut code = entry.status;
         let mut body = entry.body.clone();
         if let Some(range) = parts.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
             if entry.status == StatusCode::OK && parts.method == Method::GET {
                 let len = body.len() as u64;
-                let etag = entry.etag().and_then(|e| e.to_str().ok());
+                let etag = entry.etag();
+                let etag = etag.as_ref().and_then(|e| e.to_str().ok());
                 match range::evaluate(range, &parts.headers, len, etag, entry.freshness.last_modified) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
@@ -575,11 +576,11 @@ impl Proxy {
             headers.remove(header::IF_MODIFIED_SINCE);
         }
         if let Some(e) = validators {
-            if let Some(etag) = e.headers.get(header::ETAG) {
-                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            if let Some(etag) = e.headers.get(&header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag);
             }
-            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
-                headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            if let Some(lm) = e.headers.get(&header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, lm);
             }
         }
         let uri = format!("http://{}{}", self.cfg.origin.authority, target.path_and_query);
@@ -663,6 +664,17 @@ fn ensure_date(h: &mut HeaderMap, now: Millis) {
             h.insert(header::DATE, v);
         }
     }
+}
+
+/// The 304 field set (RFC 9110 §15.4.5) of a stored response.
+fn not_modified_stored(from: &crate::cache::headers::StoredHeaders) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(12);
+    for name in conditional::NOT_MODIFIED_FIELDS {
+        if let Some(v) = from.get(name) {
+            h.append(name.clone(), v);
+        }
+    }
+    h
 }
 
 fn not_modified_headers(from: &HeaderMap) -> HeaderMap {

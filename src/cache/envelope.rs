@@ -48,7 +48,7 @@ pub enum DecodeError {
 
 /// Encodes `entry`, stored under the URL `canonical`.
 pub fn encode(canonical: &str, entry: &Entry) -> Bytes {
-    let headers_len: usize = entry.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 6).sum();
+    let headers_len: usize = entry.headers.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
     let mut b = BytesMut::with_capacity(96 + canonical.len() + headers_len + entry.body.len());
     b.put_slice(MAGIC);
     b.put_u8(VERSION);
@@ -79,11 +79,11 @@ pub fn encode(canonical: &str, entry: &Entry) -> Bytes {
         b.put_slice(v.as_bytes());
     }
     b.put_u16(entry.headers.len() as u16);
-    for (name, value) in &entry.headers {
-        b.put_u16(name.as_str().len() as u16);
-        b.put_slice(name.as_str().as_bytes());
+    for (name, value) in entry.headers.iter() {
+        b.put_u16(name.len() as u16);
+        b.put_slice(name.as_bytes());
         b.put_u32(value.len() as u32);
-        b.put_slice(value.as_bytes());
+        b.put_slice(value);
     }
     b.put_u32(entry.body.len() as u32);
     b.put_slice(&entry.body);
@@ -147,6 +147,7 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
         return Err(DecodeError::Malformed);
     }
     let body = value.slice(start..start + n);
+    let headers = super::headers::StoredHeaders::from_map(&headers);
     Ok(Entry { status, headers, body, vary: vary.into_boxed_slice(), freshness })
 }
 
@@ -191,7 +192,7 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("b"));
         Entry {
             status: StatusCode::OK,
-            headers,
+            headers: crate::cache::headers::StoredHeaders::from_map(&headers),
             body: Bytes::from_static(b"hello"),
             vary: vec![
                 (HeaderName::from_static("accept-language"), Some("fr".into())),

@@ -15,42 +15,58 @@ use super::entry::Entry;
 use super::key::CacheKey;
 use super::vary;
 
-/// All stored variants of one URL (RFC 9111 §4.1), newest first.
+/// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
+const PER_URL: usize = 320;
+
+/// All stored variants of one URL (RFC 9111 §4.1), newest first. Cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
 pub struct Variants {
-    /// The variants, newest first.
-    pub entries: Box<[Arc<Entry>]>,
+    list: List,
     /// How long, from insertion, these variants can be useful.
     keep_for: Duration,
 }
 
+/// Most URLs have one variant: it is held without a list.
+#[derive(Debug, Clone)]
+enum List {
+    One(Arc<Entry>),
+    Many(Arc<[Arc<Entry>]>),
+}
+
 impl Variants {
+    fn new(mut entries: Vec<Arc<Entry>>, keep_for: Duration) -> Self {
+        let list = if entries.len() == 1 { List::One(entries.remove(0)) } else { List::Many(entries.into()) };
+        Variants { list, keep_for }
+    }
+
+    /// The variants, newest first.
+    pub fn entries(&self) -> &[Arc<Entry>] {
+        match &self.list {
+            List::One(e) => std::slice::from_ref(e),
+            List::Many(v) => v,
+        }
+    }
+
     /// The variant selected by a request's header fields (§4.1), newest first (§4.1: "the most
     /// recent response").
     pub fn select(&self, req: &HeaderMap) -> Option<&Arc<Entry>> {
-        self.entries.iter().find(|e| vary::matches(&e.vary, req))
+        self.entries().iter().find(|e| vary::matches(&e.vary, req))
     }
 
     fn weight(&self) -> u32 {
-        let w: usize = self.entries.iter().map(|e| e.weight()).sum::<usize>() + 64;
+        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + PER_URL;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }
 
 struct KeepFor;
 
-impl Expiry<CacheKey, Arc<Variants>> for KeepFor {
-    fn expire_after_create(&self, _: &CacheKey, v: &Arc<Variants>, _: Instant) -> Option<Duration> {
+impl Expiry<CacheKey, Variants> for KeepFor {
+    fn expire_after_create(&self, _: &CacheKey, v: &Variants, _: Instant) -> Option<Duration> {
         Some(v.keep_for)
     }
 
-    fn expire_after_update(
-        &self,
-        _: &CacheKey,
-        v: &Arc<Variants>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
+    fn expire_after_update(&self, _: &CacheKey, v: &Variants, _: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(v.keep_for)
     }
 }
@@ -58,7 +74,7 @@ impl Expiry<CacheKey, Arc<Variants>> for KeepFor {
 /// The in-process tier.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<CacheKey, Arc<Variants>>,
+    cache: Cache<CacheKey, Variants>,
     max_variants: usize,
 }
 
@@ -68,14 +84,14 @@ impl MemoryTier {
     pub fn new(budget_bytes: u64, max_variants: usize) -> Self {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
-            .weigher(|_k: &CacheKey, v: &Arc<Variants>| v.weight())
+            .weigher(|_k: &CacheKey, v: &Variants| v.weight())
             .expire_after(KeepFor)
             .build();
         MemoryTier { cache, max_variants: max_variants.max(1) }
     }
 
     /// Every stored variant of `key`.
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Variants>> {
+    pub fn get(&self, key: &CacheKey) -> Option<Variants> {
         self.cache.get(key)
     }
 
@@ -87,7 +103,7 @@ impl MemoryTier {
         let mut keep = keep_for;
         entries.push(entry.clone());
         if let Some(old) = self.cache.get(&key) {
-            for e in old.entries.iter() {
+            for e in old.entries().iter() {
                 if entries.len() >= self.max_variants {
                     break;
                 }
@@ -99,19 +115,19 @@ impl MemoryTier {
             }
             keep = keep.max(old.keep_for);
         }
-        self.cache.insert(key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: keep }));
+        self.cache.insert(key, Variants::new(entries, keep));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone
     /// meanwhile, `new` is inserted as a variant.
     pub fn replace(&self, key: CacheKey, old: &Arc<Entry>, new: Arc<Entry>, keep_for: Duration) {
         if let Some(cur) = self.cache.get(&key) {
-            if let Some(i) = cur.entries.iter().position(|e| Arc::ptr_eq(e, old)) {
-                let mut entries = cur.entries.to_vec();
+            if let Some(i) = cur.entries().iter().position(|e| Arc::ptr_eq(e, old)) {
+                let mut entries = cur.entries().to_vec();
                 entries.remove(i);
                 entries.insert(0, new);
                 let keep = keep_for.max(cur.keep_for);
-                self.cache.insert(key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: keep }));
+                self.cache.insert(key, Variants::new(entries, keep));
                 return;
             }
         }
@@ -121,12 +137,11 @@ impl MemoryTier {
     /// Removes one variant.
     pub fn remove_variant(&self, key: &CacheKey, old: &Arc<Entry>) {
         if let Some(cur) = self.cache.get(key) {
-            let entries: Vec<Arc<Entry>> = cur.entries.iter().filter(|e| !Arc::ptr_eq(e, old)).cloned().collect();
+            let entries: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !Arc::ptr_eq(e, old)).cloned().collect();
             if entries.is_empty() {
                 self.cache.invalidate(key);
-            } else if entries.len() != cur.entries.len() {
-                self.cache
-                    .insert(*key, Arc::new(Variants { entries: entries.into_boxed_slice(), keep_for: cur.keep_for }));
+            } else if entries.len() != cur.entries().len() {
+                self.cache.insert(*key, Variants::new(entries, cur.keep_for));
             }
         }
     }

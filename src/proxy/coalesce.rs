@@ -214,7 +214,7 @@ impl Proxy {
         stale: Option<Arc<Entry>>,
     ) {
         let req_cc = policy::request_cache_control(&parts.headers);
-        let validators = stale.as_deref().filter(|e| policy::has_validator(&e.headers));
+        let validators = stale.as_deref().filter(|e| e.has_validator());
         let req = self.origin_request(parts, target, peer, &Method::GET, UpBody::Empty, true, validators);
         let request_time = self.clock.now_millis();
         let resp = match self.upstream.send(req).await {
