@@ -16,7 +16,7 @@ use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
 
 mod coalesce;
 use crate::cache::fill::Inflight;
-use crate::cache::key::normalize_host;
+use crate::cache::key::{normalize_host, BuildKeyHasher};
 use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
 use crate::cache::shared::SharedTier;
 use crate::cache::tiers::Tiers;
@@ -59,7 +59,7 @@ pub struct Proxy {
     /// Fills in flight, for coalescing.
     inflight: Inflight,
     /// Keys whose responses could not be shared, until when (hit-for-pass).
-    hit_for_pass: moka::sync::Cache<CacheKey, Millis>,
+    hit_for_pass: moka::sync::Cache<CacheKey, Millis, BuildKeyHasher>,
     /// Targeted cache-control fields not sent on to clients.
     strip: Vec<HeaderName>,
 }
@@ -108,7 +108,7 @@ impl Proxy {
             hit_for_pass: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.coalescing.hit_for_pass.max(Duration::from_millis(1)))
-                .build(),
+                .build_with_hasher(BuildKeyHasher::default()),
             strip,
             upstream: Upstream::new(&cfg),
             clock,

@@ -69,6 +69,12 @@ impl Entry {
     /// This entry (a template without a body) completed with `body`; `Content-Length` is set to
     /// the body's length.
     pub fn with_body(mut self, body: Bytes) -> Entry {
+        let len = body.len().to_string();
+        if self.headers.get(&http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == len.as_bytes()) {
+            // The usual case: the origin sent the right length.
+            self.body = body;
+            return self;
+        }
         let mut headers = self.headers.to_map_with_capacity(1);
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         self.headers = StoredHeaders::from_map(&headers);

@@ -328,7 +328,7 @@ pub enum Join {
 /// The map of fills in flight, by key.
 #[derive(Default)]
 pub struct Inflight {
-    map: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    map: Mutex<HashMap<CacheKey, Arc<Fill>, super::key::BuildKeyHasher>>,
 }
 
 impl Inflight {

@@ -13,8 +13,62 @@ use sha2::{Digest, Sha256};
 const KEY_VERSION: &[u8] = b"edgecache-key-v1";
 
 /// The primary cache key of a URL (RFC 9111 §2): its SHA-256 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CacheKey([u8; 32]);
+
+/// The key is already a uniformly distributed digest: its first 8 bytes are its hash, for
+/// [`KeyHasher`].
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// A hasher for maps keyed by [`CacheKey`]: the digest needs no second hashing (SipHash cost a
+/// noticeable share of every lookup). Keys come from client-chosen URLs, so the digest is mixed
+/// with a per-process secret: nobody outside can tell which keys share a bucket.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+/// (seed, odd multiplier), random per process.
+fn secret() -> (u64, u64) {
+    static SECRET: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+        a.write_u8(1);
+        let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+        b.write_u8(2);
+        (a.finish(), b.finish() | 1)
+    })
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for CacheKey (it writes one u64); mix anything else in simply.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(5) ^ u64::from(b);
+            self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let (seed, mul) = secret();
+        // Folded multiply: every output bit depends on every input bit, so keys that share some
+        // digest bits do not share a bucket.
+        let h = u128::from(n ^ seed) * u128::from(mul);
+        self.0 ^= (h as u64) ^ ((h >> 64) as u64);
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
 
 impl CacheKey {
     /// Key for `scheme://host` + `path_and_query`, all exactly as forwarded. `host` must already be
@@ -165,5 +219,24 @@ mod tests {
         for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80"] {
             assert_eq!(normalize_host(bad, "http"), None, "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod hasher_tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn keys_sharing_digest_bits_spread_over_buckets() {
+        // Keys whose first digest bytes differ only in high bits must not share low hash bits.
+        let build = BuildKeyHasher::default();
+        let mut low_bits = std::collections::HashSet::new();
+        for i in 0u64..256 {
+            let mut raw = [0u8; 32];
+            raw[..8].copy_from_slice(&(i << 56).to_le_bytes());
+            low_bits.insert(build.hash_one(CacheKey(raw)) & 0xff);
+        }
+        assert!(low_bits.len() > 128, "only {} distinct low bytes", low_bits.len());
     }
 }

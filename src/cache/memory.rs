@@ -12,7 +12,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::entry::Entry;
-use super::key::CacheKey;
+use super::key::{BuildKeyHasher, CacheKey};
 use super::vary;
 
 /// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
@@ -74,7 +74,7 @@ impl Expiry<CacheKey, Variants> for KeepFor {
 /// The in-process tier.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<CacheKey, Variants>,
+    cache: Cache<CacheKey, Variants, BuildKeyHasher>,
     max_variants: usize,
 }
 
@@ -86,7 +86,7 @@ impl MemoryTier {
             .max_capacity(budget_bytes)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
             .expire_after(KeepFor)
-            .build();
+            .build_with_hasher(BuildKeyHasher::default());
         MemoryTier { cache, max_variants: max_variants.max(1) }
     }
 
