@@ -306,6 +306,7 @@ impl Inner {
                 Some(v)
             }
             Ok(Err(e)) => {
+                tracing::debug!(error = %e, "shared tier call failed");
                 self.failure(&e.to_string());
                 None
             }
@@ -388,11 +389,16 @@ async fn connect(cfg: &RedisConfig, response_timeout: Option<Duration>) -> redis
 /// Drains the write queue in batches, one pipeline per batch, each within the budget.
 async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let stream = inner.stream_name();
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        // Standalone: one pipeline for the whole batch. Cluster: a pipeline may not cross hash
+        // slots, so one per key (a write touches one URL's hash, an invalidation also the stream).
+        let mut pipes: Vec<(Pipeline, u64)> = Vec::new();
+        let mut one = redis::pipe();
         let n = batch.len() as u64;
-        let mut pipe = redis::pipe();
-        let stream = inner.stream_name();
         for w in batch.drain(..) {
+            let mut per_key = redis::pipe();
+            let pipe = if inner.cfg.cluster { &mut per_key } else { &mut one };
             match w {
                 Write::Put { key, field, value, ttl_secs } => {
                     pipe.cmd("HSET").arg(&key).arg(&field).arg(value.as_ref()).ignore();
@@ -405,7 +411,9 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
                 }
                 Write::Invalidate { key, digest } => {
                     pipe.cmd("DEL").arg(&key).ignore();
-                    pipe.cmd("XADD")
+                    let mut to_stream = redis::pipe();
+                    let sp = if inner.cfg.cluster { &mut to_stream } else { &mut *pipe };
+                    sp.cmd("XADD")
                         .arg(&stream)
                         .arg("MAXLEN")
                         .arg("~")
@@ -416,14 +424,25 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
                         .arg("node")
                         .arg(&inner.node)
                         .ignore();
-                    pipe.cmd("EXPIRE").arg(&stream).arg(STREAM_TTL_SECS).ignore();
+                    sp.cmd("EXPIRE").arg(&stream).arg(STREAM_TTL_SECS).ignore();
+                    if inner.cfg.cluster {
+                        pipes.push((to_stream, 0));
+                    }
                 }
             }
+            if inner.cfg.cluster {
+                pipes.push((per_key, 1));
+            }
         }
-        match inner.call::<()>(&pipe).await {
-            Some(()) => inner.stats.writes.fetch_add(n, Ordering::Relaxed),
-            None => inner.stats.dropped_writes.fetch_add(n, Ordering::Relaxed),
-        };
+        if !inner.cfg.cluster {
+            pipes.push((one, n));
+        }
+        for (pipe, writes) in pipes {
+            match inner.call::<()>(&pipe).await {
+                Some(()) => inner.stats.writes.fetch_add(writes, Ordering::Relaxed),
+                None => inner.stats.dropped_writes.fetch_add(writes.max(1), Ordering::Relaxed),
+            };
+        }
     }
 }
 

@@ -257,3 +257,81 @@ impl Drop for RedisLink {
         self.cut();
     }
 }
+
+/// A three-master Redis Cluster of `redis-server` child processes on free ports (no replicas, no
+/// persistence), created with `redis-cli --cluster create`; killed and removed on drop.
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, joins them into a cluster and waits (bounded) until every node reports
+    /// `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let server = redis_server_path();
+        let cli = server.with_file_name("redis-cli");
+        assert!(cli.is_file(), "redis-cli not found next to {}: install redis-tools", server.display());
+        let dir = std::env::temp_dir().join(format!("edgecache-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut children = Vec::new();
+        for p in &ports {
+            let node_dir = dir.join(p.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new(&server)
+                .current_dir(&node_dir)
+                .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            children.push(child);
+        }
+        let cluster = RedisCluster { ports, children, dir };
+        for p in &cluster.ports {
+            assert!((0..200).any(|_| answers_ping(*p) || sleep_ms(10)), "cluster node {p} did not start");
+        }
+        let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let status = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for p in &cluster.ports {
+            let ok = (0..500).any(|_| {
+                let out = Command::new(&cli).args(["-p", &p.to_string(), "cluster", "info"]).output();
+                out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")) || sleep_ms(10)
+            });
+            assert!(ok, "cluster node {p} never reported cluster_state:ok");
+        }
+        cluster
+    }
+
+    /// A seed node's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+}
+
+/// Sleeps `ms` between attempts of a bounded retry loop; returns false so it can end an `||`.
+fn sleep_ms(ms: u64) -> bool {
+    std::thread::sleep(Duration::from_millis(ms));
+    false
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
