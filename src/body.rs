@@ -14,6 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::status::Detail;
+
 /// Boxed error used by every body here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -137,7 +139,8 @@ impl Tee {
     fn finish(self) {
         if let Some(n) = self.expected {
             if n != self.buf.len() as u64 {
-                tracing::debug!(expected = n, got = self.buf.len(), "body length mismatch; not stored");
+                let detail = Detail::Incomplete.as_str();
+                tracing::debug!(expected = n, got = self.buf.len(), detail, "body length mismatch; not stored");
                 return;
             }
         }
@@ -180,7 +183,7 @@ impl Body for OriginBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
                     if !tee.push(data) {
-                        tracing::debug!("body larger than max_object_size; not stored");
+                        tracing::debug!(detail = Detail::TooLarge.as_str(), "body over max_object_size; not stored");
                         this.tee = None;
                     } else if tee.complete() || this.inner.is_end_stream() {
                         // The whole body is here: the writer may never poll for the end.

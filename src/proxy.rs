@@ -26,7 +26,7 @@ use crate::conditional;
 use crate::config::Config;
 use crate::range::{self, RangeAnswer};
 use crate::status::{CacheStatus, Detail, Fwd};
-use crate::upstream::{append_list, remove_hop_by_hop, via_value, Upstream, UpstreamError};
+use crate::upstream::{append_list, remove_hop_by_hop, via, Upstream, UpstreamError};
 
 /// `Cache-Status` (RFC 9211).
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -62,6 +62,14 @@ pub struct Proxy {
     hit_for_pass: moka::sync::Cache<CacheKey, Millis, BuildKeyHasher>,
     /// Targeted cache-control fields not sent on to clients.
     strip: Vec<HeaderName>,
+}
+
+/// The origin's answer to one request, with the times §4.2.3 needs.
+struct OriginResponse {
+    parts: http::response::Parts,
+    body: Incoming,
+    request_time: Millis,
+    response_time: Millis,
 }
 
 /// Where a request goes, as forwarded: normalized host and the path and query.
@@ -258,8 +266,7 @@ impl Proxy {
         // stored body stays valid after revalidation.
         let method = if key.is_some() { Method::GET } else { parts.method.clone() };
         let req = self.origin_request(parts, target, peer, &method, UpBody::Empty, own_conditionals, validators);
-        let request_time = self.clock.now_millis();
-        let resp = match self.upstream.send(req).await {
+        let OriginResponse { parts: rp, body: rbody, request_time, response_time } = match self.ask_origin(req).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, None) {
@@ -269,10 +276,6 @@ impl Proxy {
                 return upstream_failure(&e, fwd);
             }
         };
-        let response_time = self.clock.now_millis();
-        let (mut rp, rbody) = resp.into_parts();
-        remove_hop_by_hop(&mut rp.headers);
-        ensure_date(&mut rp.headers, response_time);
         let mut status = CacheStatus::forward(fwd);
         status.fwd_status = Some(rp.status.as_u16());
 
@@ -297,7 +300,6 @@ impl Proxy {
         }
 
         let (decision, fresh) = self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
-        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
 
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
@@ -341,6 +343,19 @@ impl Proxy {
             ProxyBody::Origin(Box::new(body))
         };
         self.respond(rp.status, rp.headers, body, status)
+    }
+
+    /// Sends `req` to the origin. The answer's hop-by-hop fields are removed, `Date` is added when
+    /// missing (RFC 9110 §6.6.1) and `Via` appended: ready to forward and to store.
+    async fn ask_origin(&self, req: Request<UpBody>) -> Result<OriginResponse, UpstreamError> {
+        let request_time = self.clock.now_millis();
+        let resp = self.upstream.send(req).await?;
+        let response_time = self.clock.now_millis();
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        ensure_date(&mut parts.headers, response_time);
+        append_list(&mut parts.headers, header::VIA, via(parts.version));
+        Ok(OriginResponse { parts, body, request_time, response_time })
     }
 
     /// Whether the response to a request may be stored, and its freshness.
@@ -511,18 +526,14 @@ impl Proxy {
         let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, false, None);
         let mut status = CacheStatus::forward(Fwd::Bypass);
         status.detail = Some(Detail::Method);
-        let resp = match self.upstream.send(req).await {
+        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(req).await {
             Ok(r) => r,
             Err(e) => return upstream_failure(&e, Fwd::Bypass),
         };
-        let (mut rp, rbody) = resp.into_parts();
         status.fwd_status = Some(rp.status.as_u16());
-        remove_hop_by_hop(&mut rp.headers);
-        ensure_date(&mut rp.headers, self.clock.now_millis());
         if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
             self.invalidate_after_unsafe(&target, &rp.headers);
         }
-        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
         let body = ProxyBody::Origin(Box::new(OriginBody::new(rbody, self.cfg.timeouts.idle, None)));
         self.respond(rp.status, rp.headers, body, status)
     }
@@ -558,7 +569,7 @@ impl Proxy {
         if let Ok(h) = HeaderValue::from_str(&target.host) {
             headers.insert(header::HOST, h);
         }
-        append_list(&mut headers, header::VIA, via_value(parts.version).to_str().unwrap_or("1.1 edgecache"));
+        append_list(&mut headers, header::VIA, via(parts.version));
         append_list(&mut headers, X_FORWARDED_FOR.clone(), &peer.ip().to_string());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
@@ -668,13 +679,7 @@ fn ensure_date(h: &mut HeaderMap, now: Millis) {
 
 /// The 304 field set (RFC 9110 §15.4.5) of a stored response.
 fn not_modified_stored(from: &crate::cache::headers::StoredHeaders) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(12);
-    for name in conditional::NOT_MODIFIED_FIELDS {
-        if let Some(v) = from.get(name) {
-            h.append(name.clone(), v);
-        }
-    }
-    h
+    from.select(12, |name| conditional::NOT_MODIFIED_FIELDS.iter().any(|f| f.as_str().as_bytes() == name))
 }
 
 fn not_modified_headers(from: &HeaderMap) -> HeaderMap {

@@ -188,8 +188,8 @@ impl CacheStatus {
             s.push_str("; detail=");
             s.push_str(detail.as_str());
         }
-        // Only ASCII tokens and digits were written.
-        HeaderValue::from_str(&s).expect("cache-status is ascii")
+        // Only ASCII tokens and digits were written; the string's buffer becomes the value.
+        HeaderValue::try_from(s).expect("cache-status is ascii")
     }
 }
 

@@ -111,12 +111,12 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// The `Via` value this proxy adds (RFC 9110 §7.6.3).
-pub fn via_value(version: http::Version) -> HeaderValue {
-    HeaderValue::from_static(match version {
+pub fn via(version: http::Version) -> &'static str {
+    match version {
         http::Version::HTTP_10 => "1.0 edgecache",
         http::Version::HTTP_2 => "2 edgecache",
         _ => "1.1 edgecache",
-    })
+    }
 }
 
 /// Appends `value` to a list field, keeping what is there.

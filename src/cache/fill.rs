@@ -357,16 +357,6 @@ impl Inflight {
             map.remove(key);
         }
     }
-
-    /// Number of fills in flight.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// True when no fill is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredHeaders {
     block: Bytes,
+    /// Number of fields, so a served map is sized without a scan.
+    count: u32,
 }
 
 impl std::fmt::Debug for StoredHeaders {
@@ -27,13 +29,15 @@ impl StoredHeaders {
     pub fn from_map(map: &HeaderMap) -> Self {
         let total: usize = map.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
         let mut block = BytesMut::with_capacity(total);
+        let mut count = 0;
         for (name, value) in map {
+            count += 1;
             block.extend_from_slice(name.as_str().as_bytes());
             block.extend_from_slice(b":");
             block.extend_from_slice(value.as_bytes());
             block.extend_from_slice(b"\n");
         }
-        StoredHeaders { block: block.freeze() }
+        StoredHeaders { block: block.freeze(), count }
     }
 
     /// Offsets of each field: (name start, value start, value end).
@@ -59,8 +63,14 @@ impl StoredHeaders {
 
     /// As [`StoredHeaders::to_map`], with room for `extra` more fields.
     pub fn to_map_with_capacity(&self, extra: usize) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.len() + extra);
-        for (ns, vs, ve) in self.fields() {
+        self.select(self.len() + extra, |_| true)
+    }
+
+    /// A `HeaderMap` of the fields whose name `keep` accepts (every value of each), in a map
+    /// sized for `capacity` fields.
+    pub fn select(&self, capacity: usize, keep: impl Fn(&[u8]) -> bool) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(capacity);
+        for (ns, vs, ve) in self.fields().filter(|&(ns, vs, _)| keep(&self.block[ns..vs - 1])) {
             // Both were valid when stored; a failure here cannot happen, and would only drop
             // the field.
             let (Ok(name), Ok(value)) = (
@@ -98,7 +108,7 @@ impl StoredHeaders {
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.block.iter().filter(|&&c| c == b'\n').count()
+        self.count as usize
     }
 
     /// True when there is no field.
@@ -132,6 +142,10 @@ mod tests {
         assert!(!s.contains(&http::header::LAST_MODIFIED));
         // Nothing of the big buffer is kept.
         assert_eq!(s.heap_size(), 53 + 4 * 2);
+        // select keeps every value of the chosen names.
+        let multi = s.select(2, |n| n == b"x-multi");
+        assert_eq!(multi.get_all("x-multi").iter().count(), 2);
+        assert_eq!(multi.len(), 2);
         let names: Vec<&str> = s.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["content-type", "x-multi", "x-multi", "etag"]);
     }

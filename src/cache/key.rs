@@ -32,16 +32,14 @@ impl std::hash::Hash for CacheKey {
 #[derive(Default, Clone, Copy)]
 pub struct KeyHasher(u64);
 
-/// Two random values per process (the first is the hashing seed).
-fn secret() -> (u64, u64) {
-    static SECRET: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-    *SECRET.get_or_init(|| {
+/// The hashing seed, random per process.
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
-        let mut a = std::collections::hash_map::RandomState::new().build_hasher();
-        a.write_u8(1);
-        let mut b = std::collections::hash_map::RandomState::new().build_hasher();
-        b.write_u8(2);
-        (a.finish(), b.finish() | 1)
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(1);
+        h.finish()
     })
 }
 
@@ -61,8 +59,7 @@ impl std::hash::Hasher for KeyHasher {
     fn write_u64(&mut self, n: u64) {
         // The secret seed, then MurmurHash3's 64-bit finalizer: every output bit depends on every
         // input bit, so keys that share some digest bits do not share a bucket.
-        let (seed, _) = secret();
-        let mut x = n ^ seed;
+        let mut x = n ^ seed();
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;

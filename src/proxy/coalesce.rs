@@ -10,7 +10,7 @@ use http::{request, Method, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 
-use super::{not_modified_headers, now_keep, only_if_cached, upstream_failure, Proxy, Target};
+use super::{not_modified_headers, now_keep, only_if_cached, upstream_failure, OriginResponse, Proxy, Target};
 use crate::body::{BoxError, IdleBody, OriginBody, ProxyBody, UpBody};
 use crate::cache::control::CacheControl;
 use crate::cache::fill::{Fill, FillReader, Head, Join, Outcome};
@@ -18,7 +18,6 @@ use crate::cache::fill::{Fill, FillReader, Head, Join, Outcome};
 use crate::cache::{policy, vary, CacheKey, Entry};
 use crate::conditional;
 use crate::status::{CacheStatus, Detail, Fwd};
-use crate::upstream::{append_list, remove_hop_by_hop, via_value};
 
 impl Proxy {
     /// A miss or revalidation for `key`: joins the fill in flight for it, or starts one, and
@@ -216,8 +215,7 @@ impl Proxy {
         let req_cc = policy::request_cache_control(&parts.headers);
         let validators = stale.as_deref().filter(|e| e.has_validator());
         let req = self.origin_request(parts, target, peer, &Method::GET, UpBody::Empty, true, validators);
-        let request_time = self.clock.now_millis();
-        let resp = match self.upstream.send(req).await {
+        let OriginResponse { parts: rp, body, request_time, response_time } = match self.ask_origin(req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, %key, "origin request failed");
@@ -225,10 +223,6 @@ impl Proxy {
                 return;
             }
         };
-        let response_time = self.clock.now_millis();
-        let (mut rp, body) = resp.into_parts();
-        remove_hop_by_hop(&mut rp.headers);
-        super::ensure_date(&mut rp.headers, response_time);
 
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
@@ -241,7 +235,6 @@ impl Proxy {
         }
         let (decision, fresh) =
             self.decide(&Method::GET, &parts.headers, &req_cc, Some(key), &rp, request_time, response_time);
-        append_list(&mut rp.headers, header::VIA, via_value(rp.version).to_str().unwrap_or("1.1 edgecache"));
         if let Err(reason) = decision {
             // A server error is transient: it does not make the key uncacheable.
             if remember_pass(reason) && !rp.status.is_server_error() {
@@ -293,7 +286,8 @@ impl Proxy {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, %key, "origin body failed; nothing stored");
+                    let detail = Detail::Incomplete.as_str();
+                    tracing::warn!(error = %e, %key, detail, "origin body failed; nothing stored");
                     fill.fail("origin body failed");
                     return;
                 }
@@ -304,7 +298,7 @@ impl Proxy {
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
                 self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
             } else {
-                tracing::warn!(%key, "origin body length mismatch; nothing stored");
+                tracing::warn!(%key, detail = Detail::Incomplete.as_str(), "origin body length mismatch; nothing stored");
             }
         }
         fill.complete();
