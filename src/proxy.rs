@@ -16,7 +16,7 @@ use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
 
 mod coalesce;
 use crate::cache::fill::Inflight;
-use crate::cache::key::{normalize_host, BuildKeyHasher};
+use crate::cache::key::normalize_host;
 use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
 use crate::cache::shared::SharedTier;
 use crate::cache::tiers::Tiers;
@@ -26,7 +26,7 @@ use crate::conditional;
 use crate::config::Config;
 use crate::range::{self, RangeAnswer};
 use crate::status::{CacheStatus, Detail, Fwd};
-use crate::upstream::{append_list, remove_hop_by_hop, via, Upstream, UpstreamError};
+use crate::upstream::{append_list, remove_hop_by_hop, remove_where, via, IpValue, Upstream, UpstreamError};
 
 /// `Cache-Status` (RFC 9211).
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -59,9 +59,11 @@ pub struct Proxy {
     /// Fills in flight, for coalescing.
     inflight: Inflight,
     /// Keys whose responses could not be shared, until when (hit-for-pass).
-    hit_for_pass: moka::sync::Cache<CacheKey, Millis, BuildKeyHasher>,
+    hit_for_pass: coalesce::HitForPass,
     /// Targeted cache-control fields not sent on to clients.
     strip: Vec<HeaderName>,
+    /// One of them has a common name (stored as a tag): stored responses are always stripped.
+    strip_known: bool,
 }
 
 /// The origin's answer to one request, with the times §4.2.3 needs.
@@ -113,10 +115,8 @@ impl Proxy {
             tiers: Tiers { memory: memory.clone(), shared },
             memory,
             inflight: Inflight::default(),
-            hit_for_pass: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(cfg.coalescing.hit_for_pass.max(Duration::from_millis(1)))
-                .build_with_hasher(BuildKeyHasher::default()),
+            hit_for_pass: coalesce::HitForPass::new(cfg.coalescing.hit_for_pass),
+            strip_known: strip.iter().any(crate::cache::headers::is_known),
             strip,
             upstream: Upstream::new(&cfg),
             clock,
@@ -299,14 +299,15 @@ impl Proxy {
             }
         }
 
-        let (decision, fresh) = self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
+        let (decision, fresh, resp_cc) =
+            self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
 
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
                 status.stored = true;
                 let tiers = self.tiers.clone();
                 let canonical = target.canonical();
-                let template = self.entry_template(&parts.headers, &rp, fresh);
+                let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
                 let sink = Box::new(move |body: bytes::Bytes| {
                     tiers.insert(key, &canonical, Arc::new(template.with_body(body)), keep_for);
@@ -354,7 +355,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         ensure_date(&mut parts.headers, response_time);
-        append_list(&mut parts.headers, header::VIA, via(parts.version));
+        append_list(&mut parts.headers, header::VIA, HeaderValue::from_static(via(parts.version)));
         Ok(OriginResponse { parts, body, request_time, response_time })
     }
 
@@ -369,7 +370,7 @@ impl Proxy {
         rp: &http::response::Parts,
         request_time: Millis,
         response_time: Millis,
-    ) -> (Result<(), Detail>, Freshness) {
+    ) -> (Result<(), Detail>, Freshness, CacheControl) {
         let resp_cc = policy::response_cache_control(&rp.headers, &self.opts);
         let mut decision = match key {
             None if req.contains_key(header::RANGE) => Err(Detail::Partial),
@@ -383,7 +384,7 @@ impl Proxy {
         if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
             decision = Err(Detail::NoFreshness);
         }
-        (decision, fresh)
+        (decision, fresh, resp_cc)
     }
 
     /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store. Returns the
@@ -448,17 +449,22 @@ impl Proxy {
     }
 
     /// What a response will be stored as, all but its body.
-    fn entry_template(&self, req: &HeaderMap, rp: &http::response::Parts, fresh: Freshness) -> Entry {
-        let mut headers = rp.headers.clone();
-        headers.remove(header::AGE);
-        // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
-        let cc = policy::response_cache_control(&rp.headers, &self.opts);
-        for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
-            headers.remove(&**name);
-        }
+    fn entry_template(
+        &self,
+        req: &HeaderMap,
+        rp: &http::response::Parts,
+        cc: &CacheControl,
+        fresh: Freshness,
+    ) -> Entry {
+        // `Age` is recomputed when served. §5.2.2.4 / §5.2.2.7: fields named by a qualified
+        // no-cache or private are not stored.
+        let named =
+            |n: &str| cc.no_cache_fields.iter().chain(cc.private_fields.iter()).any(|f| f.eq_ignore_ascii_case(n));
+        let headers = crate::cache::headers::StoredHeaders::from_map_where(&rp.headers, |n| {
+            *n != header::AGE && !named(n.as_str())
+        });
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
-        let headers = crate::cache::headers::StoredHeaders::from_map(&headers);
         Entry { status: rp.status, headers, body: bytes::Bytes::new(), vary, freshness: fresh }
     }
 
@@ -507,6 +513,10 @@ impl Proxy {
             }
         }
         let body = if parts.method == Method::HEAD { ProxyBody::empty() } else { ProxyBody::full(body) };
+        if entry.headers.all_known() && !self.strip_known {
+            // Nothing to strip: every stored name is a common one, none of them targeted.
+            return finish(code, headers, body, status);
+        }
         self.respond(code, headers, body, status)
     }
 
@@ -564,24 +574,24 @@ impl Proxy {
         strip_conditionals: bool,
         validators: Option<&Entry>,
     ) -> Request<UpBody> {
-        let mut headers = parts.headers.clone();
-        remove_hop_by_hop(&mut headers);
-        if let Ok(h) = HeaderValue::from_str(&target.host) {
-            headers.insert(header::HOST, h);
-        }
-        append_list(&mut headers, header::VIA, via(parts.version));
-        append_list(&mut headers, X_FORWARDED_FOR.clone(), &peer.ip().to_string());
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
+        headers.clone_from(&parts.headers);
         // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
         // could make the origin answer something else under this key (cache poisoning).
-        for name in UNKEYED_OVERRIDES {
-            headers.remove(*name);
-        }
+        remove_where(&mut headers, |name| UNKEYED_OVERRIDES.contains(&name));
         if let Ok(h) = HeaderValue::from_str(&target.host) {
+            headers.insert(header::HOST, h.clone());
             headers.insert(X_FORWARDED_HOST.clone(), h);
         }
+        append_list(&mut headers, header::VIA, HeaderValue::from_static(via(parts.version)));
+        append_list(&mut headers, X_FORWARDED_FOR.clone(), HeaderValue::from(IpValue(peer.ip())));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
-        append_list(&mut headers, SURROGATE_CAPABILITY.clone(), "edgecache=\"Surrogate/1.0\"");
+        append_list(
+            &mut headers,
+            SURROGATE_CAPABILITY.clone(),
+            HeaderValue::from_static("edgecache=\"Surrogate/1.0\""),
+        );
         if strip_conditionals || validators.is_some() {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);
@@ -594,10 +604,9 @@ impl Proxy {
                 headers.insert(header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let uri = format!("http://{}{}", self.cfg.origin.authority, target.path_and_query);
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        *req.uri_mut() = self.upstream.uri(&parts.uri, &target.path_and_query);
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
         req
@@ -625,12 +634,12 @@ fn target(parts: &request::Parts) -> Result<Target, &'static str> {
             if a.as_str().contains('@') {
                 return Err("userinfo is not allowed in the request target\n");
             }
-            a.as_str().to_string()
+            a.as_str()
         }
-        (None, Some(h)) => h.to_str().map_err(|_| "Host is not valid\n")?.to_string(),
+        (None, Some(h)) => h.to_str().map_err(|_| "Host is not valid\n")?,
         (None, None) => return Err("missing Host\n"),
     };
-    let host = normalize_host(&raw, "http").ok_or("Host is not valid\n")?;
+    let host = normalize_host(raw, "http").ok_or("Host is not valid\n")?;
     let path_and_query = match parts.uri.path_and_query() {
         Some(pq) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
         Some(pq) if pq.as_str() == "*" && parts.method == Method::OPTIONS => "*".to_string(),
@@ -679,7 +688,7 @@ fn ensure_date(h: &mut HeaderMap, now: Millis) {
 
 /// The 304 field set (RFC 9110 §15.4.5) of a stored response.
 fn not_modified_stored(from: &crate::cache::headers::StoredHeaders) -> HeaderMap {
-    from.select(12, |name| conditional::NOT_MODIFIED_FIELDS.iter().any(|f| f.as_str().as_bytes() == name))
+    from.select(12, |name| conditional::NOT_MODIFIED_FIELDS.iter().any(|f| f.as_str() == name))
 }
 
 fn not_modified_headers(from: &HeaderMap) -> HeaderMap {
@@ -716,13 +725,16 @@ fn finish(
     cs: CacheStatus,
 ) -> (Response<ProxyBody>, CacheStatus) {
     let ours = cs.header_value();
-    let value = if headers.contains_key(&CACHE_STATUS) {
-        let theirs: Vec<&str> = headers.get_all(&CACHE_STATUS).iter().filter_map(|v| v.to_str().ok()).collect();
-        HeaderValue::from_str(&format!("{}, {}", ours.to_str().unwrap_or(""), theirs.join(", "))).unwrap_or(ours)
-    } else {
-        ours
-    };
-    headers.insert(CACHE_STATUS.clone(), value);
+    match headers.entry(CACHE_STATUS.clone()) {
+        header::Entry::Vacant(v) => {
+            v.insert(ours);
+        }
+        header::Entry::Occupied(mut o) => {
+            let theirs: Vec<&str> = o.iter().filter_map(|v| v.to_str().ok()).collect();
+            let joined = format!("{}, {}", ours.to_str().unwrap_or(""), theirs.join(", "));
+            o.insert(HeaderValue::from_str(&joined).unwrap_or(ours));
+        }
+    }
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

@@ -1,7 +1,7 @@
 //! Every cache decision as a named value: the same word appears in the `Cache-Status`
 //! header (RFC 9211), the access log and the metrics.
 
-use std::fmt::Write as _;
+use crate::cache::key::push_decimal;
 
 use http::HeaderValue;
 
@@ -170,7 +170,8 @@ impl CacheStatus {
             s.push_str(fwd.as_str());
         }
         if let Some(code) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={code}");
+            s.push_str("; fwd-status=");
+            push_decimal(&mut s, u64::from(code));
         }
         if self.stored {
             s.push_str("; stored");
@@ -182,7 +183,11 @@ impl CacheStatus {
             s.push_str("; tier=shared");
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(s, "; ttl={ttl}");
+            s.push_str("; ttl=");
+            if ttl < 0 {
+                s.push('-');
+            }
+            push_decimal(&mut s, ttl.unsigned_abs());
         }
         if let Some(detail) = self.detail {
             s.push_str("; detail=");

@@ -5,7 +5,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -33,6 +34,9 @@ pub enum UpstreamError {
 pub struct Upstream {
     client: Client<HttpConnector, UpBody>,
     first_byte: Duration,
+    /// `http`, and the origin's authority: every origin request's URI starts with them.
+    scheme: Scheme,
+    authority: Authority,
 }
 
 impl Upstream {
@@ -48,7 +52,29 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(conn);
-        Upstream { client, first_byte: cfg.timeouts.first_byte }
+        Upstream {
+            client,
+            first_byte: cfg.timeouts.first_byte,
+            scheme: Scheme::HTTP,
+            authority: cfg.origin.authority.clone(),
+        }
+    }
+
+    /// The absolute URI of `path_and_query` at the origin. The client's own path is reused
+    /// (no copy, no parse) when it is the same text.
+    pub fn uri(&self, client_uri: &Uri, path_and_query: &str) -> Uri {
+        let pq = match client_uri.path_and_query() {
+            Some(pq) if pq.as_str() == path_and_query => pq.clone(),
+            _ => match PathAndQuery::try_from(path_and_query) {
+                Ok(pq) => pq,
+                Err(_) => PathAndQuery::from_static("/"),
+            },
+        };
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 
     /// Sends `req`, waiting at most `timeouts.first_byte` for the response head.
@@ -80,34 +106,52 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     UpstreamError::Unreachable(msg)
 }
 
-/// Header fields that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
+/// Header fields that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded,
+/// with the two obsolete ones (`Keep-Alive`, `Proxy-Connection`) still seen in the wild.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "keep-alive"
+            | "proxy-connection"
+    )
+}
 
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in listed {
+    remove_where(h, |_| false);
+}
+
+/// Removes hop-by-hop fields (as [`remove_hop_by_hop`]) and every field `also` names, in one
+/// pass over the names present: most messages have none of them, and then nothing is hashed.
+pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if is_hop_by_hop(name) || also(name.as_str()) {
+            doomed.push(name.clone());
+        }
+    }
+    if doomed.is_empty() {
+        return;
+    }
+    if doomed.contains(&header::CONNECTION) {
+        let listed = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok());
+        doomed.extend(listed.collect::<Vec<_>>());
+    }
+    for name in doomed {
         h.remove(name);
     }
-    for name in HOP_BY_HOP {
-        h.remove(name);
-    }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
 /// The `Via` value this proxy adds (RFC 9110 §7.6.3).
@@ -120,15 +164,35 @@ pub fn via(version: http::Version) -> &'static str {
 }
 
 /// Appends `value` to a list field, keeping what is there.
-pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match h.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => {
-            let all: Vec<&str> = h.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
-            format!("{}, {value}", all.join(", "))
+pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    match h.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(value);
         }
-        _ => value.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        h.insert(name, v);
+        header::Entry::Occupied(mut o) => {
+            let mut joined: Vec<u8> = Vec::new();
+            for v in o.iter().filter(|v| !v.is_empty()) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                o.insert(v);
+            }
+        }
+    }
+}
+
+/// An IP address as a header value, written without an intermediate `String`.
+pub struct IpValue(pub std::net::IpAddr);
+
+impl From<IpValue> for HeaderValue {
+    fn from(ip: IpValue) -> HeaderValue {
+        use std::io::Write;
+        let mut buf = [0u8; 48];
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{}", ip.0);
+        let len = 48 - w.len();
+        HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
     }
 }

@@ -2,7 +2,9 @@
 //! (see [`crate::cache::fill`]), and background revalidation for `stale-while-revalidate`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::stream;
 use http::header;
@@ -15,7 +17,9 @@ use crate::body::{BoxError, IdleBody, OriginBody, ProxyBody, UpBody};
 use crate::cache::control::CacheControl;
 use crate::cache::fill::{Fill, FillReader, Head, Join, Outcome};
 
+use crate::cache::key::BuildKeyHasher;
 use crate::cache::{policy, vary, CacheKey, Entry};
+use crate::clock::Millis;
 use crate::conditional;
 use crate::status::{CacheStatus, Detail, Fwd};
 
@@ -34,7 +38,7 @@ impl Proxy {
         stale: Option<Arc<Entry>>,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let now = self.clock.now_millis();
-        let pass = self.hit_for_pass.get(&key).is_some_and(|until| until > now);
+        let pass = self.hit_for_pass.active(&key, now);
         if !self.cfg.coalescing.enabled || req_cc.no_store || pass {
             return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
         }
@@ -233,13 +237,12 @@ impl Proxy {
                 return;
             }
         }
-        let (decision, fresh) =
+        let (decision, fresh, resp_cc) =
             self.decide(&Method::GET, &parts.headers, &req_cc, Some(key), &rp, request_time, response_time);
         if let Err(reason) = decision {
             // A server error is transient: it does not make the key uncacheable.
             if remember_pass(reason) && !rp.status.is_server_error() {
-                let until = response_time + self.cfg.coalescing.hit_for_pass.as_millis() as u64;
-                self.hit_for_pass.insert(key, until);
+                self.hit_for_pass.mark(key, response_time);
             }
             if let Some(old) = stale.as_ref().filter(|_| !rp.status.is_server_error()) {
                 self.tiers.remove_variant(&key, old);
@@ -250,7 +253,7 @@ impl Proxy {
             return;
         }
 
-        let template = self.entry_template(&parts.headers, &rp, fresh);
+        let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
         let last_modified = policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
         let expected = super::content_length(&rp.headers);
         let head =
@@ -280,8 +283,7 @@ impl Proxy {
                     if !pass_marked && !fill.retained() {
                         // Too large to store: later requests should not wait on this key.
                         pass_marked = true;
-                        self.hit_for_pass
-                            .insert(key, response_time + self.cfg.coalescing.hit_for_pass.as_millis() as u64);
+                        self.hit_for_pass.mark(key, response_time);
                         self.inflight.remove(&key, fill);
                     }
                 }
@@ -302,6 +304,36 @@ impl Proxy {
             }
         }
         fill.complete();
+    }
+}
+
+/// Keys whose last response could not be shared, until when: their requests go straight to the
+/// origin instead of queueing behind each other (hit-for-pass).
+pub(super) struct HitForPass {
+    until: moka::sync::Cache<CacheKey, Millis, BuildKeyHasher>,
+    /// Nothing was ever marked: the common case, answered without a lookup.
+    used: AtomicBool,
+    keep: Duration,
+}
+
+impl HitForPass {
+    pub(super) fn new(keep: Duration) -> Self {
+        let until = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(keep.max(Duration::from_millis(1)))
+            .build_with_hasher(BuildKeyHasher::default());
+        HitForPass { until, used: AtomicBool::new(false), keep }
+    }
+
+    /// True when `key` was marked and its time is not over at `now`.
+    pub(super) fn active(&self, key: &CacheKey, now: Millis) -> bool {
+        self.used.load(Ordering::Relaxed) && self.until.get(key).is_some_and(|until| until > now)
+    }
+
+    /// Marks `key` from `now` on, for the configured time.
+    pub(super) fn mark(&self, key: CacheKey, now: Millis) {
+        self.used.store(true, Ordering::Relaxed);
+        self.until.insert(key, now + self.keep.as_millis() as u64);
     }
 }
 
