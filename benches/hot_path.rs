@@ -164,7 +164,7 @@ fn end_to_end(c: &mut Criterion) {
 
 /// Memory-tier lookup of one of 10,000 stored URLs, and the variant selection.
 fn lookup(c: &mut Criterion) {
-    let tier = MemoryTier::new(256 << 20, 16);
+    let tier = MemoryTier::new(256 << 20, 16, Arc::new(SystemClock));
     let stored = stored_entry();
     let keys: Vec<CacheKey> =
         (0..10_000).map(|i| CacheKey::new("http", "www.example.com", &format!("/a/{i}"))).collect();

@@ -109,7 +109,7 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
-        let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants);
+        let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
         let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone()));
         Proxy {
             tiers: Tiers { memory: memory.clone(), shared },

@@ -2,18 +2,22 @@
 //! the URL's key.
 //!
 //! moka decides what to evict (TinyLFU admission, byte-weighted); our policy decides freshness
-//! with its own clock. moka's expiry is used only to drop entries that can no longer be useful.
+//! with its own clock. A URL also carries the time after which none of its variants can be
+//! useful (freshness, stale windows, `keep_stale`): past it, a lookup finds nothing. moka's own
+//! per-entry expiry is not used: its timer-wheel node and write-order node cost about 100 bytes
+//! per URL, and a dead entry needs no timer to go, it is the first the byte budget evicts (it is
+//! never read again) and the next store of its URL replaces it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderMap;
 use moka::sync::Cache;
-use moka::Expiry;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
 use super::vary;
+use crate::clock::{Clock, Millis};
 
 /// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
 const PER_URL: usize = 320;
@@ -22,8 +26,8 @@ const PER_URL: usize = 320;
 #[derive(Debug, Clone)]
 pub struct Variants {
     list: List,
-    /// How long, from insertion, these variants can be useful.
-    keep_for: Duration,
+    /// Until when (clock milliseconds) these variants can be useful.
+    until: Millis,
 }
 
 /// Most URLs have one variant: it is held without a list.
@@ -34,9 +38,9 @@ enum List {
 }
 
 impl Variants {
-    fn new(mut entries: Vec<Arc<Entry>>, keep_for: Duration) -> Self {
+    fn new(mut entries: Vec<Arc<Entry>>, until: Millis) -> Self {
         let list = if entries.len() == 1 { List::One(entries.remove(0)) } else { List::Many(entries.into()) };
-        Variants { list, keep_for }
+        Variants { list, until }
     }
 
     /// The variants, newest first.
@@ -59,40 +63,36 @@ impl Variants {
     }
 }
 
-struct KeepFor;
-
-impl Expiry<CacheKey, Variants> for KeepFor {
-    fn expire_after_create(&self, _: &CacheKey, v: &Variants, _: Instant) -> Option<Duration> {
-        Some(v.keep_for)
-    }
-
-    fn expire_after_update(&self, _: &CacheKey, v: &Variants, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(v.keep_for)
-    }
-}
-
 /// The in-process tier.
 #[derive(Clone)]
 pub struct MemoryTier {
     cache: Cache<CacheKey, Variants, BuildKeyHasher>,
     max_variants: usize,
+    clock: Arc<dyn Clock>,
 }
 
 impl MemoryTier {
     /// A tier holding at most `budget_bytes` (keys, headers and bodies counted) and at most
     /// `max_variants` variants per URL.
-    pub fn new(budget_bytes: u64, max_variants: usize) -> Self {
+    pub fn new(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>) -> Self {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
-            .expire_after(KeepFor)
             .build_with_hasher(BuildKeyHasher::default());
-        MemoryTier { cache, max_variants: max_variants.max(1) }
+        MemoryTier { cache, max_variants: max_variants.max(1), clock }
     }
 
-    /// Every stored variant of `key`.
+    /// Every stored variant of `key`, while they can be useful.
     pub fn get(&self, key: &CacheKey) -> Option<Variants> {
-        self.cache.get(key)
+        self.live(key, self.clock.now_millis())
+    }
+
+    fn live(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
+        self.cache.get(key).filter(|v| v.until > now)
+    }
+
+    fn until(&self, keep_for: Duration) -> Millis {
+        self.clock.now_millis().saturating_add(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Stores `entry` as a variant of `key`, replacing any variant the same request would select
@@ -100,9 +100,10 @@ impl MemoryTier {
     /// from now, the entry can be useful.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>, keep_for: Duration) {
         let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
-        let mut keep = keep_for;
+        let now = self.clock.now_millis();
+        let mut until = self.until(keep_for);
         entries.push(entry.clone());
-        if let Some(old) = self.cache.get(&key) {
+        if let Some(old) = self.live(&key, now) {
             for e in old.entries().iter() {
                 if entries.len() >= self.max_variants {
                     break;
@@ -113,21 +114,21 @@ impl MemoryTier {
                 }
                 entries.push(e.clone());
             }
-            keep = keep.max(old.keep_for);
+            until = until.max(old.until);
         }
-        self.cache.insert(key, Variants::new(entries, keep));
+        self.cache.insert(key, Variants::new(entries, until));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone
     /// meanwhile, `new` is inserted as a variant.
     pub fn replace(&self, key: CacheKey, old: &Arc<Entry>, new: Arc<Entry>, keep_for: Duration) {
-        if let Some(cur) = self.cache.get(&key) {
+        if let Some(cur) = self.get(&key) {
             if let Some(i) = cur.entries().iter().position(|e| Arc::ptr_eq(e, old)) {
                 let mut entries = cur.entries().to_vec();
                 entries.remove(i);
                 entries.insert(0, new);
-                let keep = keep_for.max(cur.keep_for);
-                self.cache.insert(key, Variants::new(entries, keep));
+                let until = self.until(keep_for).max(cur.until);
+                self.cache.insert(key, Variants::new(entries, until));
                 return;
             }
         }
@@ -141,7 +142,7 @@ impl MemoryTier {
             if entries.is_empty() {
                 self.cache.invalidate(key);
             } else if entries.len() != cur.entries().len() {
-                self.cache.insert(*key, Variants::new(entries, cur.keep_for));
+                self.cache.insert(*key, Variants::new(entries, cur.until));
             }
         }
     }
@@ -166,5 +167,55 @@ impl MemoryTier {
     pub fn weighted_size(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::headers::StoredHeaders;
+    use crate::cache::policy::{Freshness, Times};
+    use crate::clock::ManualClock;
+    use bytes::Bytes;
+
+    fn entry() -> Arc<Entry> {
+        Arc::new(Entry {
+            status: http::StatusCode::OK,
+            headers: StoredHeaders::from_map(&HeaderMap::new()),
+            body: Bytes::from_static(b"body"),
+            vary: Box::new([]),
+            freshness: Freshness {
+                times: Times { request_time: 0, response_time: 0, date: 0, age_value: 0 },
+                lifetime: 10,
+                no_cache: false,
+                no_stale: false,
+                strict: false,
+                stale_while_revalidate: 0,
+                stale_if_error: 0,
+                last_modified: None,
+            },
+        })
+    }
+
+    #[test]
+    fn a_url_is_found_until_its_keep_time_then_a_new_store_replaces_it() {
+        let clock = Arc::new(ManualClock::new());
+        let tier = MemoryTier::new(1 << 20, 4, clock.clone());
+        let key = CacheKey::new("http", "h", "/a");
+        tier.insert(key, entry(), Duration::from_secs(10));
+        clock.advance(Duration::from_millis(9_999));
+        assert!(tier.get(&key).is_some());
+        clock.advance(Duration::from_millis(1));
+        assert!(tier.get(&key).is_none(), "past its keep time, nothing is served");
+        // A dead URL's variants are not kept alongside a new one, nor its time.
+        let mut other = (*entry()).clone();
+        other.vary = Box::new([(http::header::ACCEPT_LANGUAGE, Some("fr".into()))]);
+        let fresh = Arc::new(other);
+        tier.insert(key, fresh.clone(), Duration::from_secs(5));
+        let found = tier.get(&key).expect("stored again");
+        assert_eq!(found.entries().len(), 1);
+        assert!(Arc::ptr_eq(&found.entries()[0], &fresh));
+        clock.advance(Duration::from_secs(5));
+        assert!(tier.get(&key).is_none());
     }
 }
