@@ -330,7 +330,7 @@ impl Proxy {
         let body = OriginBody::new(rbody, self.cfg.timeouts.idle, tee);
         // The client's own conditionals, answered from the fresh response.
         if own_conditionals && rp.status == StatusCode::OK && conditional::is_conditional(&parts.headers) {
-            let lm = policy::header_date(&rp.headers, header::LAST_MODIFIED).or(Some(fresh.times.date));
+            let lm = Some(fresh.last_modified);
             if conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), lm) {
                 tokio::spawn(drain(body));
                 let headers = not_modified_headers(&rp.headers);
@@ -404,7 +404,7 @@ impl Proxy {
         let cc = policy::response_cache_control(&merged, &self.opts);
         let mut fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
         // The 304's own Age is not stored (it is recomputed) but counts in the new freshness.
-        fresh.times.age_value = policy::age_value(not_modified);
+        fresh.times.age_value = policy::secs32(policy::age_value(not_modified));
         // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
         for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
             merged.remove(&**name);
@@ -479,7 +479,7 @@ impl Proxy {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), entry.freshness.last_modified)
+            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), Some(entry.freshness.last_modified))
         {
             let mut headers = not_modified_stored(&entry.headers);
             headers.insert(header::AGE, age);
@@ -494,7 +494,7 @@ impl Proxy {
                 let len = body.len() as u64;
                 let etag = entry.etag();
                 let etag = etag.as_ref().and_then(|e| e.to_str().ok());
-                match range::evaluate(range, &parts.headers, len, etag, entry.freshness.last_modified) {
+                match range::evaluate(range, &parts.headers, len, etag, Some(entry.freshness.last_modified)) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
                         code = StatusCode::PARTIAL_CONTENT;
@@ -617,7 +617,7 @@ impl Proxy {
 /// configured retention for revalidation.
 fn now_keep(fresh: &Freshness, now: Millis, cfg: &Config) -> Duration {
     let ttl = fresh.ttl_ms(now).max(0) as u64;
-    let windows = fresh.stale_while_revalidate.max(fresh.stale_if_error).saturating_mul(1000);
+    let windows = u64::from(fresh.stale_while_revalidate.max(fresh.stale_if_error)) * 1000;
     Duration::from_millis(ttl.saturating_add(windows)) + cfg.cache.keep_stale
 }
 

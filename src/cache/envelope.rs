@@ -23,7 +23,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::entry::Entry;
-use super::policy::{Freshness, Times};
+use super::policy::{secs32, Freshness, Times};
 
 const MAGIC: &[u8; 3] = b"ECE";
 /// The envelope version this build writes and reads.
@@ -59,16 +59,14 @@ pub fn encode(canonical: &str, entry: &Entry) -> Bytes {
     b.put_u64(f.times.request_time);
     b.put_u64(f.times.response_time);
     b.put_u64(f.times.date);
-    b.put_u64(f.times.age_value);
-    b.put_u64(f.lifetime);
-    let flags = u8::from(f.no_cache)
-        | u8::from(f.no_stale) << 1
-        | u8::from(f.strict) << 2
-        | u8::from(f.last_modified.is_some()) << 3;
+    b.put_u64(f.times.age_value.into());
+    b.put_u64(f.lifetime.into());
+    // Bit 3: a last-modified time follows (always, since entries keep `Date` when it is absent).
+    let flags = u8::from(f.no_cache) | u8::from(f.no_stale) << 1 | u8::from(f.strict) << 2 | 1 << 3;
     b.put_u8(flags);
-    b.put_u64(f.stale_while_revalidate);
-    b.put_u64(f.stale_if_error);
-    b.put_u64(f.last_modified.unwrap_or(0));
+    b.put_u64(f.stale_while_revalidate.into());
+    b.put_u64(f.stale_if_error.into());
+    b.put_u64(f.last_modified);
     b.put_u16(entry.vary.len() as u16);
     for (name, value) in entry.vary.iter() {
         b.put_u16(name.as_str().len() as u16);
@@ -105,11 +103,11 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
         return Err(DecodeError::WrongKey);
     }
     let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Malformed)?;
-    let times = Times { request_time: r.u64()?, response_time: r.u64()?, date: r.u64()?, age_value: r.u64()? };
-    let lifetime = r.u64()?;
+    let times = Times { request_time: r.u64()?, response_time: r.u64()?, date: r.u64()?, age_value: secs32(r.u64()?) };
+    let lifetime = secs32(r.u64()?);
     let flags = r.u8()?;
-    let stale_while_revalidate = r.u64()?;
-    let stale_if_error = r.u64()?;
+    let stale_while_revalidate = secs32(r.u64()?);
+    let stale_if_error = secs32(r.u64()?);
     let lm = r.u64()?;
     let freshness = Freshness {
         times,
@@ -119,7 +117,7 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
         strict: flags & 4 != 0,
         stale_while_revalidate,
         stale_if_error,
-        last_modified: (flags & 8 != 0).then_some(lm),
+        last_modified: if flags & 8 != 0 { lm } else { times.date },
     };
     let vary_count = r.u16()? as usize;
     let mut vary = Vec::with_capacity(vary_count.min(64));
@@ -207,7 +205,7 @@ mod tests {
                 strict: false,
                 stale_while_revalidate: 5,
                 stale_if_error: 6,
-                last_modified: Some(7),
+                last_modified: 7,
             },
         }
     }

@@ -152,13 +152,12 @@ pub fn is_known(name: &HeaderName) -> bool {
 }
 
 /// The header fields of a stored response, in their original order.
+///
+/// The block starts with the number of fields (LEB128) and a flags byte (bit 0: every name is a
+/// common one), so the struct is one `Bytes` and nothing else.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredHeaders {
     block: Bytes,
-    /// Number of fields, so a served map is sized without a scan.
-    count: u32,
-    /// Every name is a common one (stored as a tag).
-    all_known: bool,
 }
 
 impl std::fmt::Debug for StoredHeaders {
@@ -170,6 +169,7 @@ impl std::fmt::Debug for StoredHeaders {
 /// One field's place in the block.
 #[derive(Clone, Copy)]
 struct Field {
+    /// The name's tag (0: the name is in the block).
     tag: u8,
     /// Name bytes (empty for a tagged name).
     name: (usize, usize),
@@ -192,14 +192,14 @@ impl StoredHeaders {
             };
             1 + name + varint_len(v.len()) + v.len()
         };
+        let kept = || map.iter().filter(|(n, _)| keep(n));
+        let (count, all_known) = (kept().count(), kept().all(|(n, _)| tag_of(n) != 0));
         // Exactly the size needed: the allocation is what the entry keeps.
-        let mut block = BytesMut::with_capacity(map.iter().filter(|(n, _)| keep(n)).map(|(n, v)| size(n, v)).sum());
-        let mut count = 0;
-        let mut all_known = true;
-        for (name, value) in map.iter().filter(|(n, _)| keep(n)) {
-            count += 1;
+        let mut block = BytesMut::with_capacity(varint_len(count) + 1 + kept().map(|(n, v)| size(n, v)).sum::<usize>());
+        put_varint(&mut block, count);
+        block.put_u8(u8::from(all_known));
+        for (name, value) in kept() {
             let tag = tag_of(name);
-            all_known &= tag != 0;
             block.put_u8(tag);
             if tag == 0 {
                 put_varint(&mut block, name.as_str().len());
@@ -208,13 +208,20 @@ impl StoredHeaders {
             put_varint(&mut block, value.len());
             block.put_slice(value.as_bytes());
         }
-        StoredHeaders { block: block.freeze(), count, all_known }
+        StoredHeaders { block: block.freeze() }
+    }
+
+    /// The number of fields and where the first one starts.
+    fn prefix(&self) -> (usize, usize) {
+        let mut pos = 0;
+        let count = get_varint(&self.block, &mut pos).unwrap_or(0);
+        (count, pos + 1)
     }
 
     /// Each field's place.
     fn fields(&self) -> impl Iterator<Item = Field> + '_ {
         let b = &self.block[..];
-        let mut pos = 0;
+        let mut pos = self.prefix().1;
         std::iter::from_fn(move || {
             let tag = *b.get(pos)?;
             pos += 1;
@@ -296,17 +303,17 @@ impl StoredHeaders {
 
     /// True when every name is a common one: no field has a name of its own.
     pub fn all_known(&self) -> bool {
-        self.all_known
+        self.block.get(self.prefix().1 - 1).is_some_and(|flags| flags & 1 != 0)
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.prefix().0
     }
 
     /// True when there is no field.
     pub fn is_empty(&self) -> bool {
-        self.block.is_empty()
+        self.len() == 0
     }
 
     /// Bytes held.
@@ -342,7 +349,7 @@ mod tests {
         assert!(s.contains(&HeaderName::from_static("x-multi")));
         assert!(!s.contains(&http::header::LAST_MODIFIED));
         // Nothing of the big buffer is kept; known names take one byte.
-        assert_eq!(s.heap_size(), (1 + 1 + 10) + (1 + 1 + 7 + 1 + 3) + (1 + 1 + 7 + 1 + 6) + (1 + 1 + 4));
+        assert_eq!(s.heap_size(), 2 + (1 + 1 + 10) + (1 + 1 + 7 + 1 + 3) + (1 + 1 + 7 + 1 + 6) + (1 + 1 + 4));
         assert_eq!(s.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["content-type", "x-multi", "x-multi", "etag"]);
         // select keeps every value of the chosen names.
         let multi = s.select(2, |n| n == "x-multi");
@@ -363,6 +370,6 @@ mod tests {
         assert_eq!(s.to_map(), h);
         assert_eq!(s.get(&long_name).unwrap(), long_value);
         assert!(!s.all_known());
-        assert_eq!(s.heap_size(), 1 + 2 + 200 + 3 + 70_000 + 1 + 1 + 13);
+        assert_eq!(s.heap_size(), 2 + 1 + 2 + 200 + 3 + 70_000 + 1 + 1 + 13);
     }
 }

@@ -192,7 +192,7 @@ mod tests {
                 strict: false,
                 stale_while_revalidate: 0,
                 stale_if_error: 0,
-                last_modified: None,
+                last_modified: 0,
             },
         })
     }

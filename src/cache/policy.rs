@@ -155,8 +155,8 @@ pub struct Times {
     pub response_time: Millis,
     /// The response's `Date`, or `response_time` when absent or invalid.
     pub date: Millis,
-    /// The response's `Age` value, in seconds.
-    pub age_value: u64,
+    /// The response's `Age` value, in seconds (at most 2^31).
+    pub age_value: u32,
 }
 
 /// Freshness facts computed once when a response is stored or refreshed.
@@ -164,8 +164,8 @@ pub struct Times {
 pub struct Freshness {
     /// Timing facts.
     pub times: Times,
-    /// Freshness lifetime in seconds (§4.2.1).
-    pub lifetime: u64,
+    /// Freshness lifetime in seconds (§4.2.1), at most 2^31 (§1.2.2).
+    pub lifetime: u32,
     /// Response `no-cache`: every use needs a successful revalidation (§5.2.2.4).
     pub no_cache: bool,
     /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale (§5.2.2.2, §5.2.2.8,
@@ -174,11 +174,11 @@ pub struct Freshness {
     /// Explicit `must-revalidate` or `proxy-revalidate`: not even `stale-while-revalidate` applies.
     pub strict: bool,
     /// `stale-while-revalidate` window, in seconds (RFC 5861).
-    pub stale_while_revalidate: u64,
+    pub stale_while_revalidate: u32,
     /// `stale-if-error` window, in seconds (RFC 5861).
-    pub stale_if_error: u64,
+    pub stale_if_error: u32,
     /// `Last-Modified`, or `Date` when absent: what `If-Modified-Since` is compared with.
-    pub last_modified: Option<Millis>,
+    pub last_modified: Millis,
 }
 
 /// Parses an HTTP date header into milliseconds since the epoch.
@@ -218,18 +218,23 @@ pub fn freshness(
     opts: &PolicyOptions,
 ) -> Freshness {
     let date = header_date(resp, DATE).unwrap_or(response_time);
-    let times = Times { request_time, response_time, date, age_value: age_value(resp) };
+    let times = Times { request_time, response_time, date, age_value: secs32(age_value(resp)) };
     let last_modified = header_date(resp, LAST_MODIFIED);
     Freshness {
         times,
-        lifetime: lifetime(status, resp, cc, date, last_modified, opts),
+        lifetime: secs32(lifetime(status, resp, cc, date, last_modified, opts)),
         no_cache: cc.no_cache,
         no_stale: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
         strict: cc.must_revalidate || cc.proxy_revalidate,
-        stale_while_revalidate: cc.stale_while_revalidate.map(|d| d.or(0)).unwrap_or(0),
-        stale_if_error: cc.stale_if_error.map(|d| d.or(0)).unwrap_or(0),
-        last_modified: last_modified.or(Some(date)),
+        stale_while_revalidate: secs32(cc.stale_while_revalidate.map(|d| d.or(0)).unwrap_or(0)),
+        stale_if_error: secs32(cc.stale_if_error.map(|d| d.or(0)).unwrap_or(0)),
+        last_modified: last_modified.unwrap_or(date),
     }
+}
+
+/// Seconds as stored: capped at 2^31 (RFC 9111 §1.2.2), so they fit in 32 bits.
+pub fn secs32(secs: u64) -> u32 {
+    secs.min(super::control::DELTA_MAX) as u32
 }
 
 /// Freshness lifetime in seconds (§4.2.1): s-maxage, then max-age, then Expires − Date, then a
@@ -278,7 +283,7 @@ impl Freshness {
             && !self.strict
             && self.stale_while_revalidate > 0
             && ttl <= 0
-            && (-ttl) as u64 <= self.stale_while_revalidate.saturating_mul(1000)
+            && (-ttl) as u64 <= u64::from(self.stale_while_revalidate) * 1000
     }
 
     /// RFC 5861 §4 and RFC 9111 §4.2.4: may this stale response be served because the origin
@@ -290,7 +295,7 @@ impl Freshness {
         }
         let staleness = (-self.ttl_ms(now)).max(0) as u64;
         let req_window = req.stale_if_error.map(|d| d.or(0)).unwrap_or(0);
-        let window_ms = self.stale_if_error.max(req_window).saturating_mul(1000);
+        let window_ms = u64::from(self.stale_if_error).max(req_window).saturating_mul(1000);
         let grace = if self.no_stale { 0 } else { grace_ms };
         staleness <= window_ms.max(grace)
     }
@@ -300,7 +305,7 @@ impl Freshness {
         let t = &self.times;
         let apparent_age = t.response_time.saturating_sub(t.date);
         let response_delay = t.response_time.saturating_sub(t.request_time);
-        let corrected_age_value = t.age_value.saturating_mul(1000).saturating_add(response_delay);
+        let corrected_age_value = (u64::from(t.age_value) * 1000).saturating_add(response_delay);
         let corrected_initial_age = apparent_age.max(corrected_age_value);
         let resident_time = now.saturating_sub(t.response_time);
         corrected_initial_age.saturating_add(resident_time)
@@ -313,7 +318,7 @@ impl Freshness {
 
     /// Remaining freshness in milliseconds: positive while fresh.
     pub fn ttl_ms(&self, now: Millis) -> i64 {
-        (self.lifetime.saturating_mul(1000) as i64).saturating_sub(self.current_age_ms(now) as i64)
+        (i64::from(self.lifetime) * 1000).saturating_sub(self.current_age_ms(now) as i64)
     }
 
     /// May this stored response answer a request with directives `req`, at `now`?
