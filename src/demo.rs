@@ -28,7 +28,8 @@ const INDEX: &str = "edgecache demo origin\n\
 /heuristic    Last-Modified only                 -> heuristic freshness\n\
 /slow         max-age=60 after 2 s               -> concurrent requests share one fill (collapsed)\n\
 /swr          max-age=2, stale-while-revalidate=60 -> stale served at once, refreshed in the background\n\
-/sie          max-age=2, stale-if-error=60; then 503 -> the stale copy is served while the origin fails\n";
+/sie          max-age=2, stale-if-error=60; then 503 -> the stale copy is served while the origin fails\n\
+/bytes/N/...  N bytes (at most 16 MiB), public, max-age=3600 -> any path under it is its own object\n";
 
 static SIE_CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -73,6 +74,16 @@ async fn page(req: Request<Incoming>, n: u64) -> Response<Full<Bytes>> {
     }
     let r = match path.as_str() {
         "/" => resp.header(header::CACHE_CONTROL, "no-cache").body(body(INDEX.to_string())),
+        p if p.starts_with("/bytes/") => {
+            let n = p["/bytes/".len()..].split('/').next().and_then(|n| n.parse::<usize>().ok());
+            match n.filter(|&n| n <= 16 << 20) {
+                Some(n) => resp
+                    .header(header::CACHE_CONTROL, "public, max-age=3600")
+                    .header(header::ETAG, format!("\"b{n}\""))
+                    .body(Full::new(Bytes::from(vec![b'x'; n]))),
+                None => resp.status(StatusCode::BAD_REQUEST).body(body("size: 0 to 16777216 bytes\n".into())),
+            }
+        }
         p if p.starts_with("/articles/") => {
             let id = &p["/articles/".len()..];
             let etag = format!("\"a{id}\"");
