@@ -310,7 +310,7 @@ impl Proxy {
                 let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
                 let sink = Box::new(move |body: bytes::Bytes| {
-                    tiers.insert(key, &canonical, Arc::new(template.with_body(body)), keep_for);
+                    tiers.insert(key, || canonical, Arc::new(template.with_body(body)), keep_for);
                 });
                 Some(Tee::new(self.cfg.cache.max_object_bytes as usize, content_length(&rp.headers), sink))
             }

@@ -18,10 +18,11 @@ pub struct Tiers {
 }
 
 impl Tiers {
-    /// Stores `entry` for the URL `canonical` (key `key`), useful for `keep_for`.
-    pub fn insert(&self, key: CacheKey, canonical: &str, entry: Arc<Entry>, keep_for: Duration) {
+    /// Stores `entry` for the URL `canonical` (key `key`), useful for `keep_for`. The URL's text
+    /// is only made when the shared tier needs it.
+    pub fn insert(&self, key: CacheKey, canonical: impl FnOnce() -> String, entry: Arc<Entry>, keep_for: Duration) {
         if let Some(shared) = &self.shared {
-            shared.put(&key, canonical, &entry, keep_for);
+            shared.put(&key, &canonical(), &entry, keep_for);
         }
         self.memory.insert(key, entry, keep_for);
     }

@@ -42,6 +42,9 @@ impl Proxy {
         if !self.cfg.coalescing.enabled || req_cc.no_store || pass {
             return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
         }
+        // Shared with the fill's task without copying the request's fields.
+        let req = Arc::new((parts, target));
+        let (parts, target) = (&req.0, &req.1);
         let (fill, leader) = match self.inflight.join(key) {
             Join::Leader(fill) => {
                 // A fill may have completed between this request's lookup and its join: look
@@ -57,11 +60,11 @@ impl Proxy {
                     fill.publish(Outcome::Entry(entry.clone()));
                     self.inflight.remove(&key, &fill);
                     let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
-                    return self.serve_stored(&parts, &entry, CacheStatus::hit(ttl), now);
+                    return self.serve_stored(parts, &entry, CacheStatus::hit(ttl), now);
                 }
                 let me = self.clone();
-                let (f, p, t, s) = (fill.clone(), parts.clone(), target.clone(), stale.clone());
-                tokio::spawn(async move { me.run_fill(f, key, p, t, peer, s).await });
+                let (f, r, s) = (fill.clone(), req.clone(), stale.clone());
+                tokio::spawn(async move { me.run_fill(f, key, r, peer, s).await });
                 (fill, true)
             }
             Join::Waiter(fill) => (fill, false),
@@ -75,7 +78,7 @@ impl Proxy {
                 Ok(o) => o,
                 Err(_) => {
                     tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
-                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
                 }
             }
         };
@@ -84,23 +87,23 @@ impl Proxy {
         match &*outcome {
             Outcome::Stream(head) => {
                 if !vary::matches(&head.vary, &parts.headers) {
-                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
-                self.from_stream(&parts, reader, head, status, &target, peer, key, fwd, &req_cc, stale).await
+                self.from_stream(parts, reader, head, status, target, peer, key, fwd, &req_cc, stale).await
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
-                    return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
                 }
                 status.fwd_status = Some(304);
                 status.stored = true;
-                self.serve_stored(&parts, entry, status, self.clock.now_millis())
+                self.serve_stored(parts, entry, status, self.clock.now_millis())
             }
             Outcome::Pass { status: code, reason, response } => {
                 if code.is_server_error() {
-                    if let Some(served) = self.stale_on_error(&parts, stale.as_ref(), fwd, &req_cc, Some(*code)) {
+                    if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, &req_cc, Some(*code)) {
                         return served;
                     }
                 }
@@ -120,11 +123,11 @@ impl Proxy {
                         };
                         self.respond(rp.status, rp.headers, body, status)
                     }
-                    None => self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await,
+                    None => self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await,
                 }
             }
             Outcome::Failed(err) => {
-                if let Some(served) = self.stale_on_error(&parts, stale.as_ref(), fwd, &req_cc, None) {
+                if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, &req_cc, None) {
                     return served;
                 }
                 if req_cc.only_if_cached {
@@ -185,8 +188,8 @@ impl Proxy {
     ) {
         if let Join::Leader(fill) = self.inflight.join(key) {
             let me = self.clone();
-            let (p, t) = (parts.clone(), target.clone());
-            tokio::spawn(async move { me.run_fill(fill, key, p, t, peer, Some(entry)).await });
+            let req = Arc::new((parts.clone(), target.clone()));
+            tokio::spawn(async move { me.run_fill(fill, key, req, peer, Some(entry)).await });
         }
     }
 
@@ -196,12 +199,11 @@ impl Proxy {
         self: Arc<Self>,
         fill: Arc<Fill>,
         key: CacheKey,
-        parts: request::Parts,
-        target: Target,
+        req: Arc<(request::Parts, Target)>,
         peer: SocketAddr,
         stale: Option<Arc<Entry>>,
     ) {
-        self.fill_inner(&fill, key, &parts, &target, peer, stale).await;
+        self.fill_inner(&fill, key, &req.0, &req.1, peer, stale).await;
         // Whatever happened, the fill is no longer joinable under this key; clients that joined
         // keep their Arc and finish reading.
         self.inflight.remove(&key, &fill);
@@ -298,7 +300,7 @@ impl Proxy {
         if let Some(whole) = fill.whole() {
             if expected.is_none_or(|n| n == whole.len() as u64) {
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
-                self.tiers.insert(key, &target.canonical(), Arc::new(template.with_body(whole)), keep_for);
+                self.tiers.insert(key, || target.canonical(), Arc::new(template.with_body(whole)), keep_for);
             } else {
                 tracing::warn!(%key, detail = Detail::Incomplete.as_str(), "origin body length mismatch; nothing stored");
             }
