@@ -20,15 +20,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: $0 [--budget-mib N] [--times K] [--size BYTES]" >&2; exit 2 ;;
   esac
 done
-for t in wrk curl taskset; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+source "$ROOT/benches/lib.sh"
+needs wrk curl taskset
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN)" >&2; exit 1; }
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.05; done; echo "no answer on $1" >&2; cat "$TMP"/*.log >&2; exit 1; }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
 APORT=$(free_port) BPORT=$(free_port)

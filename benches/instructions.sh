@@ -16,16 +16,9 @@ shift || true
 BINS=("$@")
 [[ ${#BINS[@]} -gt 0 ]] || BINS=("$ROOT/target/release/edgecache")
 case $SC in hit | inm | miss) ;; *) echo "usage: $0 [hit|inm|miss] [BIN ...]" >&2; exit 2 ;; esac
-for t in valgrind callgrind_control callgrind_annotate wrk curl; do
-  command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }
-done
+source "$ROOT/benches/lib.sh"
+needs valgrind callgrind_control callgrind_annotate wrk curl
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.1; done; echo "no answer on $1" >&2; exit 1; }
 
 APORT=$(free_port)
 printf '[cache]\nmemory = "1MiB"\nmax_object_size = "64KiB"\n' >"$TMP/a.toml"

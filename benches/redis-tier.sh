@@ -24,15 +24,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "usage: $0 [--keys N] [--duration S] [--conns N]" >&2; exit 2 ;;
   esac
 done
-for t in redis-server wrk curl taskset; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
+source "$ROOT/benches/lib.sh"
+needs redis-server wrk curl taskset
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN)" >&2; exit 1; }
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.05; done; echo "no answer on $1" >&2; exit 1; }
 
 RPORT=$(free_port)
 taskset -c 0 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis.log" 2>&1 &

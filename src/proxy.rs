@@ -26,7 +26,7 @@ use crate::conditional;
 use crate::config::Config;
 use crate::range::{self, RangeAnswer};
 use crate::status::{CacheStatus, Detail, Fwd};
-use crate::upstream::{append_list, remove_hop_by_hop, remove_where, via, IpValue, Upstream, UpstreamError};
+use crate::upstream::{append_list, ip_value, remove_hop_by_hop, remove_where, via, Upstream, UpstreamError};
 
 /// `Cache-Status` (RFC 9211).
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -584,7 +584,7 @@ impl Proxy {
             headers.insert(X_FORWARDED_HOST.clone(), h);
         }
         append_list(&mut headers, header::VIA, HeaderValue::from_static(via(parts.version)));
-        append_list(&mut headers, X_FORWARDED_FOR.clone(), HeaderValue::from(IpValue(peer.ip())));
+        append_list(&mut headers, X_FORWARDED_FOR.clone(), ip_value(peer.ip()));
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
         append_list(

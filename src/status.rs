@@ -1,8 +1,6 @@
 //! Every cache decision as a named value: the same word appears in the `Cache-Status`
 //! header (RFC 9211), the access log and the metrics.
 
-use crate::cache::key::push_decimal;
-
 use http::HeaderValue;
 
 /// The name this cache uses in `Cache-Status` (RFC 9211 §2).
@@ -171,7 +169,7 @@ impl CacheStatus {
         }
         if let Some(code) = self.fwd_status {
             s.push_str("; fwd-status=");
-            push_decimal(&mut s, u64::from(code));
+            s.push_str(itoa::Buffer::new().format(code));
         }
         if self.stored {
             s.push_str("; stored");
@@ -184,10 +182,7 @@ impl CacheStatus {
         }
         if let Some(ttl) = self.ttl {
             s.push_str("; ttl=");
-            if ttl < 0 {
-                s.push('-');
-            }
-            push_decimal(&mut s, ttl.unsigned_abs());
+            s.push_str(itoa::Buffer::new().format(ttl));
         }
         if let Some(detail) = self.detail {
             s.push_str("; detail=");

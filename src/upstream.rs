@@ -184,15 +184,11 @@ pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 }
 
 /// An IP address as a header value, written without an intermediate `String`.
-pub struct IpValue(pub std::net::IpAddr);
-
-impl From<IpValue> for HeaderValue {
-    fn from(ip: IpValue) -> HeaderValue {
-        use std::io::Write;
-        let mut buf = [0u8; 48];
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{}", ip.0);
-        let len = 48 - w.len();
-        HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
-    }
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let len = 48 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
 }

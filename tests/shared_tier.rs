@@ -190,10 +190,17 @@ async fn an_invalidation_on_a_reaches_b() {
 /// A and B, B through a link that can be cut; the stream holds one entry before they start, so
 /// both readers start from a real position.
 async fn fleet_with_link() -> (Fleet, RedisLink) {
+    fleet_with_link_seeded(true).await
+}
+
+/// As [`fleet_with_link`]; without `seed`, the stream does not exist when the nodes start.
+async fn fleet_with_link_seeded(seed: bool) -> (Fleet, RedisLink) {
     let clock = clock();
     let redis = RedisServer::start();
-    let seed = CacheKey::new("http", HOST, "/seed").to_string();
-    redis.cmd::<String>(&[b"XADD", STREAM.as_bytes(), b"*", b"key", seed.as_bytes(), b"node", b"test"]).await;
+    if seed {
+        let key = CacheKey::new("http", HOST, "/seed").to_string();
+        redis.cmd::<String>(&[b"XADD", STREAM.as_bytes(), b"*", b"key", key.as_bytes(), b"node", b"test"]).await;
+    }
     let link = RedisLink::start(redis.addr()).await;
     let origin = Origin::start(&clock, handler()).await;
     let a = Node::start(&origin, &clock, redis.url(), |_| {}).await;
@@ -247,15 +254,7 @@ async fn a_stream_trimmed_past_the_nodes_position_drops_its_whole_memory_tier() 
 #[tokio::test]
 async fn a_node_that_never_saw_an_entry_also_drops_its_memory_when_the_stream_was_trimmed() {
     // As above, but the stream did not exist when B started: B has seen no entry yet.
-    let clock = clock();
-    let redis = RedisServer::start();
-    let link = RedisLink::start(redis.addr()).await;
-    let origin = Origin::start(&clock, handler()).await;
-    let a = Node::start(&origin, &clock, redis.url(), |_| {}).await;
-    let b = Node::start(&origin, &clock, link.url(), |_| {}).await;
-    a.ready().await;
-    b.ready().await;
-    redis.wait_readers(2).await;
+    let (Fleet { redis, a, b, origin: _origin, clock: _clock }, link) = fleet_with_link_seeded(false).await;
     for p in ["/r", "/s"] {
         get(&b.c, p).await;
     }

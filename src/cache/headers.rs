@@ -193,9 +193,14 @@ impl StoredHeaders {
             1 + name + varint_len(v.len()) + v.len()
         };
         let kept = || map.iter().filter(|(n, _)| keep(n));
-        let (count, all_known) = (kept().count(), kept().all(|(n, _)| tag_of(n) != 0));
+        let (mut count, mut all_known, mut bytes) = (0, true, 0);
+        for (n, v) in kept() {
+            count += 1;
+            all_known &= tag_of(n) != 0;
+            bytes += size(n, v);
+        }
         // Exactly the size needed: the allocation is what the entry keeps.
-        let mut block = BytesMut::with_capacity(varint_len(count) + 1 + kept().map(|(n, v)| size(n, v)).sum::<usize>());
+        let mut block = BytesMut::with_capacity(varint_len(count) + 1 + bytes);
         put_varint(&mut block, count);
         block.put_u8(u8::from(all_known));
         for (name, value) in kept() {

@@ -196,28 +196,12 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
     Some(match port {
         Some(p) => {
             let mut s = host;
-            s.reserve(6);
             s.push(':');
-            push_decimal(&mut s, p as u64);
+            s.push_str(itoa::Buffer::new().format(p));
             s
         }
         None => host,
     })
-}
-
-/// Appends `n` in decimal, without the formatting machinery (this runs for every request).
-pub fn push_decimal(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.extend(digits[i..].iter().map(|&d| d as char));
 }
 
 #[cfg(test)]

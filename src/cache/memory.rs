@@ -4,9 +4,9 @@
 //! moka decides what to evict (TinyLFU admission, byte-weighted); our policy decides freshness
 //! with its own clock. A URL also carries the time after which none of its variants can be
 //! useful (freshness, stale windows, `keep_stale`): past it, a lookup finds nothing. moka's own
-//! per-entry expiry is not used: its timer-wheel node and write-order node cost about 100 bytes
-//! per URL, and a dead entry needs no timer to go, it is the first the byte budget evicts (it is
-//! never read again) and the next store of its URL replaces it.
+//! per-entry expiry is not used: it keeps a timer-wheel node per URL and runs on its own clock,
+//! and a dead entry needs no timer to go: it is never read again, so the byte budget evicts it
+//! early, and the next store of its URL replaces it.
 
 use std::sync::Arc;
 use std::time::Duration;
