@@ -177,15 +177,18 @@ impl Proxy {
             return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
         }
         let key = CacheKey::new("http", &target.host, &target.path_and_query);
-        let variants = self.memory.get(&key);
+        let mut now = self.clock.now_millis();
+        let variants = self.memory.get_at(&key, now);
         let mut selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
         let mut from_shared = false;
         if selected.is_none() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = self.lookup_shared(&key, &target, &parts.headers).await;
-            from_shared = selected.is_some();
+            if self.tiers.shared.is_some() {
+                selected = self.lookup_shared(&key, &target, &parts.headers).await;
+                from_shared = selected.is_some();
+                now = self.clock.now_millis();
+            }
         }
-        let now = self.clock.now_millis();
         let hit = |ttl: i64| CacheStatus { shared_tier: from_shared, ..CacheStatus::hit(ttl) };
         if parts.headers.contains_key(header::RANGE) {
             // A range is served from a usable complete stored response; otherwise the request

@@ -84,50 +84,65 @@ impl MemoryTier {
 
     /// Every stored variant of `key`, while they can be useful.
     pub fn get(&self, key: &CacheKey) -> Option<Variants> {
-        self.live(key, self.clock.now_millis())
+        self.get_at(key, self.clock.now_millis())
     }
 
-    fn live(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
+    /// [`get`](Self::get) at `now`, a time the caller has already read from the proxy's clock.
+    pub fn get_at(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
         self.cache.get(key).filter(|v| v.until > now)
     }
 
-    fn until(&self, keep_for: Duration) -> Millis {
-        self.clock.now_millis().saturating_add(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX))
+    /// [`get_at`](Self::get_at) for a key that is most likely absent (a miss looking again, a
+    /// new URL being stored): an absent key is not counted as a read in the eviction policy's
+    /// popularity estimate, which the lookup that found it absent already did.
+    pub fn get_if_present(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
+        if self.cache.contains_key(key) {
+            self.get_at(key, now)
+        } else {
+            None
+        }
+    }
+
+    fn until(now: Millis, keep_for: Duration) -> Millis {
+        now.saturating_add(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Stores `entry` as a variant of `key`, replacing any variant the same request would select
     /// (§4.1 / §3: a newer response replaces the one it supersedes). `keep_for` is how long,
     /// from now, the entry can be useful.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>, keep_for: Duration) {
-        let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
         let now = self.clock.now_millis();
-        let mut until = self.until(keep_for);
+        let mut until = Self::until(now, keep_for);
+        let Some(old) = self.get_if_present(&key, now) else {
+            self.cache.insert(key, Variants { list: List::One(entry), until });
+            return;
+        };
+        let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
         entries.push(entry.clone());
-        if let Some(old) = self.live(&key, now) {
-            for e in old.entries().iter() {
-                if entries.len() >= self.max_variants {
-                    break;
-                }
-                // Same selecting field names and values: the new response supersedes it.
-                if e.vary == entry.vary {
-                    continue;
-                }
-                entries.push(e.clone());
+        for e in old.entries().iter() {
+            if entries.len() >= self.max_variants {
+                break;
             }
-            until = until.max(old.until);
+            // Same selecting field names and values: the new response supersedes it.
+            if e.vary == entry.vary {
+                continue;
+            }
+            entries.push(e.clone());
         }
+        until = until.max(old.until);
         self.cache.insert(key, Variants::new(entries, until));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone
     /// meanwhile, `new` is inserted as a variant.
     pub fn replace(&self, key: CacheKey, old: &Arc<Entry>, new: Arc<Entry>, keep_for: Duration) {
-        if let Some(cur) = self.get(&key) {
+        let now = self.clock.now_millis();
+        if let Some(cur) = self.get_at(&key, now) {
             if let Some(i) = cur.entries().iter().position(|e| Arc::ptr_eq(e, old)) {
                 let mut entries = cur.entries().to_vec();
                 entries.remove(i);
                 entries.insert(0, new);
-                let until = self.until(keep_for).max(cur.until);
+                let until = Self::until(now, keep_for).max(cur.until);
                 self.cache.insert(key, Variants::new(entries, until));
                 return;
             }

@@ -49,10 +49,9 @@ impl Proxy {
             Join::Leader(fill) => {
                 // A fill may have completed between this request's lookup and its join: look
                 // again, so a key is never fetched twice in a row.
-                let now = self.clock.now_millis();
                 let fresh = self
                     .memory
-                    .get(&key)
+                    .get_if_present(&key, now)
                     .and_then(|v| v.select(&parts.headers).cloned())
                     .filter(|e| !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)))
                     .filter(|e| e.freshness.usable(&req_cc, now) == policy::Usable::Fresh);
