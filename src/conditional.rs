@@ -22,9 +22,9 @@ pub fn is_conditional(req: &HeaderMap) -> bool {
 }
 
 /// Would a GET/HEAD with these request fields get 304 for a stored 2xx response with the given
-/// `ETag` field and `last_modified` time? (RFC 9110 §13.2.2: `If-None-Match` first; when it is
-/// present, `If-Modified-Since` is ignored.)
-pub fn not_modified(req: &HeaderMap, etag: Option<&http::HeaderValue>, last_modified: Option<Millis>) -> bool {
+/// `ETag` field and `last_modified` time (its `Last-Modified`, else its `Date`: RFC 9111 §4.3.2)?
+/// (RFC 9110 §13.2.2: `If-None-Match` first; when it is present, `If-Modified-Since` is ignored.)
+pub fn not_modified(req: &HeaderMap, etag: Option<&http::HeaderValue>, last_modified: Millis) -> bool {
     if req.contains_key(header::IF_NONE_MATCH) {
         let Some(etag) = etag.and_then(|v| v.to_str().ok()) else {
             // "*" matches any current representation.
@@ -43,10 +43,7 @@ pub fn not_modified(req: &HeaderMap, etag: Option<&http::HeaderValue>, last_modi
         let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok()) else {
             return false;
         };
-        let Some(lm) = last_modified else {
-            return false;
-        };
-        return lm <= crate::clock::to_millis(ims);
+        return last_modified <= crate::clock::to_millis(ims);
     }
     false
 }
@@ -114,27 +111,27 @@ mod tests {
     #[test]
     fn weak_comparison_and_lists() {
         let etag = HeaderValue::from_static("W/\"a1\"");
-        assert!(not_modified(&req(&[("if-none-match", "\"a1\"")]), Some(&etag), None));
-        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"a1\"")]), Some(&etag), None));
-        assert!(not_modified(&req(&[("if-none-match", "\"x,y\", \"a1\"")]), Some(&etag), None));
-        assert!(not_modified(&req(&[("if-none-match", "*")]), Some(&etag), None));
-        assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(&etag), None));
-        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(&etag), None));
+        assert!(not_modified(&req(&[("if-none-match", "\"a1\"")]), Some(&etag), 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"a1\"")]), Some(&etag), 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"x,y\", \"a1\"")]), Some(&etag), 0));
+        assert!(not_modified(&req(&[("if-none-match", "*")]), Some(&etag), 0));
+        assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(&etag), 0));
+        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(&etag), 0));
     }
 
     #[test]
     fn inm_takes_precedence_over_ims() {
         let etag = HeaderValue::from_static("\"a1\"");
         let h = req(&[("if-none-match", "\"zz\""), ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
-        assert!(!not_modified(&h, Some(&etag), Some(0)));
+        assert!(!not_modified(&h, Some(&etag), 0));
     }
 
     #[test]
     fn if_modified_since() {
         let t = crate::clock::to_millis(httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap());
         let h = req(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
-        assert!(not_modified(&h, None, Some(t)));
-        assert!(!not_modified(&h, None, Some(t + 1000)));
-        assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, Some(t)));
+        assert!(not_modified(&h, None, t));
+        assert!(!not_modified(&h, None, t + 1000));
+        assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, t));
     }
 }

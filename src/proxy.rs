@@ -332,13 +332,14 @@ impl Proxy {
 
         let body = OriginBody::new(rbody, self.cfg.timeouts.idle, tee);
         // The client's own conditionals, answered from the fresh response.
-        if own_conditionals && rp.status == StatusCode::OK && conditional::is_conditional(&parts.headers) {
-            let lm = Some(fresh.last_modified);
-            if conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), lm) {
-                tokio::spawn(drain(body));
-                let headers = not_modified_headers(&rp.headers);
-                return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
-            }
+        if own_conditionals
+            && rp.status == StatusCode::OK
+            && conditional::is_conditional(&parts.headers)
+            && conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), fresh.last_modified)
+        {
+            tokio::spawn(drain(body));
+            let headers = not_modified_headers(&rp.headers);
+            return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
         let body = if parts.method == Method::HEAD {
             tokio::spawn(drain(body));
@@ -482,7 +483,7 @@ impl Proxy {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), Some(entry.freshness.last_modified))
+            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), entry.freshness.last_modified)
         {
             let mut headers = not_modified_stored(&entry.headers);
             headers.insert(header::AGE, age);

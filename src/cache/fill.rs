@@ -55,7 +55,7 @@ pub struct Head {
     /// The request field values the response was selected by.
     pub vary: VaryKey,
     /// `Last-Modified` (or `Date`), for answering `If-Modified-Since`.
-    pub last_modified: Option<crate::clock::Millis>,
+    pub last_modified: crate::clock::Millis,
 }
 
 /// What became of a fill, once the origin answered (or did not).

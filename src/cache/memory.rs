@@ -112,7 +112,7 @@ impl MemoryTier {
     /// from now, the entry can be useful.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>, keep_for: Duration) {
         let now = self.clock.now_millis();
-        let mut until = Self::until(now, keep_for);
+        let until = Self::until(now, keep_for);
         let Some(old) = self.get_if_present(&key, now) else {
             self.cache.insert(key, Variants { list: List::One(entry), until });
             return;
@@ -129,8 +129,7 @@ impl MemoryTier {
             }
             entries.push(e.clone());
         }
-        until = until.max(old.until);
-        self.cache.insert(key, Variants::new(entries, until));
+        self.cache.insert(key, Variants::new(entries, until.max(old.until)));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone

@@ -255,7 +255,7 @@ impl Proxy {
         }
 
         let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
-        let last_modified = Some(fresh.last_modified);
+        let last_modified = fresh.last_modified;
         let expected = super::content_length(&rp.headers);
         let head =
             Arc::new(Head { status: rp.status, headers: rp.headers, vary: template.vary.clone(), last_modified });
