@@ -24,17 +24,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("body timed out after {0:?} without data")]
 pub struct BodyTimeout(pub Duration);
 
-/// An [`Incoming`] body whose frames must each arrive within `idle` of the previous one.
+/// An [`Incoming`] body that fails when its peer leaves it waiting for `idle` without a frame.
+///
+/// The timer counts from the moment the body has to wait (the first `Pending` after a frame), and
+/// it is armed only then: a body whose frames are already there when asked for (most small
+/// responses) never touches the runtime's timer wheel.
 pub struct IdleBody {
     inner: Incoming,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed at the first wait; re-armed at the first wait after a frame.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame arrived since `sleep` was armed.
+    rearm: bool,
 }
 
 impl IdleBody {
     /// Wraps `inner`.
     pub fn new(inner: Incoming, idle: Duration) -> Self {
-        IdleBody { inner, idle, sleep: Box::pin(tokio::time::sleep(idle)) }
+        IdleBody { inner, idle, sleep: None, rearm: false }
     }
 }
 
@@ -46,16 +53,27 @@ impl Body for IdleBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                this.rearm = true;
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let rearm = std::mem::take(&mut this.rearm);
+                let sleep = match &mut this.sleep {
+                    Some(s) => {
+                        if rearm {
+                            s.as_mut().reset(Instant::now() + this.idle);
+                        }
+                        s
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep(this.idle))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -469,6 +469,26 @@ async fn failed_fill_fails_every_client_and_stores_nothing() {
     assert_eq!(stored_urls(&p), 0);
 }
 
+#[tokio::test]
+async fn an_origin_body_stalled_past_the_idle_timeout_fails_and_stores_nothing() {
+    let clock = clock();
+    const LEN: usize = 100_000;
+    let first = body_of(40_000);
+    // The origin sends part of the body and then nothing, holding the connection open.
+    let origin = HeldOrigin::start([head_for(LEN), first.to_vec()].concat(), Vec::new()).await;
+    let p = start_proxy(origin.addr, &clock, |cfg| cfg.timeouts.idle = Duration::from_millis(300)).await;
+
+    let mut s = Stepwise::get(p.addr(), "/a").await;
+    s.read_past_head(first.len()).await;
+    // Nothing more arrives: the proxy gives up after the idle timeout and ends the response.
+    let (head, body, complete) = s.finish().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!complete, "a truncated body ({} bytes) was presented as complete", body.len());
+    assert_eq!(body.len(), first.len());
+    assert_eq!(stored_urls(&p), 0);
+    assert_eq!(origin.count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_keys_expiring_together_are_revalidated_once_each() {
     const KEYS: usize = 1000;
