@@ -4,12 +4,16 @@
 //! # How a fill works
 //!
 //! The first request for a key that is neither fresh in the store nor already being fetched
-//! creates a [`Fill`] and starts the origin request in its own task, so no client's disconnect
-//! cancels it. Every client, the first included, then waits for the fill's [`Outcome`]:
+//! creates a [`Fill`] and drives the origin request itself until the outcome is known; what is
+//! left of it then (a body still arriving), or all of it if that client goes away first, runs in
+//! a task of its own, so no client's disconnect cancels it. A small response is thus fetched,
+//! stored and served without a task switch. Every client, the first included, waits for the
+//! fill's [`Outcome`]:
 //!
 //! - [`Outcome::Stream`]: a storable response is arriving. Each client reads the body through its
 //!   own [`FillReader`] from the first byte, at its own pace: one that joins mid-fill gets the bytes
-//!   so far at once, then the rest as they arrive. When the body is complete it is stored.
+//!   so far at once, then the rest as they arrive. When the body is complete it is stored; a
+//!   reader that starts after that gets it in one piece.
 //! - [`Outcome::Entry`]: the origin confirmed the stored response (`304`); serve the refreshed entry.
 //! - [`Outcome::Pass`]: the response may not be shared. One client (the first to ask) takes it; the
 //!   others go to the origin on their own, and the key is remembered as not cacheable for a while
@@ -90,6 +94,8 @@ struct State {
     readers: Vec<Option<usize>>,
     /// The whole body is kept (to be stored).
     retain: bool,
+    /// The whole body in one piece, once the filler has made it.
+    whole: Option<Bytes>,
 }
 
 /// One in-flight origin request and its response body, shared by every client of the key.
@@ -109,6 +115,7 @@ impl Fill {
                 end: None,
                 readers: Vec::new(),
                 retain: true,
+                whole: None,
             }),
             notify: Notify::new(),
         }
@@ -192,10 +199,16 @@ impl Fill {
         }
     }
 
-    /// The whole body, when it was kept.
+    /// The whole body, when it was kept. Readers that come later get it in one piece (see
+    /// [`FillReader::complete_body`]).
     pub fn whole(&self) -> Option<Bytes> {
-        let st = self.lock();
-        st.retain.then(|| concat(&st.chunks, st.received))
+        let mut st = self.lock();
+        if !st.retain {
+            return None;
+        }
+        let whole = concat(&st.chunks, st.received);
+        st.whole = Some(whole.clone());
+        Some(whole)
     }
 
     /// The body ended completely: readers get its end.
@@ -263,6 +276,19 @@ pub struct FillReader {
 }
 
 impl FillReader {
+    /// The whole body at once, when this reader has read nothing yet and the body is already
+    /// complete: it is then served as one block, without reading chunk by chunk.
+    pub fn complete_body(&mut self) -> Option<Bytes> {
+        let st = self.fill.lock();
+        if self.done || st.readers[self.slot] != Some(0) || !matches!(st.end, Some(Ok(()))) {
+            return None;
+        }
+        let whole = st.whole.clone()?;
+        drop(st);
+        self.done = true;
+        Some(whole)
+    }
+
     /// The next chunk: `None` at the end of a complete body, `Some(Err)` when the fill failed.
     pub async fn next(&mut self) -> Option<Result<Bytes, Arc<str>>> {
         if self.done {
@@ -380,6 +406,23 @@ mod tests {
             }
             assert_eq!(got, b"abcde");
         }
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_is_read_in_one_piece_only_from_the_start() {
+        let fill = Arc::new(Fill::new());
+        let mut fresh = fill.reader().unwrap();
+        let mut started = fill.reader().unwrap();
+        assert!(fill.push(Bytes::from_static(b"ab"), 100).await);
+        assert_eq!(started.next().await.unwrap().unwrap(), Bytes::from_static(b"ab"));
+        fill.push_last(Bytes::from_static(b"cd"), 100);
+        assert!(fresh.complete_body().is_none(), "not complete yet");
+        fill.whole();
+        fill.complete();
+        assert!(started.complete_body().is_none(), "this reader is past the start");
+        assert_eq!(started.next().await.unwrap().unwrap(), Bytes::from_static(b"cd"));
+        assert_eq!(fresh.complete_body().unwrap(), Bytes::from_static(b"abcd"));
+        assert!(fresh.next().await.is_none(), "nothing after the whole body");
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! Coalesced misses and revalidations: one origin request per key, streamed to every client
 //! (see [`crate::cache::fill`]), and background revalidation for `stale-while-revalidate`.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +47,7 @@ impl Proxy {
         // Shared with the fill's task without copying the request's fields.
         let req = Arc::new((parts, target));
         let (parts, target) = (&req.0, &req.1);
-        let (fill, leader) = match self.inflight.join(key) {
+        let (fill, mut driver) = match self.inflight.join(key) {
             Join::Leader(fill) => {
                 // A fill may have completed between this request's lookup and its join: look
                 // again, so a key is never fetched twice in a row.
@@ -61,26 +63,26 @@ impl Proxy {
                     let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
                     return self.serve_stored(parts, &entry, CacheStatus::hit(ttl), now);
                 }
-                let me = self.clone();
-                let (f, r, s) = (fill.clone(), req.clone(), stale.clone());
-                tokio::spawn(async move { me.run_fill(f, key, r, peer, s).await });
-                (fill, true)
+                let job = self.clone().run_fill(fill.clone(), key, req.clone(), peer, stale.clone());
+                (fill, Some(LeaderFill(Some(Box::pin(job)))))
             }
-            Join::Waiter(fill) => (fill, false),
+            Join::Waiter(fill) => (fill, None),
         };
+        let leader = driver.is_some();
         // Take a place in the body now, before any byte can be passed and dropped.
         let reader = fill.reader();
-        let outcome = if leader {
-            fill.outcome().await
-        } else {
-            match tokio::time::timeout(self.cfg.coalescing.wait_limit, fill.outcome()).await {
+        let outcome = match driver.as_mut() {
+            Some(driver) => driver.drive_until(fill.outcome()).await,
+            None => match tokio::time::timeout(self.cfg.coalescing.wait_limit, fill.outcome()).await {
                 Ok(o) => o,
                 Err(_) => {
                     tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
                     return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
                 }
-            }
+            },
         };
+        // A body still arriving goes on in a task of its own.
+        drop(driver);
         let mut status = CacheStatus::forward(fwd);
         status.collapsed = !leader;
         match &*outcome {
@@ -170,7 +172,13 @@ impl Proxy {
             return self.respond(head.status, head.headers.clone(), ProxyBody::empty(), status);
         }
         match reader {
-            Some(reader) => self.respond(head.status, head.headers.clone(), fill_body(reader), status),
+            Some(mut reader) => {
+                let body = match reader.complete_body() {
+                    Some(whole) => ProxyBody::full(whole),
+                    None => fill_body(reader),
+                };
+                self.respond(head.status, head.headers.clone(), body, status)
+            }
             // The body outgrew what is kept: this client fetches on its own.
             None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
         }
@@ -305,6 +313,39 @@ impl Proxy {
             }
         }
         fill.complete();
+    }
+}
+
+/// A leader's fill. The leader's request drives it until the outcome is known, so a small
+/// response is fetched, stored and served without a task switch; whatever remains of it (a body
+/// still arriving, or the whole fill when the leader's client goes away first) is handed to a
+/// task of its own when this is dropped. Dropping it never cancels the fill.
+struct LeaderFill(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl LeaderFill {
+    /// Polls the fill together with `until`, and returns `until`'s output.
+    async fn drive_until<T>(&mut self, until: impl Future<Output = T>) -> T {
+        let mut until = std::pin::pin!(until);
+        std::future::poll_fn(|cx| {
+            if let Some(job) = self.0.as_mut() {
+                if job.as_mut().poll(cx).is_ready() {
+                    self.0 = None;
+                }
+            }
+            until.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl Drop for LeaderFill {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            // Outside a runtime (it is shutting down) there is nobody left to serve.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(job);
+            }
+        }
     }
 }
 
