@@ -98,27 +98,31 @@ impl CacheControl {
 
     fn parse_into(&mut self, value: &str) {
         for (name, arg) in Directives::new(value) {
-            let name = name.to_ascii_lowercase();
-            match name.as_str() {
-                "max-age" => set_delta(&mut self.max_age, arg),
-                "s-maxage" => set_delta(&mut self.s_maxage, arg),
-                "min-fresh" => set_delta(&mut self.min_fresh, arg),
-                "stale-while-revalidate" => set_delta(&mut self.stale_while_revalidate, arg),
-                "stale-if-error" => set_delta(&mut self.stale_if_error, arg),
+            // Lowercased on the stack: every directive this cache knows fits.
+            let mut buf = [0u8; 24];
+            let Some(lower) = buf.get_mut(..name.len()) else { continue };
+            lower.copy_from_slice(name.as_bytes());
+            lower.make_ascii_lowercase();
+            match &*lower {
+                b"max-age" => set_delta(&mut self.max_age, arg),
+                b"s-maxage" => set_delta(&mut self.s_maxage, arg),
+                b"min-fresh" => set_delta(&mut self.min_fresh, arg),
+                b"stale-while-revalidate" => set_delta(&mut self.stale_while_revalidate, arg),
+                b"stale-if-error" => set_delta(&mut self.stale_if_error, arg),
                 // An invalid max-stale value allows no staleness.
-                "max-stale" if self.max_stale.is_none() => {
+                b"max-stale" if self.max_stale.is_none() => {
                     self.max_stale = Some(arg.map(|a| parse_delta(a).or(0)));
                 }
-                "no-cache" => field_list(arg, &mut self.no_cache, &mut self.no_cache_fields),
-                "no-store" => self.no_store = true,
-                "private" => field_list(arg, &mut self.private, &mut self.private_fields),
-                "public" => self.public = true,
-                "must-revalidate" => self.must_revalidate = true,
-                "proxy-revalidate" => self.proxy_revalidate = true,
-                "must-understand" => self.must_understand = true,
-                "only-if-cached" => self.only_if_cached = true,
-                "immutable" => self.immutable = true,
-                "no-transform" => self.no_transform = true,
+                b"no-cache" => field_list(arg, &mut self.no_cache, &mut self.no_cache_fields),
+                b"no-store" => self.no_store = true,
+                b"private" => field_list(arg, &mut self.private, &mut self.private_fields),
+                b"public" => self.public = true,
+                b"must-revalidate" => self.must_revalidate = true,
+                b"proxy-revalidate" => self.proxy_revalidate = true,
+                b"must-understand" => self.must_understand = true,
+                b"only-if-cached" => self.only_if_cached = true,
+                b"immutable" => self.immutable = true,
+                b"no-transform" => self.no_transform = true,
                 _ => {}
             }
         }
