@@ -498,7 +498,7 @@ impl Proxy {
                 let len = body.len() as u64;
                 let etag = entry.etag();
                 let etag = etag.as_ref().and_then(|e| e.to_str().ok());
-                match range::evaluate(range, &parts.headers, len, etag, Some(entry.freshness.last_modified)) {
+                match range::evaluate(range, &parts.headers, len, etag, strong_last_modified(entry)) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
                         code = StatusCode::PARTIAL_CONTENT;
@@ -688,6 +688,15 @@ fn ensure_date(h: &mut HeaderMap, now: Millis) {
             h.insert(header::DATE, v);
         }
     }
+}
+
+/// The stored `Last-Modified`, when it is a strong validator (RFC 9110 §8.8.2.2: the stored
+/// `Date` is at least a second later). Not the `Date` fallback `If-Modified-Since` uses: an
+/// `If-Range` date must match a `Last-Modified` the origin sent (§13.1.5).
+fn strong_last_modified(entry: &Entry) -> Option<Millis> {
+    let lm = entry.headers.get(&header::LAST_MODIFIED)?;
+    let lm = crate::clock::to_millis(httpdate::parse_http_date(lm.to_str().ok()?.trim()).ok()?);
+    (entry.freshness.times.date >= lm.saturating_add(1000)).then_some(lm)
 }
 
 /// The 304 field set (RFC 9110 §15.4.5) of a stored response.

@@ -24,7 +24,9 @@ pub enum RangeAnswer {
 }
 
 /// Evaluates `range` (the request's `Range` value) and its `If-Range` (§13.1.5) against a stored
-/// body of `len` bytes with the given strong `etag` and `last_modified`.
+/// body of `len` bytes with the given `etag` (matched only when strong) and `last_modified`
+/// (the stored `Last-Modified` when it is a strong validator, else `None`: a date then never
+/// matches).
 pub fn evaluate(
     range: &str,
     req: &HeaderMap,

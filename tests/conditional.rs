@@ -192,3 +192,67 @@ async fn if_match_and_if_unmodified_since_bypass_the_cache() {
     }
     assert!(c.get("/a").await.is_hit(), "the stored entry survives");
 }
+
+/// An origin for `/a`: body `hello`, max-age=60, the given extra fields.
+async fn range_origin(
+    fields: &[(&'static str, String)],
+) -> (std::sync::Arc<edgecache::clock::ManualClock>, Origin, edgecache::Running, Client) {
+    let clock = clock();
+    let fields = fields.to_vec();
+    let (origin, p, c) =
+        serve(&clock, move |_, _| fields.iter().fold(Reply::ok("hello").cc("max-age=60"), |r, (n, v)| r.header(n, v)))
+            .await;
+    assert_eq!(c.get("/a").await.cache_status(), MISS_STORED);
+    (clock, origin, p, c)
+}
+
+#[tokio::test]
+async fn a_range_is_served_from_the_stored_response() {
+    let (_clock, origin, _p, c) = range_origin(&[]).await;
+    let r = c.get_with("/a", &[("range", "bytes=1-3")]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "ell"));
+    assert_eq!(r.header("content-range"), Some("bytes 1-3/5"));
+    assert!(r.is_hit(), "{}", r.cache_status());
+    let r = c.get_with("/a", &[("range", "bytes=9-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */5"));
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn if_range_with_an_entity_tag_needs_a_strong_match() {
+    let (_clock, _origin, _p, c) = range_origin(&[("etag", "\"v1\"".to_string())]).await;
+    for (if_range, expect) in [("\"v1\"", 206), ("\"v2\"", 200), ("W/\"v1\"", 200)] {
+        let r = c.get_with("/a", &[("range", "bytes=1-3"), ("if-range", if_range)]).await;
+        assert_eq!(r.status, expect, "If-Range {if_range}");
+        assert_eq!(r.text(), if expect == 206 { "ell" } else { "hello" });
+    }
+}
+
+#[tokio::test]
+async fn if_range_with_a_date_matches_only_a_strong_last_modified() {
+    let clock = clock();
+    // Last-Modified ten seconds before Date: strong (RFC 9110 §8.8.2.2).
+    let lm = date_at(&clock, -10);
+    let (_clock, _origin, _p, c) = range_origin(&[("last-modified", lm.clone())]).await;
+    let r = c.get_with("/a", &[("range", "bytes=1-3"), ("if-range", &lm)]).await;
+    assert_eq!((r.status, r.text().as_str()), (206, "ell"));
+    let other = date_at(&clock, -20);
+    let r = c.get_with("/a", &[("range", "bytes=1-3"), ("if-range", &other)]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+
+    // Last-Modified equal to Date: the representation may have changed within that second.
+    let now = date_at(&clock, 0);
+    let (_clock, _origin, _p, c) = range_origin(&[("last-modified", now.clone())]).await;
+    let r = c.get_with("/a", &[("range", "bytes=1-3"), ("if-range", &now)]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"), "a weak Last-Modified matched");
+}
+
+#[tokio::test]
+async fn if_range_with_a_date_never_matches_a_response_without_last_modified() {
+    let (clock, _origin, _p, c) = range_origin(&[]).await;
+    // The stored Date is what If-Modified-Since falls back to, but not a validator for If-Range.
+    let date = date_at(&clock, 0);
+    let r = c.get_with("/a", &[("range", "bytes=1-3"), ("if-range", &date)]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+}
