@@ -183,8 +183,35 @@ pub struct Freshness {
 
 /// Parses an HTTP date header into milliseconds since the epoch.
 pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Millis> {
-    let v = h.get(name)?.to_str().ok()?;
+    let slot = match name {
+        DATE => 0,
+        LAST_MODIFIED => 1,
+        EXPIRES => 2,
+        _ => usize::MAX,
+    };
+    let v = h.get(name)?.as_bytes();
+    LAST_DATES.with_borrow_mut(|memo| match memo.get_mut(slot) {
+        Some(last) if last.0 == v => last.1,
+        Some(last) if v.len() <= 32 => {
+            let parsed = parse_date(v);
+            *last = (bytes::Bytes::copy_from_slice(v), parsed);
+            parsed
+        }
+        _ => parse_date(v),
+    })
+}
+
+fn parse_date(v: &[u8]) -> Option<Millis> {
+    let v = std::str::from_utf8(v).ok()?;
     httpdate::parse_http_date(v.trim()).ok().map(crate::clock::to_millis)
+}
+
+thread_local! {
+    /// The last value of `Date`, `Last-Modified` and `Expires` parsed on this thread, and what
+    /// it parsed to. An origin's `Date` repeats for a whole second and a `Last-Modified` for as
+    /// long as the resource is unchanged: most misses parse no date at all.
+    static LAST_DATES: std::cell::RefCell<[(bytes::Bytes, Option<Millis>); 3]> =
+        const { std::cell::RefCell::new([(bytes::Bytes::new(), None), (bytes::Bytes::new(), None), (bytes::Bytes::new(), None)]) };
 }
 
 /// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
@@ -381,6 +408,28 @@ mod tests {
     use http::HeaderValue;
 
     const T0: Millis = 1_700_000_000_000;
+
+    #[test]
+    fn dates_parse_the_same_whether_remembered_or_not() {
+        let at = |secs: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let mut h = HeaderMap::new();
+        for (value, want) in [
+            (at(1_700_000_000), Some(1_700_000_000_000)),
+            (at(1_700_000_000), Some(1_700_000_000_000)),
+            (at(1_700_000_001), Some(1_700_000_001_000)),
+            ("not a date".to_string(), None),
+            ("not a date".to_string(), None),
+            (at(1_700_000_000), Some(1_700_000_000_000)),
+            // Longer than what is remembered (an obsolete format with spaces around it).
+            (format!("   {}   ", "Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777_000)),
+        ] {
+            for name in [DATE, LAST_MODIFIED, EXPIRES, http::header::HeaderName::from_static("x-date")] {
+                h.insert(name.clone(), HeaderValue::from_str(&value).unwrap());
+                assert_eq!(header_date(&h, name.clone()), want, "{name}: {value}");
+            }
+        }
+        assert_eq!(header_date(&HeaderMap::new(), DATE), None);
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
