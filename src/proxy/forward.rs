@@ -1,0 +1,322 @@
+//! Requests that go to the origin on their own: a miss or revalidation outside coalescing
+//! ([`Proxy::forward`]), every other method ([`Proxy::pass`], then invalidation, RFC 9111 §4.4),
+//! and what every origin request is made of: the request sent ([`Proxy::origin_request`]), the
+//! answer with its times ([`Proxy::ask_origin`]) and whether it may be stored ([`Proxy::decide`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::{not_modified_headers, now_keep, upstream_failure, Proxy, Target};
+use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
+use crate::cache::key::normalize_host;
+use crate::cache::policy::{self, Freshness};
+use crate::cache::{control::CacheControl, CacheKey, Entry};
+use crate::clock::Millis;
+use crate::conditional;
+use crate::status::{CacheStatus, Detail, Fwd};
+use crate::upstream::{append_list, ip_value, remove_hop_by_hop, remove_where, via, UpstreamError};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Request fields removed before forwarding because they change what the origin serves without
+/// being part of the cache key.
+const UNKEYED_OVERRIDES: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "forwarded",
+];
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
+
+/// The origin's answer to one request, with the times §4.2.3 needs.
+pub(super) struct OriginResponse {
+    pub(super) parts: http::response::Parts,
+    pub(super) body: Incoming,
+    pub(super) request_time: Millis,
+    pub(super) response_time: Millis,
+}
+
+impl Proxy {
+    /// Goes to the origin on this request's own, without coalescing: a miss (`stale` None) or a
+    /// revalidation of `stale`. `key` is None when the response must not be stored (Range,
+    /// preconditions).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn forward(
+        &self,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        key: Option<CacheKey>,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        stale: Option<Arc<Entry>>,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        // A stored response is revalidated with its own validators, never the client's; a miss
+        // that may be stored fetches the full response and answers the client's conditionals
+        // locally.
+        let own_conditionals = key.is_some() && !req_cc.no_store;
+        let validators = stale.as_deref().filter(|e| e.has_validator());
+        // HEAD is forwarded as GET when the response may be stored, so a later GET is a hit and a
+        // stored body stays valid after revalidation.
+        let method = if key.is_some() { Method::GET } else { parts.method.clone() };
+        let req = self.origin_request(parts, target, peer, &method, UpBody::Empty, own_conditionals, validators);
+        let OriginResponse { parts: rp, body: rbody, request_time, response_time } = match self.ask_origin(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, None) {
+                    tracing::warn!(error = %e, "origin failed; serving stale");
+                    return served;
+                }
+                return upstream_failure(&e, fwd);
+            }
+        };
+        let mut status = CacheStatus::forward(fwd);
+        status.fwd_status = Some(rp.status.as_u16());
+
+        // §4.3.4: a 304 to our revalidation refreshes the stored response.
+        if rp.status == StatusCode::NOT_MODIFIED {
+            if let (Some(old), Some(key), true) = (stale.as_ref(), key, validators.is_some()) {
+                let canonical = target.canonical();
+                let (entry, stored) =
+                    self.refresh(&parts.headers, key, &canonical, old, &rp.headers, request_time, response_time);
+                match stored {
+                    Ok(()) => status.stored = true,
+                    Err(reason) => status.detail = Some(reason),
+                }
+                return self.serve_stored(parts, &entry, status, response_time);
+            }
+        }
+        // RFC 5861 §4: an error from the origin, and a stale response within its window.
+        if rp.status.is_server_error() {
+            if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, Some(rp.status)) {
+                return served;
+            }
+        }
+
+        let (decision, fresh, resp_cc) =
+            self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
+
+        let tee = match (decision, key) {
+            (Ok(()), Some(key)) => {
+                status.stored = true;
+                let tiers = self.tiers.clone();
+                let canonical = target.canonical();
+                let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
+                let keep_for = now_keep(&fresh, response_time, &self.cfg);
+                let sink = Box::new(move |body: bytes::Bytes| {
+                    tiers.insert(key, || canonical, Arc::new(template.with_body(body)), keep_for);
+                });
+                Some(Tee::new(self.cfg.cache.max_object_bytes as usize, content_length(&rp.headers), sink))
+            }
+            (Err(reason), key) => {
+                status.detail = Some(reason);
+                // §4.3.3: a full response that may not be stored still supersedes the stale one.
+                if let (Some(key), Some(old)) = (key, stale.as_ref()) {
+                    if !rp.status.is_server_error() {
+                        self.tiers.remove_variant(&key, old);
+                    }
+                }
+                None
+            }
+            (Ok(()), None) => None,
+        };
+
+        let body = OriginBody::new(rbody, self.cfg.timeouts.idle, tee);
+        // The client's own conditionals, answered from the fresh response.
+        if own_conditionals
+            && rp.status == StatusCode::OK
+            && conditional::is_conditional(&parts.headers)
+            && conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), fresh.last_modified)
+        {
+            tokio::spawn(drain(body));
+            let headers = not_modified_headers(&rp.headers);
+            return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
+        }
+        let body = if parts.method == Method::HEAD {
+            tokio::spawn(drain(body));
+            ProxyBody::empty()
+        } else {
+            ProxyBody::Origin(Box::new(body))
+        };
+        self.respond(rp.status, rp.headers, body, status)
+    }
+
+    /// Sends `req` to the origin. The answer's hop-by-hop fields are removed, `Date` is added when
+    /// missing (RFC 9110 §6.6.1) and `Via` appended: ready to forward and to store.
+    pub(super) async fn ask_origin(&self, req: Request<UpBody>) -> Result<OriginResponse, UpstreamError> {
+        let request_time = self.clock.now_millis();
+        let resp = self.upstream.send(req).await?;
+        let response_time = self.clock.now_millis();
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        ensure_date(&mut parts.headers, response_time);
+        append_list(&mut parts.headers, header::VIA, HeaderValue::from_static(via(parts.version)));
+        Ok(OriginResponse { parts, body, request_time, response_time })
+    }
+
+    /// Whether the response to a request may be stored, and its freshness.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide(
+        &self,
+        method: &Method,
+        req: &HeaderMap,
+        req_cc: &CacheControl,
+        key: Option<CacheKey>,
+        rp: &http::response::Parts,
+        request_time: Millis,
+        response_time: Millis,
+    ) -> (Result<(), Detail>, Freshness, CacheControl) {
+        let resp_cc = policy::response_cache_control(&rp.headers, &self.opts);
+        let mut decision = match key {
+            None if req.contains_key(header::RANGE) => Err(Detail::Partial),
+            None => Err(Detail::Precondition),
+            Some(_) => policy::storable(method, req, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
+        };
+        if decision.is_ok() && content_length(&rp.headers).is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
+            decision = Err(Detail::TooLarge);
+        }
+        let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
+        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
+            decision = Err(Detail::NoFreshness);
+        }
+        (decision, fresh, resp_cc)
+    }
+
+    /// Every other method: forwarded with its body streamed, then invalidation (RFC 9111 §4.4).
+    pub(super) async fn pass(
+        &self,
+        parts: request::Parts,
+        body: Incoming,
+        target: Target,
+        peer: SocketAddr,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let up_body = if http_body::Body::is_end_stream(&body) {
+            UpBody::Empty
+        } else {
+            UpBody::Stream(IdleBody::new(body, self.cfg.timeouts.request_body))
+        };
+        let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, false, None);
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        status.detail = Some(Detail::Method);
+        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(req).await {
+            Ok(r) => r,
+            Err(e) => return upstream_failure(&e, Fwd::Bypass),
+        };
+        status.fwd_status = Some(rp.status.as_u16());
+        if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
+            self.invalidate_after_unsafe(&target, &rp.headers);
+        }
+        let body = ProxyBody::Origin(Box::new(OriginBody::new(rbody, self.cfg.timeouts.idle, None)));
+        self.respond(rp.status, rp.headers, body, status)
+    }
+
+    /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
+    pub(super) fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
+        self.tiers.invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Some(pq) = same_origin_path(v, target) {
+                self.tiers.invalidate(&CacheKey::new("http", &target.host, &pq));
+            }
+        }
+    }
+
+    /// The request sent to the origin: hop-by-hop fields removed, `Host` as normalized (the key
+    /// is computed from exactly this), `Via` and `X-Forwarded-*` added.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn origin_request(
+        &self,
+        parts: &request::Parts,
+        target: &Target,
+        peer: SocketAddr,
+        method: &Method,
+        body: UpBody,
+        strip_conditionals: bool,
+        validators: Option<&Entry>,
+    ) -> Request<UpBody> {
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 6);
+        headers.clone_from(&parts.headers);
+        // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
+        // could make the origin answer something else under this key (cache poisoning).
+        remove_where(&mut headers, |name| UNKEYED_OVERRIDES.contains(&name));
+        if let Ok(h) = HeaderValue::from_str(&target.host) {
+            headers.insert(header::HOST, h.clone());
+            headers.insert(X_FORWARDED_HOST.clone(), h);
+        }
+        append_list(&mut headers, header::VIA, HeaderValue::from_static(via(parts.version)));
+        append_list(&mut headers, X_FORWARDED_FOR.clone(), ip_value(peer.ip()));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
+        append_list(
+            &mut headers,
+            SURROGATE_CAPABILITY.clone(),
+            HeaderValue::from_static("edgecache=\"Surrogate/1.0\""),
+        );
+        if strip_conditionals || validators.is_some() {
+            headers.remove(header::IF_NONE_MATCH);
+            headers.remove(header::IF_MODIFIED_SINCE);
+        }
+        if let Some(e) = validators {
+            if let Some(etag) = e.headers.get(&header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = e.headers.get(&header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = self.upstream.uri(&parts.uri, &target.path_and_query);
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+/// The path and query of `location` when it names the same origin as `host`.
+/// A reference is resolved against the target URI (RFC 9110 §10.2.2, RFC 3986 §5).
+fn same_origin_path(location: &str, target: &Target) -> Option<String> {
+    let base = url::Url::parse(&format!("http://{}{}", target.host, target.path_and_query)).ok()?;
+    let url = base.join(location.trim()).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str()?),
+        None => url.host_str()?.to_string(),
+    };
+    if normalize_host(&authority, "http")? != target.host {
+        return None;
+    }
+    let mut pq = url.path().to_string();
+    if let Some(q) = url.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Some(pq)
+}
+
+pub(super) fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// RFC 9110 §6.6.1: a response forwarded without `Date` gets one.
+fn ensure_date(h: &mut HeaderMap, now: Millis) {
+    if !h.contains_key(header::DATE) {
+        let d = httpdate::fmt_http_date(crate::clock::from_millis(now));
+        if let Ok(v) = HeaderValue::from_str(&d) {
+            h.insert(header::DATE, v);
+        }
+    }
+}
