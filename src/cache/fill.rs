@@ -94,8 +94,6 @@ struct State {
     readers: Vec<Option<usize>>,
     /// The whole body is kept (to be stored).
     retain: bool,
-    /// The whole body in one piece, once the filler has made it.
-    whole: Option<Bytes>,
 }
 
 /// One in-flight origin request and its response body, shared by every client of the key.
@@ -115,7 +113,6 @@ impl Fill {
                 end: None,
                 readers: Vec::new(),
                 retain: true,
-                whole: None,
             }),
             notify: Notify::new(),
         }
@@ -199,16 +196,10 @@ impl Fill {
         }
     }
 
-    /// The whole body, when it was kept. Readers that come later get it in one piece (see
-    /// [`FillReader::complete_body`]).
+    /// The whole body, when it was kept.
     pub fn whole(&self) -> Option<Bytes> {
-        let mut st = self.lock();
-        if !st.retain {
-            return None;
-        }
-        let whole = concat(&st.chunks, st.received);
-        st.whole = Some(whole.clone());
-        Some(whole)
+        let st = self.lock();
+        st.retain.then(|| concat(&st.chunks, st.received))
     }
 
     /// The body ended completely: readers get its end.
@@ -277,16 +268,21 @@ pub struct FillReader {
 
 impl FillReader {
     /// The whole body at once, when this reader has read nothing yet and the body is already
-    /// complete: it is then served as one block, without reading chunk by chunk.
+    /// complete in one chunk (a small response): it is then served as one block, without reading
+    /// chunk by chunk. The chunk is the origin connection's buffer, not the stored copy, whose
+    /// handle stays unshared until a hit needs it.
     pub fn complete_body(&mut self) -> Option<Bytes> {
         let st = self.fill.lock();
         if self.done || st.readers[self.slot] != Some(0) || !matches!(st.end, Some(Ok(()))) {
             return None;
         }
-        let whole = st.whole.clone()?;
+        if st.chunks.len() != 1 {
+            return None;
+        }
+        let only = st.chunks[0].clone();
         drop(st);
         self.done = true;
-        Some(whole)
+        Some(only)
     }
 
     /// The next chunk: `None` at the end of a complete body, `Some(Err)` when the fill failed.
@@ -409,7 +405,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_complete_body_is_read_in_one_piece_only_from_the_start() {
+    async fn a_complete_body_in_one_chunk_is_read_at_once_only_from_the_start() {
         let fill = Arc::new(Fill::new());
         let mut fresh = fill.reader().unwrap();
         let mut started = fill.reader().unwrap();
@@ -417,12 +413,18 @@ mod tests {
         assert_eq!(started.next().await.unwrap().unwrap(), Bytes::from_static(b"ab"));
         fill.push_last(Bytes::from_static(b"cd"), 100);
         assert!(fresh.complete_body().is_none(), "not complete yet");
-        fill.whole();
         fill.complete();
         assert!(started.complete_body().is_none(), "this reader is past the start");
         assert_eq!(started.next().await.unwrap().unwrap(), Bytes::from_static(b"cd"));
-        assert_eq!(fresh.complete_body().unwrap(), Bytes::from_static(b"abcd"));
-        assert!(fresh.next().await.is_none(), "nothing after the whole body");
+        assert!(fresh.complete_body().is_none(), "two chunks are read one by one");
+        assert_eq!(fresh.next().await.unwrap().unwrap(), Bytes::from_static(b"ab"));
+
+        let one = Arc::new(Fill::new());
+        let mut r = one.reader().unwrap();
+        one.push_last(Bytes::from_static(b"whole"), 100);
+        one.complete();
+        assert_eq!(r.complete_body().unwrap(), Bytes::from_static(b"whole"));
+        assert!(r.next().await.is_none(), "nothing after the whole body");
     }
 
     #[tokio::test]
