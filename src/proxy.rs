@@ -447,9 +447,15 @@ fn finish(
             v.insert(ours);
         }
         header::Entry::Occupied(mut o) => {
-            let theirs: Vec<&str> = o.iter().filter_map(|v| v.to_str().ok()).collect();
-            let joined = format!("{}, {}", ours.to_str().unwrap_or(""), theirs.join(", "));
-            o.insert(HeaderValue::from_str(&joined).unwrap_or(ours));
+            // A cache behind this one (or the origin) said its own: ours goes first. Written
+            // into one buffer that becomes the value, as every response of a tiered setup does.
+            let mut joined = String::with_capacity(ours.len() + o.iter().map(|v| v.len() + 2).sum::<usize>());
+            joined.push_str(ours.to_str().unwrap_or(""));
+            for theirs in o.iter().filter_map(|v| v.to_str().ok()) {
+                joined.push_str(", ");
+                joined.push_str(theirs);
+            }
+            o.insert(HeaderValue::try_from(joined).unwrap_or(ours));
         }
     }
     let mut resp = Response::new(body);
