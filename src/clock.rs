@@ -68,6 +68,13 @@ impl Clock for ManualClock {
     }
 }
 
+/// An HTTP date field value (RFC 9110 §5.6.7, any of its three formats, surrounding white space
+/// allowed) in milliseconds since the epoch; `None` when it is not one.
+pub fn http_date(value: &[u8]) -> Option<Millis> {
+    let text = std::str::from_utf8(value).ok()?;
+    httpdate::parse_http_date(text.trim()).ok().map(to_millis)
+}
+
 /// Milliseconds since the epoch for `t` (0 before the epoch).
 pub fn to_millis(t: SystemTime) -> Millis {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -40,10 +40,10 @@ pub fn not_modified(req: &HeaderMap, etag: Option<&http::HeaderValue>, last_modi
             .any(|list| list.trim() == "*" || EntityTags::new(list).any(|t| t == ours));
     }
     if let Some(ims) = req.get(header::IF_MODIFIED_SINCE) {
-        let Some(ims) = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok()) else {
+        let Some(ims) = crate::clock::http_date(ims.as_bytes()) else {
             return false;
         };
-        return last_modified <= crate::clock::to_millis(ims);
+        return last_modified <= ims;
     }
     false
 }

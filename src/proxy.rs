@@ -331,7 +331,7 @@ impl Proxy {
                 let len = body.len() as u64;
                 let etag = entry.etag();
                 let etag = etag.as_ref().and_then(|e| e.to_str().ok());
-                match range::evaluate(range, &parts.headers, len, etag, strong_last_modified(entry)) {
+                match range::evaluate(range, &parts.headers, len, etag, || strong_last_modified(entry)) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
                         code = StatusCode::PARTIAL_CONTENT;
@@ -398,8 +398,7 @@ fn target(parts: &request::Parts) -> Result<Target, &'static str> {
 /// `Date` is at least a second later). Not the `Date` fallback `If-Modified-Since` uses: an
 /// `If-Range` date must match a `Last-Modified` the origin sent (§13.1.5).
 fn strong_last_modified(entry: &Entry) -> Option<Millis> {
-    let lm = entry.headers.get(&header::LAST_MODIFIED)?;
-    let lm = crate::clock::to_millis(httpdate::parse_http_date(lm.to_str().ok()?.trim()).ok()?);
+    let lm = crate::clock::http_date(entry.headers.get(&header::LAST_MODIFIED)?.as_bytes())?;
     (entry.freshness.times.date >= lm.saturating_add(1000)).then_some(lm)
 }
 

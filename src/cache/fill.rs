@@ -13,7 +13,7 @@
 //! - [`Outcome::Stream`]: a storable response is arriving. Each client reads the body through its
 //!   own [`FillReader`] from the first byte, at its own pace: one that joins mid-fill gets the bytes
 //!   so far at once, then the rest as they arrive. When the body is complete it is stored; a
-//!   reader that starts after that gets it in one piece.
+//!   reader that starts after that, on a body that came in one chunk, gets it in one piece.
 //! - [`Outcome::Entry`]: the origin confirmed the stored response (`304`); serve the refreshed entry.
 //! - [`Outcome::Pass`]: the response may not be shared. One client (the first to ask) takes it; the
 //!   others go to the origin on their own, and the key is remembered as not cacheable for a while

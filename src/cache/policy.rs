@@ -193,17 +193,12 @@ pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Mill
     LAST_DATES.with_borrow_mut(|memo| match memo.get_mut(slot) {
         Some(last) if last.0 == v => last.1,
         Some(last) if v.len() <= 32 => {
-            let parsed = parse_date(v);
+            let parsed = crate::clock::http_date(v);
             *last = (bytes::Bytes::copy_from_slice(v), parsed);
             parsed
         }
-        _ => parse_date(v),
+        _ => crate::clock::http_date(v),
     })
-}
-
-fn parse_date(v: &[u8]) -> Option<Millis> {
-    let v = std::str::from_utf8(v).ok()?;
-    httpdate::parse_http_date(v.trim()).ok().map(crate::clock::to_millis)
 }
 
 thread_local! {
