@@ -2,15 +2,19 @@
 //! (hop-by-hop removal, `Via`, `X-Forwarded-*`).
 
 use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::body::{BodyTimeout, UpBody};
 use crate::config::Config;
@@ -32,7 +36,7 @@ pub enum UpstreamError {
 /// Pooled client to the one origin.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpBody>,
+    client: Client<Connector, UpBody>,
     first_byte: Duration,
     /// `http`, and the origin's authority: every origin request's URI starts with them.
     scheme: Scheme,
@@ -51,7 +55,7 @@ impl Upstream {
             .pool_max_idle_per_host(1024)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(conn);
+            .build(Connector(conn));
         Upstream {
             client,
             first_byte: cfg.timeouts.first_byte,
@@ -84,6 +88,75 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e)),
         }
+    }
+}
+
+/// hyper-util's TCP connector, with connections that describe themselves as plain ones: its
+/// own attach the addresses (`HttpInfo`) to every response, two allocations per origin response
+/// that nothing here reads.
+#[derive(Clone)]
+pub struct Connector(HttpConnector);
+
+type Connecting = Pin<Box<dyn Future<Output = Result<OriginConn, BoxError>> + Send>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = OriginConn;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { Ok(OriginConn(connecting.await?)) })
+    }
+}
+
+/// A TCP connection to the origin.
+pub struct OriginConn(TokioIo<TcpStream>);
+
+impl Connection for OriginConn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for OriginConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for OriginConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -141,13 +214,19 @@ pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
         return;
     }
     if doomed.contains(&header::CONNECTION) {
-        let listed = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok());
-        doomed.extend(listed.collect::<Vec<_>>());
+        let mut listed = Vec::new();
+        for token in h.get_all(header::CONNECTION).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
+            let token = token.trim_ascii();
+            // Most lists say only `keep-alive` (a field already doomed above when present) or
+            // `close` (a reserved name, RFC 9110 §7.6.1: no field has it); nothing to parse then.
+            if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(&token.to_ascii_lowercase()) {
+                listed.push(name);
+            }
+        }
+        doomed.extend(listed);
     }
     for name in doomed {
         h.remove(name);
@@ -170,7 +249,7 @@ pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
             v.insert(value);
         }
         header::Entry::Occupied(mut o) => {
-            let mut joined: Vec<u8> = Vec::new();
+            let mut joined = Vec::with_capacity(o.iter().map(|v| v.len() + 2).sum::<usize>() + value.len());
             for v in o.iter().filter(|v| !v.is_empty()) {
                 joined.extend_from_slice(v.as_bytes());
                 joined.extend_from_slice(b", ");
