@@ -8,6 +8,7 @@ pub mod headers;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod ready;
 pub mod shared;
 pub mod tiers;
 pub mod vary;

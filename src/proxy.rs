@@ -322,7 +322,7 @@ impl Proxy {
             headers.insert(header::AGE, age);
             return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
-        let mut headers = entry.headers.to_map_with_capacity(3);
+        let mut headers = crate::cache::ready::header_map(entry, 3);
         headers.insert(header::AGE, age);
         let mut code = entry.status;
         let mut body = entry.body.clone();
