@@ -19,6 +19,7 @@ mod forward;
 use crate::cache::fill::Inflight;
 use crate::cache::key::normalize_host;
 use crate::cache::policy::{self, Freshness, PolicyOptions, Usable};
+use crate::cache::ready::{self, Head};
 use crate::cache::shared::SharedTier;
 use crate::cache::tiers::Tiers;
 use crate::cache::{control::CacheControl, vary, CacheKey, Entry, MemoryTier};
@@ -50,6 +51,8 @@ pub struct Proxy {
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
     strip_known: bool,
+    /// One of them is a field a 304 carries: 304s from the store are stripped too.
+    strip_not_modified: bool,
 }
 
 /// Where a request goes, as forwarded: normalized host and the path and query.
@@ -95,6 +98,7 @@ impl Proxy {
             inflight: Inflight::default(),
             hit_for_pass: coalesce::HitForPass::new(cfg.coalescing.hit_for_pass),
             strip_known: strip.iter().any(crate::cache::headers::is_known),
+            strip_not_modified: strip.iter().any(|s| conditional::NOT_MODIFIED_FIELDS.contains(s)),
             strip,
             upstream: Upstream::new(&cfg),
             clock,
@@ -318,11 +322,14 @@ impl Proxy {
             && conditional::is_conditional(&parts.headers)
             && conditional::not_modified(&parts.headers, entry.etag().as_ref(), entry.freshness.last_modified)
         {
-            let mut headers = not_modified_stored(&entry.headers);
+            let mut headers = ready::header_map(entry, Head::NotModified, || not_modified_stored(&entry.headers));
             headers.insert(header::AGE, age);
+            if !self.strip_not_modified {
+                return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
+            }
             return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
         }
-        let mut headers = crate::cache::ready::header_map(entry, 3);
+        let mut headers = ready::header_map(entry, Head::Full, || entry.headers.to_map_with_capacity(3));
         headers.insert(header::AGE, age);
         let mut code = entry.status;
         let mut body = entry.body.clone();

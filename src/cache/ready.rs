@@ -2,8 +2,9 @@
 //!
 //! A hit answers with a `HeaderMap` built from the entry's compact header block: every value is
 //! checked again (`HeaderValue` demands it) and every name hashed into a new table, about 4k
-//! instructions for a usual response, more than half of what this proxy adds to a hit. Cloning
-//! a map built once costs a fraction of that. Keeping a map in every entry would double what a
+//! instructions for a usual response, more than half of what this proxy adds to a hit; a 304
+//! from the store selects its fields the same way. Cloning a map built once costs a fraction of
+//! that. Keeping a map in every entry would double what a
 //! small object costs in memory, so only a few are kept: each worker thread has a small table,
 //! indexed by the entry's address, of maps it built. An occupant that keeps being served stays;
 //! one that is not gives its slot to the next entry served there (a second chance, as in CLOCK),
@@ -28,9 +29,18 @@ pub const SLOTS: usize = 64;
 /// Times an occupant can be passed over before it loses its slot.
 const MAX_USES: u8 = 3;
 
+/// Which head of an entry.
+#[derive(Clone, Copy)]
+pub enum Head {
+    /// Every stored field: a 200 (or the stored status) from the store.
+    Full = 0,
+    /// The fields of a 304 (RFC 9110 §15.4.5).
+    NotModified = 1,
+}
+
 struct Slot {
     entry: Weak<Entry>,
-    map: HeaderMap,
+    maps: [Option<HeaderMap>; 2],
     uses: u8,
 }
 
@@ -38,25 +48,28 @@ thread_local! {
     static READY: RefCell<[Option<Slot>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
-/// The stored header fields of `entry` as a map, with room for `extra` more when it is built.
-pub fn header_map(entry: &Arc<Entry>, extra: usize) -> HeaderMap {
+/// The `head` of `entry` as a map: a copy of the one kept, or `build`'s, which is kept when
+/// the slot is free for it.
+pub fn header_map(entry: &Arc<Entry>, head: Head, build: impl FnOnce() -> HeaderMap) -> HeaderMap {
     let at = slot_of(entry);
     READY.with_borrow_mut(|slots| {
         let slot = &mut slots[at];
         match slot {
             Some(s) if std::ptr::eq(s.entry.as_ptr(), Arc::as_ptr(entry)) => {
                 s.uses = (s.uses + 1).min(MAX_USES);
-                return s.map.clone();
+                return s.maps[head as usize].get_or_insert_with(build).clone();
             }
             Some(s) if s.uses > 0 && s.entry.strong_count() > 0 => {
                 // Another entry's slot, served recently: it keeps it, one chance fewer.
                 s.uses -= 1;
-                return entry.headers.to_map_with_capacity(extra);
+                return build();
             }
             _ => {}
         }
-        let map = entry.headers.to_map_with_capacity(extra);
-        *slot = Some(Slot { entry: Arc::downgrade(entry), map: map.clone(), uses: 0 });
+        let map = build();
+        let mut maps = [None, None];
+        maps[head as usize] = Some(map.clone());
+        *slot = Some(Slot { entry: Arc::downgrade(entry), maps, uses: 0 });
         map
     })
 }
@@ -102,9 +115,11 @@ mod tests {
     #[test]
     fn a_kept_map_is_the_map_the_entry_builds() {
         let e = entry("\"1\"");
-        let built = e.headers.to_map();
+        let full = e.headers.to_map();
+        let etag_only = e.headers.select(1, |n| n == "etag");
         for _ in 0..3 {
-            assert_eq!(header_map(&e, 2), built);
+            assert_eq!(header_map(&e, Head::Full, || e.headers.to_map()), full);
+            assert_eq!(header_map(&e, Head::NotModified, || e.headers.select(1, |n| n == "etag")), etag_only);
         }
     }
 
@@ -116,14 +131,14 @@ mod tests {
             let tag: &'static str = Box::leak(format!("\"{i}\"").into_boxed_str());
             let e = entry(tag);
             for _ in 0..2 {
-                assert_eq!(header_map(&e, 0).get(http::header::ETAG).unwrap(), tag);
+                assert_eq!(header_map(&e, Head::Full, || e.headers.to_map()).get(http::header::ETAG).unwrap(), tag);
             }
             if i % 2 == 0 {
                 alive.push((e, tag));
             }
         }
         for (e, tag) in &alive {
-            assert_eq!(header_map(e, 0).get(http::header::ETAG).unwrap(), *tag);
+            assert_eq!(header_map(e, Head::Full, || e.headers.to_map()).get(http::header::ETAG).unwrap(), *tag);
         }
     }
 }
