@@ -158,7 +158,9 @@ impl CacheStatus {
 
     /// The `Cache-Status` member for this cache, e.g. `edgecache; fwd=uri-miss; fwd-status=200; stored`.
     pub fn header_value(&self) -> HeaderValue {
-        let mut s = String::with_capacity(64);
+        // Written on the stack and copied once into a block of its exact size: a `String` with
+        // room to spare becomes a value only through a second allocation (bytes' shared header).
+        let mut s = Member { buf: [0; 192], len: 0 };
         s.push_str(CACHE_NAME);
         if self.hit {
             s.push_str("; hit");
@@ -188,8 +190,23 @@ impl CacheStatus {
             s.push_str("; detail=");
             s.push_str(detail.as_str());
         }
-        // Only ASCII tokens and digits were written; the string's buffer becomes the value.
-        HeaderValue::try_from(s).expect("cache-status is ascii")
+        // Only ASCII tokens and digits were written.
+        HeaderValue::from_bytes(&s.buf[..s.len]).expect("cache-status is ascii")
+    }
+}
+
+/// A `Cache-Status` member being written: every part is a known token or a number, and the
+/// longest member fits many times over (a part that would not fit is cut, never a panic).
+struct Member {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Member {
+    fn push_str(&mut self, part: &str) {
+        let end = (self.len + part.len()).min(self.buf.len());
+        self.buf[self.len..end].copy_from_slice(&part.as_bytes()[..end - self.len]);
+        self.len = end;
     }
 }
 

@@ -109,7 +109,8 @@ impl Proxy {
             (Ok(()), Some(key)) => {
                 status.stored = true;
                 let tiers = self.tiers.clone();
-                let canonical = target.canonical();
+                // The URL is written into shared-tier envelopes only.
+                let canonical = self.tiers.shared.as_ref().map(|_| target.canonical()).unwrap_or_default();
                 let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
                 let keep_for = now_keep(&fresh, response_time, &self.cfg);
                 let sink = Box::new(move |body: bytes::Bytes| {
