@@ -3,8 +3,12 @@
 # deterministic, so two builds can be compared on a shared, noisy machine where timings cannot.
 #
 #   cargo build --release && benches/instructions.sh [hit|inm|miss] [BIN ...]
+#   ORIGIN=nginx benches/instructions.sh miss [BIN ...]
 #
-# Node A (`--demo`, origin of /bytes/1024/<path>) runs natively; the measured node runs under
+# The origin runs natively: node A (`--demo`, /bytes/1024/<path>, itself an edgecache, so its
+# responses carry `Via` and `Cache-Status` as in a tiered setup), or with ORIGIN=nginx an nginx
+# serving one 1 KiB file for every path with `Cache-Control: public, max-age=3600`, `ETag` and
+# `Last-Modified`, as the side-by-side harness's origin does. The measured node runs under
 # `valgrind --tool=callgrind`; wrk drives it for a warm-up, counters are zeroed, then 4 s are
 # counted and divided by the requests wrk completed. Kernel work (the socket calls) is not
 # counted, and SHA-256 runs its portable code under valgrind (no SHA extensions), so the key
@@ -21,15 +25,46 @@ needs valgrind callgrind_control callgrind_annotate wrk curl
 
 
 APORT=$(free_port)
-printf '[cache]\nmemory = "1MiB"\nmax_object_size = "64KiB"\n' >"$TMP/a.toml"
 printf '[cache]\nmemory = "1GiB"\n' >"$TMP/b.toml"
-"${BINS[0]}" --config "$TMP/a.toml" --demo --listen "127.0.0.1:$APORT" --no-access-log >"$TMP/a.log" 2>&1 &
+case ${ORIGIN:-demo} in
+  demo)
+    printf '[cache]\nmemory = "1MiB"\nmax_object_size = "64KiB"\n' >"$TMP/a.toml"
+    "${BINS[0]}" --config "$TMP/a.toml" --demo --listen "127.0.0.1:$APORT" --no-access-log >"$TMP/a.log" 2>&1 &
+    HOT=/bytes/1024/hot MISS=/bytes/1024/ ;;
+  nginx)
+    needs nginx
+    mkdir -p "$TMP/nginx/tmp"
+    head -c 1024 /dev/urandom >"$TMP/nginx/1k"
+    # Workers run as root when the master does: the scratch directory is the caller's alone.
+    user=""; [[ $(id -u) == 0 ]] && user="user root;"
+    cat >"$TMP/nginx/nginx.conf" <<CONF
+$user
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path $TMP/nginx/tmp;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$APORT;
+        root $TMP/nginx;
+        location / { add_header Cache-Control "public, max-age=3600"; try_files /1k =404; }
+    }
+}
+CONF
+    nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/a.log" 2>&1 &
+    HOT=/hit/1k MISS=/u/ ;;
+  *) echo "ORIGIN is demo or nginx" >&2; exit 2 ;;
+esac
 PIDS+=($!)
 wait_http "127.0.0.1:$APORT"
-cat >"$TMP/miss.lua" <<'LUA'
+cat >"$TMP/miss.lua" <<LUA
 local n = 0
 local nonce = os.getenv("NONCE") or "0"
-function request() n = n + 1; return wrk.format(nil, "/bytes/1024/" .. nonce .. "-" .. n) end
+function request() n = n + 1; return wrk.format(nil, "$MISS" .. nonce .. "-" .. n) end
 LUA
 
 for bin in "${BINS[@]}"; do
@@ -38,7 +73,7 @@ for bin in "${BINS[@]}"; do
     --origin "http://127.0.0.1:$APORT" --listen "127.0.0.1:$BPORT" --no-access-log >"$TMP/b.log" 2>&1 &
   B=$!
   wait_http "127.0.0.1:$BPORT"
-  url="http://127.0.0.1:$BPORT/bytes/1024/hot"
+  url="http://127.0.0.1:$BPORT$HOT"
   etag=$(curl -s -D - -o /dev/null "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
   case $SC in
     hit) args=("$url") ;;

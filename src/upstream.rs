@@ -294,6 +294,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_named_by_connection_go_with_the_hop_by_hop_ones() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "Keep-Alive, X-Private , close"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+
+        // Only `keep-alive` listed, no Keep-Alive field: nothing else goes.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["etag"]);
+    }
+
+    #[test]
     fn ip_values_are_written_as_addresses() {
         for ip in ["0.0.0.0", "127.0.0.1", "10.20.3.255", "255.255.255.255", "::1", "2001:db8::8a2e:370:7334"] {
             let v = ip_value(ip.parse().unwrap());
