@@ -320,7 +320,11 @@ impl Proxy {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, entry.etag().as_ref(), entry.freshness.last_modified)
+            && conditional::not_modified(
+                &parts.headers,
+                entry.headers.get_bytes(&header::ETAG),
+                entry.freshness.last_modified,
+            )
         {
             let mut headers = ready::header_map(entry, Head::NotModified, || not_modified_stored(&entry.headers));
             headers.insert(header::AGE, age);

@@ -291,14 +291,25 @@ impl StoredHeaders {
         map
     }
 
+    /// The first field `name`.
+    fn find(&self, name: &HeaderName) -> Option<Field> {
+        self.fields().find(|f| self.name_of(f) == name.as_str())
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
-        self.fields().find(|f| self.name_of(f) == name.as_str()).and_then(|f| self.value_of(&f))
+        self.find(name).and_then(|f| self.value_of(&f))
+    }
+
+    /// The first value of `name` as stored, without making a `HeaderValue` of it (its bytes were
+    /// checked when it was stored).
+    pub fn get_bytes(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.find(name).map(|f| &self.block[f.value.0..f.value.1])
     }
 
     /// True when a field `name` is present.
     pub fn contains(&self, name: &HeaderName) -> bool {
-        self.fields().any(|f| self.name_of(&f) == name.as_str())
+        self.find(name).is_some()
     }
 
     /// Every field, as (lowercase name, value bytes), in order.

@@ -159,7 +159,11 @@ impl Proxy {
     ) -> (Response<ProxyBody>, CacheStatus) {
         if head.status == StatusCode::OK
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, head.headers.get(header::ETAG), head.last_modified)
+            && conditional::not_modified(
+                &parts.headers,
+                head.headers.get(header::ETAG).map(|v| v.as_bytes()),
+                head.last_modified,
+            )
         {
             return self.respond(
                 StatusCode::NOT_MODIFIED,

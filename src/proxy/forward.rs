@@ -136,7 +136,11 @@ impl Proxy {
         if own_conditionals
             && rp.status == StatusCode::OK
             && conditional::is_conditional(&parts.headers)
-            && conditional::not_modified(&parts.headers, rp.headers.get(header::ETAG), fresh.last_modified)
+            && conditional::not_modified(
+                &parts.headers,
+                rp.headers.get(header::ETAG).map(|v| v.as_bytes()),
+                fresh.last_modified,
+            )
         {
             tokio::spawn(drain(body));
             let headers = not_modified_headers(&rp.headers);
