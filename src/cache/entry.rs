@@ -90,6 +90,30 @@ impl Entry {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// A stored 200 with `headers` and `body`, stored at time 0 and fresh for `lifetime` seconds.
+    pub(crate) fn for_tests(headers: &HeaderMap, body: Bytes, lifetime: u32) -> std::sync::Arc<Entry> {
+        use super::policy::Times;
+        std::sync::Arc::new(Entry {
+            status: StatusCode::OK,
+            headers: StoredHeaders::from_map(headers),
+            body,
+            vary: Box::new([]),
+            freshness: Freshness {
+                times: Times { request_time: 0, response_time: 0, date: 0, age_value: 0 },
+                lifetime,
+                no_cache: false,
+                no_stale: false,
+                strict: false,
+                stale_while_revalidate: 0,
+                stale_if_error: 0,
+                last_modified: 0,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -187,28 +187,11 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::headers::StoredHeaders;
-    use crate::cache::policy::{Freshness, Times};
     use crate::clock::ManualClock;
     use bytes::Bytes;
 
     fn entry() -> Arc<Entry> {
-        Arc::new(Entry {
-            status: http::StatusCode::OK,
-            headers: StoredHeaders::from_map(&HeaderMap::new()),
-            body: Bytes::from_static(b"body"),
-            vary: Box::new([]),
-            freshness: Freshness {
-                times: Times { request_time: 0, response_time: 0, date: 0, age_value: 0 },
-                lifetime: 10,
-                no_cache: false,
-                no_stale: false,
-                strict: false,
-                stale_while_revalidate: 0,
-                stale_if_error: 0,
-                last_modified: 0,
-            },
-        })
+        Entry::for_tests(&HeaderMap::new(), Bytes::from_static(b"body"), 10)
     }
 
     #[test]

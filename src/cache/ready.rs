@@ -84,9 +84,7 @@ fn slot_of(entry: &Arc<Entry>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::headers::StoredHeaders;
-    use crate::cache::policy::{Freshness, Times};
-    use http::{HeaderValue, StatusCode};
+    use http::HeaderValue;
 
     fn entry(etag: &'static str) -> Arc<Entry> {
         let mut h = HeaderMap::new();
@@ -94,22 +92,7 @@ mod tests {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         h.append(http::header::LINK, HeaderValue::from_static("</a>; rel=preload"));
         h.append(http::header::LINK, HeaderValue::from_static("</b>; rel=preload"));
-        Arc::new(Entry {
-            status: StatusCode::OK,
-            headers: StoredHeaders::from_map(&h),
-            body: bytes::Bytes::new(),
-            vary: Box::new([]),
-            freshness: Freshness {
-                times: Times { request_time: 0, response_time: 0, date: 0, age_value: 0 },
-                lifetime: 10,
-                no_cache: false,
-                no_stale: false,
-                strict: false,
-                stale_while_revalidate: 0,
-                stale_if_error: 0,
-                last_modified: 0,
-            },
-        })
+        Entry::for_tests(&h, bytes::Bytes::new(), 10)
     }
 
     #[test]
