@@ -64,20 +64,12 @@ impl Upstream {
         }
     }
 
-    /// The absolute URI of `path_and_query` at the origin. The client's own path is reused
-    /// (no copy, no parse) when it is the same text.
-    pub fn uri(&self, client_uri: &Uri, path_and_query: &str) -> Uri {
-        let pq = match client_uri.path_and_query() {
-            Some(pq) if pq.as_str() == path_and_query => pq.clone(),
-            _ => match PathAndQuery::try_from(path_and_query) {
-                Ok(pq) => pq,
-                Err(_) => PathAndQuery::from_static("/"),
-            },
-        };
+    /// The absolute URI of `path_and_query` at the origin (the client's own bytes, not copied).
+    pub fn uri(&self, path_and_query: &PathAndQuery) -> Uri {
         let mut parts = uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
+        parts.path_and_query = Some(path_and_query.clone());
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
     }
 

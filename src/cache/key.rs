@@ -5,6 +5,7 @@
 //! produce the same bytes. The digest is the same on every machine, so it can name objects in a
 //! shared store.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -123,15 +124,62 @@ impl fmt::Debug for CacheKey {
     }
 }
 
+/// [`HOST_BYTE`] flags.
+const INVALID: u8 = 1;
+const UPPER: u8 = 2;
+
+/// What each byte is in a reg-name (RFC 3986 §3.2.2: unreserved, sub-delims, `%`): valid (0),
+/// valid uppercase ([`UPPER`]) or [`INVALID`].
+static HOST_BYTE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+        {
+            t[b] = 0;
+        } else if c.is_ascii_uppercase() {
+            t[b] = UPPER;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Normalizes a `Host` / authority value: lowercase, default port for `scheme` removed, trailing
 /// dot of a fully-qualified name removed. Returns `None` for a value that is not a valid
 /// `uri-host [ ":" port ]`.
 pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
+    normalized_host(raw, scheme).map(Cow::into_owned)
+}
+
+/// [`normalize_host`], borrowed from `raw` when that is already normal (almost every request's
+/// `Host`): no allocation then.
+pub fn normalized_host<'a>(raw: &'a str, scheme: &str) -> Option<Cow<'a, str>> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 255 {
         return None;
     }
-    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+    let (host, port): (Cow<'a, str>, Option<&str>) = if let Some(rest) = raw.strip_prefix('[') {
         // IP-literal
         let end = rest.find(']')?;
         let (lit, after) = (&rest[..end], &rest[end + 1..]);
@@ -142,38 +190,28 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
             "" => None,
             p => Some(p.strip_prefix(':')?),
         };
-        (format!("[{}]", lit.to_ascii_lowercase()), port)
+        let host = if lit.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(format!("[{}]", lit.to_ascii_lowercase()))
+        } else {
+            Cow::Borrowed(&raw[..end + 2])
+        };
+        (host, port)
     } else {
         let (h, p) = match raw.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (raw, None),
         };
-        let valid = |b: u8| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        };
-        if h.is_empty() || !h.bytes().all(valid) {
+        // One pass: every byte valid, and whether any is uppercase.
+        let mut seen = 0u8;
+        for b in h.bytes() {
+            seen |= HOST_BYTE[b as usize];
+        }
+        if h.is_empty() || seen & INVALID != 0 {
             return None;
         }
         let h = h.strip_suffix('.').unwrap_or(h);
-        (h.to_ascii_lowercase(), p)
+        let host = if seen & UPPER != 0 { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) };
+        (host, p)
     };
     let port = match port {
         None | Some("") => None,
@@ -181,7 +219,7 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
             if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            let n: u32 = p.parse().ok()?;
+            let n = p.bytes().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
             if n > 65535 {
                 return None;
             }
@@ -190,18 +228,27 @@ pub fn normalize_host(raw: &str, scheme: &str) -> Option<String> {
                 "https" => 443,
                 _ => 0,
             };
-            (n != default).then_some(n)
+            (n != default).then_some((n, p))
         }
     };
-    Some(match port {
-        Some(p) => {
-            let mut s = host;
-            s.push(':');
-            s.push_str(itoa::Buffer::new().format(p));
-            s
+    let Some((n, written)) = port else {
+        // A borrowed host is a prefix of `raw`.
+        return Some(host);
+    };
+    if let Cow::Borrowed(h) = host {
+        // `raw` is exactly the normal form: host, ':' and the port as written, without leading
+        // zeros.
+        if !written.starts_with('0') && raw.len() == h.len() + 1 + written.len() {
+            return Some(Cow::Borrowed(raw));
         }
-        None => host,
-    })
+    }
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    let mut s = String::with_capacity(host.len() + 1 + digits.len());
+    s.push_str(&host);
+    s.push(':');
+    s.push_str(digits);
+    Some(Cow::Owned(s))
 }
 
 #[cfg(test)]
@@ -223,6 +270,19 @@ mod tests {
         assert_eq!(normalize_host("example.com.:8080", "http").as_deref(), Some("example.com:8080"));
         assert_eq!(normalize_host("[::1]:80", "http").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("127.0.0.1:8080", "http").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(normalize_host("127.0.0.1:08080", "http").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(normalize_host("Example.com.", "http").as_deref(), Some("example.com"));
+        assert_eq!(normalize_host("[::ABC]:8080", "http").as_deref(), Some("[::abc]:8080"));
+        assert_eq!(normalize_host(" example.com: ", "http").as_deref(), Some("example.com"));
+        // Already normal: borrowed, nothing allocated.
+        for normal in ["example.com", "example.com:8080", "127.0.0.1:8080", "[::1]", "[::1]:8080"] {
+            assert!(matches!(normalized_host(normal, "http"), Some(Cow::Borrowed(h)) if h == normal), "{normal}");
+        }
+        for (changed, normal) in
+            [("example.com:80", "example.com"), ("Example.com", "example.com"), ("a.b.:81", "a.b:81")]
+        {
+            assert_eq!(normalized_host(changed, "http").as_deref(), Some(normal));
+        }
         for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80"] {
             assert_eq!(normalize_host(bad, "http"), None, "{bad}");
         }

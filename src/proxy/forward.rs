@@ -226,7 +226,7 @@ impl Proxy {
 
     /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
     pub(super) fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
-        self.tiers.invalidate(&CacheKey::new("http", &target.host, &target.path_and_query));
+        self.tiers.invalidate(&CacheKey::new("http", &target.host, target.path_and_query.as_str()));
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -257,15 +257,9 @@ impl Proxy {
         // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
         // could make the origin answer something else under this key (cache poisoning).
         remove_where(&mut headers, |name| UNKEYED_OVERRIDES.contains(&name));
-        // The client's own `Host` value when it is already in normal form (no copy).
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) if h.as_bytes() == target.host.as_bytes() => Ok(h.clone()),
-            _ => HeaderValue::from_str(&target.host),
-        };
-        if let Ok(h) = host {
-            headers.insert(header::HOST, h.clone());
-            headers.insert(X_FORWARDED_HOST.clone(), h);
-        }
+        // The client's own `Host` value when it was already in normal form (no copy).
+        headers.insert(header::HOST, target.host.0.clone());
+        headers.insert(X_FORWARDED_HOST.clone(), target.host.0.clone());
         append_list(&mut headers, header::VIA, HeaderValue::from_static(via(parts.version)));
         append_list(&mut headers, X_FORWARDED_FOR.clone(), ip_value(peer.ip()));
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -289,7 +283,7 @@ impl Proxy {
         }
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
-        *req.uri_mut() = self.upstream.uri(&parts.uri, &target.path_and_query);
+        *req.uri_mut() = self.upstream.uri(&target.path_and_query);
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
         req
@@ -308,7 +302,7 @@ fn same_origin_path(location: &str, target: &Target) -> Option<String> {
         Some(p) => format!("{}:{p}", url.host_str()?),
         None => url.host_str()?.to_string(),
     };
-    if normalize_host(&authority, "http")? != target.host {
+    if normalize_host(&authority, "http")? != *target.host {
         return None;
     }
     let mut pq = url.path().to_string();
