@@ -53,8 +53,6 @@ pub struct Proxy {
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
     strip_known: bool,
-    /// One of them is a field a 304 carries: 304s from the store are stripped too.
-    strip_not_modified: bool,
 }
 
 /// Where a request goes, as forwarded: normalized host and the path and query. Both share the
@@ -131,7 +129,6 @@ impl Proxy {
             inflight: Inflight::default(),
             hit_for_pass: coalesce::HitForPass::new(cfg.coalescing.hit_for_pass),
             strip_known: strip.iter().any(crate::cache::headers::is_known),
-            strip_not_modified: strip.iter().any(|s| conditional::NOT_MODIFIED_FIELDS.contains(s)),
             strip,
             upstream: Upstream::new(&cfg),
             clock,
@@ -351,6 +348,16 @@ impl Proxy {
         now: Millis,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let age = HeaderValue::from(entry.freshness.age_secs(now));
+        // Nothing to strip when every stored name is a common one and none of them is targeted:
+        // then the strip pass is skipped, whichever fields of the entry are sent.
+        let clean = entry.headers.all_known() && !self.strip_known;
+        let send = |code, headers, body| {
+            if clean {
+                finish(code, headers, body, status)
+            } else {
+                self.respond(code, headers, body, status)
+            }
+        };
         if entry.status.is_success()
             && conditional::is_conditional(&parts.headers)
             && conditional::not_modified(
@@ -361,10 +368,7 @@ impl Proxy {
         {
             let mut headers = ready::header_map(entry, Head::NotModified, || not_modified_stored(&entry.headers));
             headers.insert(header::AGE, age);
-            if !self.strip_not_modified {
-                return finish(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
-            }
-            return self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status);
+            return send(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty());
         }
         let mut headers = ready::header_map(entry, Head::Full, || entry.headers.to_map_with_capacity(3));
         headers.insert(header::AGE, age);
@@ -373,8 +377,7 @@ impl Proxy {
         if let Some(range) = parts.headers.get(header::RANGE).and_then(|r| r.to_str().ok()) {
             if entry.status == StatusCode::OK && parts.method == Method::GET {
                 let len = body.len() as u64;
-                let etag = entry.etag();
-                let etag = etag.as_ref().and_then(|e| e.to_str().ok());
+                let etag = entry.headers.get_bytes(&header::ETAG).and_then(|e| std::str::from_utf8(e).ok());
                 match range::evaluate(range, &parts.headers, len, etag, || strong_last_modified(entry)) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
@@ -388,17 +391,13 @@ impl Proxy {
                         let cr = format!("bytes */{len}");
                         headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
                         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                        return self.respond(StatusCode::RANGE_NOT_SATISFIABLE, headers, ProxyBody::empty(), status);
+                        return send(StatusCode::RANGE_NOT_SATISFIABLE, headers, ProxyBody::empty());
                     }
                 }
             }
         }
         let body = if parts.method == Method::HEAD { ProxyBody::empty() } else { ProxyBody::full(body) };
-        if entry.headers.all_known() && !self.strip_known {
-            // Nothing to strip: every stored name is a common one, none of them targeted.
-            return finish(code, headers, body, status);
-        }
-        self.respond(code, headers, body, status)
+        send(code, headers, body)
     }
 }
 

@@ -206,7 +206,6 @@ pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
         return;
     }
     if doomed.contains(&header::CONNECTION) {
-        let mut listed = Vec::new();
         for token in h.get_all(header::CONNECTION).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
             let token = token.trim_ascii();
             // Most lists say only `keep-alive` (a field already doomed above when present) or
@@ -215,10 +214,9 @@ pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(&token.to_ascii_lowercase()) {
-                listed.push(name);
+                doomed.push(name);
             }
         }
-        doomed.extend(listed);
     }
     for name in doomed {
         h.remove(name);

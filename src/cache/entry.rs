@@ -37,11 +37,6 @@ impl Entry {
         std::mem::size_of::<Self>() + 16 + self.headers.heap_size() + vary + self.body.len() + 48
     }
 
-    /// The stored entity tag, if any.
-    pub fn etag(&self) -> Option<HeaderValue> {
-        self.headers.get(&ETAG)
-    }
-
     /// True when the stored response has a validator usable for revalidation.
     pub fn has_validator(&self) -> bool {
         self.headers.contains(&ETAG) || self.headers.contains(&LAST_MODIFIED)

@@ -4,9 +4,9 @@
 //! checked again (`HeaderValue` demands it) and every name hashed into a new table, about 4k
 //! instructions for a usual response, more than half of what this proxy adds to a hit; a 304
 //! from the store selects its fields the same way. Cloning a map built once costs a fraction of
-//! that. Keeping a map in every entry would double what a
-//! small object costs in memory, so only a few are kept: each worker thread has a small table,
-//! indexed by the entry's address, of maps it built. An occupant that keeps being served stays;
+//! that. Keeping a map in every entry would double what a small object costs in memory, so only a
+//! few are kept: each worker thread has a small table, indexed by the entry's address, of maps it
+//! built. An occupant that keeps being served stays;
 //! one that is not gives its slot to the next entry served there (a second chance, as in CLOCK),
 //! so a slot shared by a hot and a cold entry stays with the hot one.
 //!
@@ -23,8 +23,9 @@ use http::HeaderMap;
 
 use super::Entry;
 
-/// Slots per thread.
+/// Slots per thread (a power of two: the slot is the top bits of a hash).
 pub const SLOTS: usize = 64;
+const _: () = assert!(SLOTS.is_power_of_two());
 
 /// Times an occupant can be passed over before it loses its slot.
 const MAX_USES: u8 = 3;
@@ -78,7 +79,7 @@ pub fn header_map(entry: &Arc<Entry>, head: Head, build: impl FnOnce() -> Header
 /// size class, multiplied out (Fibonacci hashing).
 fn slot_of(entry: &Arc<Entry>) -> usize {
     let addr = Arc::as_ptr(entry) as usize as u64;
-    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SLOTS
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
 #[cfg(test)]
