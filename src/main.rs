@@ -1,5 +1,6 @@
 //! The `edgecache` binary: reads `proxy.toml`, applies command-line overrides, serves.
 
+use std::io::{stdout, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,7 +92,8 @@ fn main() -> ExitCode {
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cfg.log.format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colour only on a terminal: a log file or a journal gets plain `key=value` text.
+        LogFormat::Text => tracing_subscriber::fmt().with_ansi(stdout().is_terminal()).with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
     // One worker per CPU this process may run on (tokio reads the affinity mask).
@@ -122,7 +124,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(listen = %cfg.listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        // The address bound, not the one asked for: with port 0 the system picks the port.
+        let listen = listener.local_addr().unwrap_or(cfg.listen);
+        tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
         let cfg = Arc::new(cfg);
         let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
         edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use tokio::sync::Notify;
@@ -175,32 +174,62 @@ async fn bad_command_line_values_are_reported() {
     assert!(stderr.lines().any(|l| l.trim_start().starts_with("--origin:")), "{stderr}");
 }
 
-/// A free loopback port: bound, then released.
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// The binary running in front of an origin, with its log read line by line.
+struct Spawned {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
-/// Starts the binary on a free port in front of `origin` and waits (bounded) until it accepts.
-async fn spawn_proxy(origin: SocketAddr) -> (tokio::process::Child, SocketAddr) {
-    let addr = free_port();
-    let child = tokio::process::Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--origin", &format!("http://{origin}"), "--no-access-log"])
+impl Spawned {
+    /// Waits (bounded) for a log line containing `needle` and returns it.
+    async fn wait_log(&mut self, needle: &str) -> String {
+        within(&format!("log line {needle:?}"), async {
+            loop {
+                match self.log.recv().await {
+                    Some(line) if line.contains(needle) => return line,
+                    Some(_) => {}
+                    None => panic!("edgecache's log ended before {needle:?}"),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Starts the binary on `127.0.0.1:0` in front of `origin` and reads the port the system gave
+/// it from its start-up log line. Asking the system for the port, rather than picking a free one
+/// and handing it over, leaves no moment in which another test or an outgoing connection can
+/// take it.
+async fn spawn_proxy(origin: SocketAddr) -> Spawned {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--origin", &format!("http://{origin}"), "--no-access-log"])
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn edgecache");
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return (child, addr);
+    let (tx, log) = tokio::sync::mpsc::unbounded_channel();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("edgecache did not start accepting on {addr}");
+    });
+    let mut p = Spawned { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log };
+    let line = p.wait_log("edgecache started").await;
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("listen="))
+        .unwrap_or_else(|| panic!("no listen= in {line:?}"));
+    p.addr = addr.parse().unwrap_or_else(|e| panic!("listen={addr}: {e}"));
+    assert_ne!(p.addr.port(), 0, "{line}");
+    p
 }
 
 fn sigterm(child: &tokio::process::Child) {
@@ -213,11 +242,11 @@ fn sigterm(child: &tokio::process::Child) {
 async fn sigterm_shuts_down_gracefully_with_exit_code_0() {
     let clock = clock();
     let origin = Origin::start(&clock, |_, _| Reply::ok("up")).await;
-    let (mut child, addr) = spawn_proxy(origin.addr()).await;
-    let c = Client::new(addr);
+    let mut p = spawn_proxy(origin.addr()).await;
+    let c = Client::new(p.addr);
     assert_eq!(c.get("/").await.text(), "up");
-    sigterm(&child);
-    let status = within("edgecache exit after SIGTERM", child.wait()).await.expect("wait");
+    sigterm(&p.child);
+    let status = within("edgecache exit after SIGTERM", p.child.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
@@ -231,29 +260,23 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .route("/slow", move |_, _| Reply::ok("slow but complete").gate(g.clone()))
         .start()
         .await;
-    let (mut child, addr) = spawn_proxy(origin.addr()).await;
-    let c = Arc::new(Client::new(addr));
+    let mut p = spawn_proxy(origin.addr()).await;
+    let c = Arc::new(Client::new(p.addr));
     assert_eq!(c.get("/fast").await.text(), "fast");
 
     let c2 = c.clone();
     let in_flight = tokio::spawn(async move { c2.get("/slow").await });
     origin.wait_count(2).await; // the slow request is at the origin
-    sigterm(&child);
-    // The listener closes: new connections are refused while the request is still in flight.
-    let mut refused = false;
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(refused, "still accepting after SIGTERM");
+    sigterm(&p.child);
+    // The listener is closed before this line is logged: new connections are refused while the
+    // request is still in flight.
+    p.wait_log("shutting down").await;
+    assert!(tokio::net::TcpStream::connect(p.addr).await.is_err(), "still accepting after SIGTERM");
     assert!(!in_flight.is_finished());
 
     gate.notify_one();
     let r = within("in-flight request", in_flight).await.expect("request task");
     assert_eq!((r.status, r.text().as_str()), (200, "slow but complete"));
-    let status = within("edgecache exit after SIGTERM", child.wait()).await.expect("wait");
+    let status = within("edgecache exit after SIGTERM", p.child.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
