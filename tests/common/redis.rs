@@ -36,15 +36,63 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// True when something on `port` answers `PING` with `+PONG`.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = StdStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
-        return false;
+/// The pid of the `redis-server` answering on `port` (from `INFO server`), if one answers.
+fn pid_on(port: u16) -> Option<u32> {
+    let mut s = StdStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while buf.len() < 64 * 1024 {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(rest) = text.split("process_id:").nth(1) {
+            if let Some((pid, _)) = rest.split_once("\r\n") {
+                return pid.trim().parse().ok();
+            }
+        }
     }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    None
+}
+
+/// Starts `redis-server` with `args` on `port` (a free one when `None`, with fresh tries) and
+/// waits (bounded) until the server answering there is this child: its `INFO` names the child's
+/// pid. A port found free can be taken before the child binds it, by another test's server or as
+/// the source port of an outgoing connection; the child then exits, or a server that is not the
+/// child answers, and a fresh port is tried.
+fn spawn_redis(port: Option<u16>, dir: &dyn Fn(u16) -> PathBuf, args: &[&str]) -> (u16, Child) {
+    let tries = if port.is_some() { 1 } else { 5 };
+    for _ in 0..tries {
+        let port = port.unwrap_or_else(free_port);
+        let work = dir(port);
+        std::fs::create_dir_all(&work).expect("redis working dir");
+        let mut child = Command::new(redis_server_path())
+            .current_dir(&work)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--loglevel", "warning"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        for _ in 0..200 {
+            if pid_on(port) == Some(child.id()) {
+                return (port, child);
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("redis-server did not start answering ({tries} port(s) tried, 2 s each)")
 }
 
 /// A `redis-server` child process on `127.0.0.1`, no persistence, killed on drop.
@@ -54,34 +102,10 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits (bounded) until it answers `PING`.
+    /// Starts a server on a free port and waits (bounded) until it answers.
     pub fn start() -> RedisServer {
-        let mut r = RedisServer { port: free_port(), child: None };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let port = self.port.to_string();
-        let child = Command::new(redis_server_path())
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if answers_ping(self.port) {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server on port {} exited at start: {status}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {} did not answer PING within 2 s", self.port);
+        let (port, child) = spawn_redis(None, &|_| std::env::temp_dir(), &[]);
+        RedisServer { port, child: Some(child) }
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -105,7 +129,8 @@ impl RedisServer {
     /// Kills it if running, and starts an empty server on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        let (_, child) = spawn_redis(Some(self.port), &|_| std::env::temp_dir(), &[]);
+        self.child = Some(child);
     }
 
     /// A new connection for the test's own commands.
@@ -274,25 +299,13 @@ impl RedisCluster {
         let cli = server.with_file_name("redis-cli");
         assert!(cli.is_file(), "redis-cli not found next to {}: install redis-tools", server.display());
         let dir = std::env::temp_dir().join(format!("edgecache-cluster-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let mut children = Vec::new();
-        for p in &ports {
-            let node_dir = dir.join(p.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new(&server)
-                .current_dir(&node_dir)
-                .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            children.push(child);
-        }
-        let cluster = RedisCluster { ports, children, dir };
-        for p in &cluster.ports {
-            assert!((0..200).any(|_| answers_ping(*p) || sleep_ms(10)), "cluster node {p} did not start");
+        let mut cluster = RedisCluster { ports: Vec::new(), children: Vec::new(), dir };
+        for _ in 0..3 {
+            let node_dir = |port: u16| cluster.dir.join(port.to_string());
+            let cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"];
+            let (port, child) = spawn_redis(None, &node_dir, &cluster_args);
+            cluster.ports.push(port);
+            cluster.children.push(child);
         }
         let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let status = Command::new(&cli)
@@ -307,7 +320,11 @@ impl RedisCluster {
         for p in &cluster.ports {
             let ok = (0..500).any(|_| {
                 let out = Command::new(&cli).args(["-p", &p.to_string(), "cluster", "info"]).output();
-                out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")) || sleep_ms(10)
+                let ok = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"));
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                ok
             });
             assert!(ok, "cluster node {p} never reported cluster_state:ok");
         }
@@ -318,12 +335,6 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.ports[0])
     }
-}
-
-/// Sleeps `ms` between attempts of a bounded retry loop; returns false so it can end an `||`.
-fn sleep_ms(ms: u64) -> bool {
-    std::thread::sleep(Duration::from_millis(ms));
-    false
 }
 
 impl Drop for RedisCluster {
