@@ -139,7 +139,8 @@ async fn request_bodies_are_forwarded_complete() {
 #[tokio::test]
 async fn origin_port_closed_gives_502_and_nothing_is_stored() {
     let clock = clock();
-    let p = start_proxy(closed_port(), &clock, |_| {}).await;
+    let closed = closed_port();
+    let p = start_proxy(closed.addr(), &clock, |_| {}).await;
     let c = Client::new(p.addr());
     for _ in 0..2 {
         let r = c.get("/a").await;

@@ -340,7 +340,8 @@ async fn redis_killed_under_traffic_fails_no_request_and_the_tier_resumes_after_
 async fn redis_down_at_start_the_proxy_serves_from_origin_and_memory() {
     let clock = clock();
     let origin = Origin::start(&clock, handler()).await;
-    let node = Node::start(&origin, &clock, format!("redis://{}", closed_port()), |_| {}).await;
+    let closed = closed_port();
+    let node = Node::start(&origin, &clock, format!("redis://{}", closed.addr()), |_| {}).await;
     let r = bounded(get(&node.c, "/d")).await;
     assert_eq!((r.status, r.text().as_str(), r.cache_status()), (200, "/d#1", MISS_STORED));
     let r = bounded(get(&node.c, "/d")).await;

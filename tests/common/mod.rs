@@ -18,7 +18,7 @@ use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
 pub use client::{raw_request, Client, RawResp, Resp};
-pub use origin::{closed_port, Origin, RawOrigin, Reply, Routes, Seen};
+pub use origin::{closed_port, ClosedPort, Origin, RawOrigin, Reply, Routes, Seen};
 
 /// Upper bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);

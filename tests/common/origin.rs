@@ -395,10 +395,24 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
-/// An address nothing listens on: a listener is bound to a free port, then dropped.
-pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
+/// A loopback port held by a socket that is bound but never listens: a connect to it is refused,
+/// and no other socket can take the port while this value lives (a port found free and then
+/// released could be taken by the next test's listener or an outgoing connection).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A [`ClosedPort`]; keep it alive while the port must stay closed.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = socket.local_addr().expect("local addr");
+    ClosedPort { _socket: socket, addr }
 }
