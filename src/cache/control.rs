@@ -78,8 +78,8 @@ impl CacheControl {
     pub fn from_headers(headers: &HeaderMap, name: &HeaderName) -> Self {
         let mut cc = CacheControl::default();
         for value in headers.get_all(name) {
-            // Non-UTF-8 bytes: parse what is readable, byte-wise.
-            cc.parse_into(&String::from_utf8_lossy(value.as_bytes()));
+            // Byte-wise: a non-UTF-8 byte only makes the directive it is in unknown or invalid.
+            cc.parse_into(value.as_bytes());
         }
         cc
     }
@@ -87,7 +87,7 @@ impl CacheControl {
     /// Parses one field value.
     pub fn parse(value: &str) -> Self {
         let mut cc = CacheControl::default();
-        cc.parse_into(value);
+        cc.parse_into(value.as_bytes());
         cc
     }
 
@@ -96,12 +96,12 @@ impl CacheControl {
         headers.get_all(name).iter().any(|v| !v.as_bytes().iter().all(|b| b.is_ascii_whitespace() || *b == b','))
     }
 
-    fn parse_into(&mut self, value: &str) {
+    fn parse_into(&mut self, value: &[u8]) {
         for (name, arg) in Directives::new(value) {
             // Lowercased on the stack: every directive this cache knows fits.
             let mut buf = [0u8; 24];
             let Some(lower) = buf.get_mut(..name.len()) else { continue };
-            lower.copy_from_slice(name.as_bytes());
+            lower.copy_from_slice(name);
             lower.make_ascii_lowercase();
             match &*lower {
                 b"max-age" => set_delta(&mut self.max_age, arg),
@@ -111,7 +111,7 @@ impl CacheControl {
                 b"stale-if-error" => set_delta(&mut self.stale_if_error, arg),
                 // An invalid max-stale value allows no staleness.
                 b"max-stale" if self.max_stale.is_none() => {
-                    self.max_stale = Some(arg.map(|a| parse_delta(a).or(0)));
+                    self.max_stale = Some(arg.map(|a| delta(a).or(0)));
                 }
                 b"no-cache" => field_list(arg, &mut self.no_cache, &mut self.no_cache_fields),
                 b"no-store" => self.no_store = true,
@@ -130,8 +130,9 @@ impl CacheControl {
 }
 
 /// A directive that is either unqualified or qualified with a quoted list of field names.
-fn field_list(arg: Option<&str>, unqualified: &mut bool, fields: &mut Vec<Box<str>>) {
-    let list = arg.map(|a| a.trim().trim_matches('"')).unwrap_or("");
+fn field_list(arg: Option<&[u8]>, unqualified: &mut bool, fields: &mut Vec<Box<str>>) {
+    let list = arg.map(String::from_utf8_lossy).unwrap_or_default();
+    let list = list.trim().trim_matches('"');
     let before = fields.len();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         fields.push(name.to_ascii_lowercase().into_boxed_str());
@@ -146,59 +147,70 @@ fn field_list(arg: Option<&str>, unqualified: &mut bool, fields: &mut Vec<Box<st
 /// is absent or holds no directive for this cache, so that `Cache-Control` applies instead.
 /// A directive targeted at this cache overrides the same directive without a target.
 pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<CacheControl> {
-    let mut mine = String::new();
-    let mut untargeted = String::new();
+    let mut mine = Vec::new();
+    let mut untargeted = Vec::new();
     for value in headers.get_all(name) {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        for (dname, arg) in Directives::new(&text) {
+        for (dname, arg) in Directives::new(value.as_bytes()) {
             let (dname, arg, target) = match arg {
-                Some(a) => match a.split_once(';') {
-                    Some((v, t)) => (dname, Some(v), Some(t.trim())),
+                Some(a) => match split_at_semicolon(a) {
+                    Some((v, t)) => (dname, Some(v), Some(t.trim_ascii())),
                     None => (dname, Some(a), None),
                 },
-                None => match dname.split_once(';') {
-                    Some((n, t)) => (n, None, Some(t.trim())),
+                None => match split_at_semicolon(dname) {
+                    Some((n, t)) => (n, None, Some(t.trim_ascii())),
                     None => (dname, None, None),
                 },
             };
             let applicable = match target {
-                Some(t) if t.eq_ignore_ascii_case(ours) => &mut mine,
+                Some(t) if t.eq_ignore_ascii_case(ours.as_bytes()) => &mut mine,
                 Some(_) => continue,
                 None => &mut untargeted,
             };
             if !applicable.is_empty() {
-                applicable.push_str(", ");
+                applicable.extend_from_slice(b", ");
             }
-            applicable.push_str(dname.trim());
+            applicable.extend_from_slice(dname.trim_ascii());
             if let Some(a) = arg {
-                applicable.push('=');
-                applicable.push_str(a);
+                applicable.push(b'=');
+                applicable.extend_from_slice(a);
             }
         }
     }
     // First occurrence wins when parsing: ours before the untargeted ones.
-    let mut cc = CacheControl::parse(&mine);
+    let mut cc = CacheControl::default();
+    cc.parse_into(&mine);
     cc.parse_into(&untargeted);
     (!(mine.is_empty() && untargeted.is_empty())).then_some(cc)
 }
 
-fn set_delta(slot: &mut Option<Delta>, arg: Option<&str>) {
+/// `a;b` split at its first `;`.
+fn split_at_semicolon(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().position(|&b| b == b';')?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+fn set_delta(slot: &mut Option<Delta>, arg: Option<&[u8]>) {
     if slot.is_none() {
-        *slot = Some(arg.map(parse_delta).unwrap_or(Delta::Invalid));
+        *slot = Some(arg.map(delta).unwrap_or(Delta::Invalid));
     }
 }
 
 /// Parses `delta-seconds = 1*DIGIT` (RFC 9111 §1.2.2). A quoted value is accepted too
 /// (recipients are asked to be lenient with `max-age="60"`).
 pub fn parse_delta(s: &str) -> Delta {
-    let s = s.trim();
-    let s = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s);
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    delta(s.as_bytes())
+}
+
+/// [`parse_delta`] on bytes.
+fn delta(s: &[u8]) -> Delta {
+    let s = s.trim_ascii();
+    let s = s.strip_prefix(b"\"").and_then(|s| s.strip_suffix(b"\"")).unwrap_or(s);
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return Delta::Invalid;
     }
     // Overflow saturates at DELTA_MAX.
     let mut v: u64 = 0;
-    for b in s.bytes() {
+    for &b in s {
         v = v.saturating_mul(10).saturating_add(u64::from(b - b'0'));
         if v > DELTA_MAX {
             return Delta::Secs(DELTA_MAX);
@@ -207,46 +219,50 @@ pub fn parse_delta(s: &str) -> Delta {
     Delta::Secs(v)
 }
 
-/// Iterator over `name[=value]` directives of one field value, quoted strings respected.
+/// Iterator over `name[=value]` directives of one field value, quoted strings respected. It
+/// works on bytes: the grammar is ASCII, and whitespace around names and values is `OWS`
+/// (space, tab), so no step needs the value as UTF-8.
 struct Directives<'a> {
-    rest: &'a str,
+    rest: &'a [u8],
 }
 
 impl<'a> Directives<'a> {
-    fn new(s: &'a str) -> Self {
+    fn new(s: &'a [u8]) -> Self {
         Directives { rest: s }
     }
 }
 
 impl<'a> Iterator for Directives<'a> {
-    type Item = (&'a str, Option<&'a str>);
+    type Item = (&'a [u8], Option<&'a [u8]>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let s = self.rest.trim_start_matches(|c: char| c == ',' || c.is_ascii_whitespace());
-            if s.is_empty() {
-                self.rest = s;
+            let Some(start) = self.rest.iter().position(|&b| b != b',' && !b.is_ascii_whitespace()) else {
+                self.rest = &[];
                 return None;
-            }
-            // Find the end of this directive: the first comma outside quotes.
-            let bytes = s.as_bytes();
+            };
+            let s = &self.rest[start..];
+            // The end of this directive is the first comma outside quotes; its name ends at the
+            // first `=`.
             let mut i = 0;
+            let mut eq = None;
             let mut in_quotes = false;
-            while i < bytes.len() {
-                match bytes[i] {
+            while i < s.len() {
+                match s[i] {
                     b'\\' if in_quotes => i += 1,
                     b'"' => in_quotes = !in_quotes,
                     b',' if !in_quotes => break,
+                    b'=' if eq.is_none() => eq = Some(i),
                     _ => {}
                 }
                 i += 1;
             }
-            let end = i.min(bytes.len());
+            let end = i.min(s.len());
             let item = &s[..end];
             self.rest = &s[end..];
-            let (name, arg) = match item.find('=') {
-                Some(eq) => (item[..eq].trim(), Some(item[eq + 1..].trim())),
-                None => (item.trim(), None),
+            let (name, arg) = match eq {
+                Some(eq) => (item[..eq].trim_ascii(), Some(item[eq + 1..].trim_ascii())),
+                None => (item.trim_ascii(), None),
             };
             if name.is_empty() {
                 continue;
@@ -321,6 +337,15 @@ mod tests {
         assert_eq!(targeted(&h, &name, "edgecache"), None);
         h.insert(&name, "max-age=30, max-age=60;edgecache".parse().unwrap());
         assert_eq!(targeted(&h, &name, "edgecache").unwrap().max_age, Some(Delta::Secs(60)));
+    }
+
+    #[test]
+    fn a_non_utf8_byte_spoils_only_its_own_directive() {
+        let mut h = HeaderMap::new();
+        let value = http::HeaderValue::from_bytes(b"max-age=60, x\xff=1, s-maxage=9\xff, public").unwrap();
+        h.insert(http::header::CACHE_CONTROL, value);
+        let cc = CacheControl::from_headers(&h, &http::header::CACHE_CONTROL);
+        assert_eq!((cc.max_age, cc.s_maxage, cc.public), (Some(Delta::Secs(60)), Some(Delta::Invalid), true));
     }
 
     #[test]

@@ -56,11 +56,18 @@ fn understood(status: StatusCode) -> bool {
 /// The request `Cache-Control`, with `Pragma: no-cache` honoured when `Cache-Control` is absent
 /// (RFC 9111 §5.4).
 pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
-    let mut cc = CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
-    if !CacheControl::present(req, &http::header::CACHE_CONTROL)
-        && req.get_all(http::header::PRAGMA).iter().any(|v| {
-            v.to_str().map(|s| s.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache"))).unwrap_or(false)
-        })
+    // Most requests carry neither field: one lookup each tells.
+    let mut cc = CacheControl::default();
+    if req.contains_key(http::header::CACHE_CONTROL) {
+        cc = CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
+        if CacheControl::present(req, &http::header::CACHE_CONTROL) {
+            return cc;
+        }
+    }
+    if req
+        .get_all(http::header::PRAGMA)
+        .iter()
+        .any(|v| v.to_str().map(|s| s.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-cache"))).unwrap_or(false))
     {
         cc.no_cache = true;
     }
