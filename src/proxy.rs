@@ -142,6 +142,12 @@ impl Proxy {
         self.tiers.shared.as_ref()
     }
 
+    /// How many requests are waiting on the origin request in flight for `key` (coalesced);
+    /// `None` when none is in flight.
+    pub fn joined(&self, key: &CacheKey) -> Option<usize> {
+        self.inflight.joined(key)
+    }
+
     /// The memory tier (for inspection in tests and benches).
     pub fn memory(&self) -> &MemoryTier {
         &self.memory

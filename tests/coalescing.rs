@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use edgecache::cache::CacheKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -21,17 +22,6 @@ const COLLAPSED: &str = "edgecache; fwd=uri-miss; fwd-status=200; stored; collap
 /// A body of `len` bytes that is not a repetition of a short pattern.
 fn body_of(len: usize) -> Bytes {
     (0..len).map(|i| (i % 251) as u8 ^ (i / 251) as u8).collect::<Vec<u8>>().into()
-}
-
-/// `reply`, answered by the origin `ms` milliseconds after the request: a slow origin.
-fn slow(reply: Reply, ms: u64) -> Reply {
-    let gate = Arc::new(Notify::new());
-    let g = gate.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        g.notify_one();
-    });
-    reply.gate(gate)
 }
 
 /// Awaits every task (bounded), panicking on a task that panicked.
@@ -212,32 +202,25 @@ fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misses_for_one_key_make_one_origin_request() {
+    const N: usize = 200;
     let clock = clock();
     let body = body_of(256 << 10);
     let b = body.clone();
-    let (origin, p, c) = serve(&clock, move |req, _| {
-        if req.path().starts_with("/warm/") {
-            return slow(Reply::ok("warm").cc("no-store"), 100);
-        }
-        slow(Reply::ok(b.clone()).cc("max-age=60").chunked(32 << 10), 300)
-    })
-    .await;
+    // The origin holds its answer until every client has joined the fill in flight.
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let (origin, p, c) =
+        serve(&clock, move |_, _| Reply::ok(b.clone()).cc("max-age=60").chunked(32 << 10).gate(g.clone())).await;
     let c = Arc::new(c);
-    // 200 connections opened beforehand (slow answers keep them all in use at once), so the 200
-    // requests below reach the proxy well within the origin's 300 ms.
-    let warm = (0..200)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { c.get(&format!("/warm/{i}")).await })
-        })
-        .collect();
-    join_all("opening 200 connections", warm).await;
-    let tasks = (0..200)
+    let tasks = (0..N)
         .map(|_| {
             let c = c.clone();
             tokio::spawn(async move { c.get("/big").await })
         })
         .collect();
+    let key = CacheKey::new("http", &p.addr().to_string(), "/big");
+    eventually("199 clients waiting on the first one's fill", || p.proxy().joined(&key) == Some(N - 1)).await;
+    gate.notify_one();
     let resps = join_all("200 concurrent GETs", tasks).await;
     assert_eq!(origin.count_path("/big"), 1, "concurrent misses were not coalesced");
     for r in &resps {
@@ -298,11 +281,13 @@ async fn waiter_joining_mid_fill_gets_the_whole_body() {
 async fn response_that_may_not_be_shared_under_concurrency_then_hit_for_pass() {
     const N: usize = 20;
     let clock = clock();
-    let (origin, _p, c) = serve(&clock, |_, n| {
+    // The first answer is held until the other requests wait behind it.
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    let (origin, p, c) = serve(&clock, move |_, n| {
         let reply = Reply::ok(format!("private {n}")).cc("private, max-age=60");
-        // The first answer is slow, so the other requests queue behind it.
         if n == 1 {
-            slow(reply, 200)
+            reply.gate(g.clone())
         } else {
             reply
         }
@@ -315,6 +300,9 @@ async fn response_that_may_not_be_shared_under_concurrency_then_hit_for_pass() {
             tokio::spawn(async move { c.get("/me").await })
         })
         .collect();
+    let key = CacheKey::new("http", &p.addr().to_string(), "/me");
+    eventually("the other requests waiting on the first", || p.proxy().joined(&key) == Some(N - 1)).await;
+    gate.notify_one();
     let resps = join_all("concurrent requests for a private response", tasks).await;
     let mut bodies: Vec<String> = resps.iter().map(|r| r.text()).collect();
     bodies.sort();
@@ -561,7 +549,15 @@ async fn a_thousand_keys_expiring_together_are_revalidated_once_each() {
 async fn coalescing_off_sends_every_miss_to_the_origin() {
     let clock = clock();
     let off = |cfg: &mut edgecache::Config| cfg.coalescing.enabled = false;
-    let (origin, _p, c) = serve_with(&clock, off, |_, n| slow(Reply::ok(format!("v{n}")).cc("max-age=60"), 200)).await;
+    // Every answer is held until all ten requests are at the origin: they overlap.
+    let gates: Arc<std::sync::Mutex<Vec<Arc<Notify>>>> = Arc::default();
+    let g = gates.clone();
+    let (origin, _p, c) = serve_with(&clock, off, move |_, n| {
+        let gate = Arc::new(Notify::new());
+        g.lock().unwrap().push(gate.clone());
+        Reply::ok(format!("v{n}")).cc("max-age=60").gate(gate)
+    })
+    .await;
     let c = Arc::new(c);
     let tasks = (0..10)
         .map(|_| {
@@ -569,6 +565,10 @@ async fn coalescing_off_sends_every_miss_to_the_origin() {
             tokio::spawn(async move { c.get("/a").await })
         })
         .collect();
+    eventually("ten requests held at the origin", || gates.lock().unwrap().len() == 10).await;
+    for gate in gates.lock().unwrap().iter() {
+        gate.notify_one();
+    }
     for r in join_all("10 concurrent GETs", tasks).await {
         assert_eq!(r.status, 200);
         assert_eq!(r.cache_status(), MISS_STORED);

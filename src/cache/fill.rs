@@ -35,6 +35,7 @@
 //! memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -100,6 +101,8 @@ struct State {
 pub struct Fill {
     state: Mutex<State>,
     notify: Notify,
+    /// Requests that joined this fill as waiters.
+    joined: AtomicUsize,
 }
 
 impl Fill {
@@ -115,6 +118,7 @@ impl Fill {
                 retain: true,
             }),
             notify: Notify::new(),
+            joined: AtomicUsize::new(0),
         }
     }
 
@@ -359,12 +363,20 @@ impl Inflight {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = map.get(&key) {
             if fill.retained() || fill.lock().outcome.is_none() {
+                fill.joined.fetch_add(1, Ordering::Relaxed);
                 return Join::Waiter(fill.clone());
             }
         }
         let fill = Arc::new(Fill::new());
         map.insert(key, fill.clone());
         Join::Leader(fill)
+    }
+
+    /// How many requests joined the fill in flight for `key` as waiters; `None` when no fill is
+    /// in flight for it.
+    pub fn joined(&self, key: &CacheKey) -> Option<usize> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).map(|f| f.joined.load(Ordering::Relaxed))
     }
 
     /// True when a fill is in flight for `key`.
