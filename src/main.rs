@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             match edgecache::demo::spawn("127.0.0.1:0".parse().expect("valid")).await {
                 Ok(addr) => {
                     cfg.origin = Origin::parse(&format!("http://{addr}")).expect("valid");
-                    tracing::info!(%addr, "demo origin started; try: curl -si http://{}/articles/1", cfg.listen);
+                    tracing::info!(%addr, "demo origin started");
                 }
                 Err(e) => {
                     eprintln!("edgecache: cannot start the demo origin: {e}");
@@ -127,6 +127,9 @@ fn main() -> ExitCode {
         // The address bound, not the one asked for: with port 0 the system picks the port.
         let listen = listener.local_addr().unwrap_or(cfg.listen);
         tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        if args.demo {
+            tracing::info!("try: curl -si http://{listen}/articles/1");
+        }
         let cfg = Arc::new(cfg);
         let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
         edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
