@@ -372,11 +372,12 @@ impl Proxy {
                 entry.freshness.last_modified,
             )
         {
-            let mut headers = ready::header_map(entry, Head::NotModified, || not_modified_stored(&entry.headers));
+            let mut headers =
+                ready::header_map(entry, Head::NotModified, || with_room(not_modified_stored(&entry.headers)));
             headers.insert(header::AGE, age);
             return send(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty());
         }
-        let mut headers = ready::header_map(entry, Head::Full, || entry.headers.to_map_with_capacity(3));
+        let mut headers = ready::header_map(entry, Head::Full, || with_room(entry.headers.to_map_with_capacity(3)));
         headers.insert(header::AGE, age);
         let mut code = entry.status;
         let mut body = entry.body.clone();
@@ -451,6 +452,19 @@ fn strong_last_modified(entry: &Entry) -> Option<Millis> {
     (entry.freshness.times.date >= lm.saturating_add(1000)).then_some(lm)
 }
 
+/// A head served from the store, with the two fields every such response gets already in it:
+/// `Age` (never stored) and, unless the stored response carries its own, an empty `Cache-Status`
+/// that [`finish`] replaces. A map cloned from a ready head has no spare room, so a field added
+/// after the clone would grow its table (a reallocation per hit); present already, each is
+/// replaced in place.
+fn with_room(mut headers: HeaderMap) -> HeaderMap {
+    headers.insert(header::AGE, HeaderValue::from_static("0"));
+    if !headers.contains_key(&CACHE_STATUS) {
+        headers.insert(CACHE_STATUS.clone(), HeaderValue::from_static(""));
+    }
+    headers
+}
+
 /// The 304 field set (RFC 9110 §15.4.5) of a stored response.
 fn not_modified_stored(from: &crate::cache::headers::StoredHeaders) -> HeaderMap {
     from.select(12, |name| conditional::NOT_MODIFIED_FIELDS.iter().any(|f| f.as_str() == name))
@@ -501,13 +515,20 @@ fn finish(
         header::Entry::Occupied(mut o) => {
             // A cache behind this one (or the origin) said its own: ours goes first. Written
             // into one buffer that becomes the value, as every response of a tiered setup does.
-            let mut joined = String::with_capacity(ours.len() + o.iter().map(|v| v.len() + 2).sum::<usize>());
-            joined.push_str(ours.to_str().unwrap_or(""));
-            for theirs in o.iter().filter_map(|v| v.to_str().ok()) {
-                joined.push_str(", ");
-                joined.push_str(theirs);
+            // An empty value holds no member (the room `with_room` keeps, or an empty field from
+            // upstream): ours replaces it.
+            let theirs = o.iter().filter(|v| !v.is_empty()).map(|v| v.len() + 2).sum::<usize>();
+            if theirs == 0 {
+                o.insert(ours);
+            } else {
+                let mut joined = String::with_capacity(ours.len() + theirs);
+                joined.push_str(ours.to_str().unwrap_or(""));
+                for theirs in o.iter().filter(|v| !v.is_empty()).filter_map(|v| v.to_str().ok()) {
+                    joined.push_str(", ");
+                    joined.push_str(theirs);
+                }
+                o.insert(HeaderValue::try_from(joined).unwrap_or(ours));
             }
-            o.insert(HeaderValue::try_from(joined).unwrap_or(ours));
         }
     }
     let mut resp = Response::new(body);

@@ -177,6 +177,25 @@ async fn upstream_cache_status_is_kept_after_ours() {
     let r = c.get("/a").await;
     assert_eq!(r.cache_status(), "edgecache; fwd=uri-miss; fwd-status=200; stored, upstream; hit");
     assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
+    // Stored with the response: a hit says it after ours too.
+    let r = c.get("/a").await;
+    assert_eq!(r.cache_status(), format!("{}, upstream; hit", hit(60)));
+    assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
+    // A 304 from the store carries the 304 field set only (RFC 9110 §15.4.5), and ours.
+    let r = c.get_with("/a", &[("if-modified-since", &date_at(&clock, 0))]).await;
+    assert_eq!((r.status, r.cache_status()), (304, hit(60).as_str()));
+    assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
+}
+
+#[tokio::test]
+async fn an_empty_upstream_cache_status_gives_way_to_ours() {
+    let clock = clock();
+    let (_origin, _p, c) = serve(&clock, |_, _| Reply::ok("x").cc("max-age=60").header("cache-status", "")).await;
+    let r = c.get("/a").await;
+    assert_eq!(r.cache_status(), "edgecache; fwd=uri-miss; fwd-status=200; stored");
+    let r = c.get("/a").await;
+    assert_eq!(r.cache_status(), hit(60));
+    assert_eq!(r.headers.get_all("cache-status").iter().count(), 1);
 }
 
 #[tokio::test]
