@@ -57,13 +57,10 @@ fn understood(status: StatusCode) -> bool {
 /// (RFC 9111 §5.4).
 pub fn request_cache_control(req: &HeaderMap) -> CacheControl {
     // Most requests carry neither field: one lookup each tells.
-    let mut cc = CacheControl::default();
-    if req.contains_key(http::header::CACHE_CONTROL) {
-        cc = CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
-        if CacheControl::present(req, &http::header::CACHE_CONTROL) {
-            return cc;
-        }
+    if CacheControl::present(req, &http::header::CACHE_CONTROL) {
+        return CacheControl::from_headers(req, &http::header::CACHE_CONTROL);
     }
+    let mut cc = CacheControl::default();
     if req
         .get_all(http::header::PRAGMA)
         .iter()
