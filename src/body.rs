@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::status::Detail;
+use crate::upstream::OriginIncoming;
 
 /// Boxed error used by every body here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,8 +30,8 @@ pub struct BodyTimeout(pub Duration);
 /// The timer counts from the moment the body has to wait (the first `Pending` after a frame), and
 /// it is armed only then: a body whose frames are already there when asked for (most small
 /// responses) never touches the runtime's timer wheel.
-pub struct IdleBody {
-    inner: Incoming,
+pub struct IdleBody<B = Incoming> {
+    inner: B,
     idle: Duration,
     /// Armed at the first wait; re-armed at the first wait after a frame.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -38,14 +39,18 @@ pub struct IdleBody {
     rearm: bool,
 }
 
-impl IdleBody {
+impl<B> IdleBody<B> {
     /// Wraps `inner`.
-    pub fn new(inner: Incoming, idle: Duration) -> Self {
+    pub fn new(inner: B, idle: Duration) -> Self {
         IdleBody { inner, idle, sleep: None, rearm: false }
     }
 }
 
-impl Body for IdleBody {
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -174,13 +179,13 @@ impl Tee {
 
 /// The origin's response body on its way to the client, optionally teed into the cache.
 pub struct OriginBody {
-    inner: IdleBody,
+    inner: IdleBody<OriginIncoming>,
     tee: Option<Tee>,
 }
 
 impl OriginBody {
     /// Streams `inner` (with an idle timeout), storing a complete copy through `tee`.
-    pub fn new(inner: Incoming, idle: Duration, mut tee: Option<Tee>) -> Self {
+    pub fn new(inner: OriginIncoming, idle: Duration, mut tee: Option<Tee>) -> Self {
         // A body known to be empty (204, Content-Length: 0) may never be polled: store it now.
         if inner.is_end_stream() {
             if let Some(tee) = tee.take() {

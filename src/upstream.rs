@@ -1,23 +1,24 @@
-//! The pooled keep-alive client to the origin, and the header rules for forwarding
-//! (hop-by-hop removal, `Via`, `X-Forwarded-*`).
+//! The HTTP/1.1 client to the origin, over hyper's connection API and a pool of keep-alive
+//! connections (`upstream/pool.rs`), and the header rules for forwarding (hop-by-hop removal, `Via`,
+//! `X-Forwarded-*`).
 
 use std::error::Error as _;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{self, Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::{BodyTimeout, UpBody};
 use crate::config::Config;
+
+mod pool;
+pub use pool::OriginIncoming;
+use pool::Pool;
 
 /// Why a request to the origin failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,126 +34,106 @@ pub enum UpstreamError {
     ClientBodyTimeout,
 }
 
-/// Pooled client to the one origin.
+/// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, UpBody>,
-    first_byte: Duration,
-    /// `http`, and the origin's authority: every origin request's URI starts with them.
-    scheme: Scheme,
+    pool: Arc<Pool>,
     authority: Authority,
+    connect: Duration,
+    first_byte: Duration,
 }
 
 impl Upstream {
     /// A client configured from `cfg`.
     pub fn new(cfg: &Config) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(cfg.timeouts.connect));
-        conn.set_nodelay(true);
-        conn.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.timeouts.idle)
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(Connector(conn));
         Upstream {
-            client,
-            first_byte: cfg.timeouts.first_byte,
-            scheme: Scheme::HTTP,
+            pool: Pool::new(1024, cfg.timeouts.idle),
             authority: cfg.origin.authority.clone(),
+            connect: cfg.timeouts.connect,
+            first_byte: cfg.timeouts.first_byte,
         }
     }
 
-    /// The absolute URI of `path_and_query` at the origin (the client's own bytes, not copied).
+    /// The request target sent for `path_and_query`: origin-form (the client's own bytes, not
+    /// copied).
     pub fn uri(&self, path_and_query: &PathAndQuery) -> Uri {
-        let mut parts = uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query.clone());
-        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+        Uri::from(path_and_query.clone())
     }
 
-    /// Sends `req`, waiting at most `timeouts.first_byte` for the response head.
-    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.first_byte, self.client.request(req)).await {
+    /// Sends `req` (origin-form, with `Host`), waiting at most `timeouts.first_byte` for the
+    /// response head.
+    pub async fn send(&self, req: Request<UpBody>) -> Result<Response<OriginIncoming>, UpstreamError> {
+        match tokio::time::timeout(self.first_byte, self.send_on_a_connection(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(r) => r,
         }
     }
-}
 
-/// hyper-util's TCP connector, with connections that describe themselves as plain ones: its
-/// own attach the addresses (`HttpInfo`) to every response, two allocations per origin response
-/// that nothing here reads.
-#[derive(Clone)]
-pub struct Connector(HttpConnector);
-
-type Connecting = Pin<Box<dyn Future<Output = Result<OriginConn, BoxError>> + Send>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = OriginConn;
-    type Error = BoxError;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx).map_err(Into::into)
+    /// Idle connections in the pool.
+    #[cfg(test)]
+    fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let connecting = self.0.call(uri);
-        Box::pin(async move { Ok(OriginConn(connecting.await?)) })
-    }
-}
-
-/// A TCP connection to the origin.
-pub struct OriginConn(TokioIo<TcpStream>);
-
-impl Connection for OriginConn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for OriginConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for OriginConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+    /// One tick of the idle connections' reaper, as its timer would.
+    #[cfg(test)]
+    fn reap_idle(&self) {
+        self.pool.reap()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    async fn send_on_a_connection(&self, mut req: Request<UpBody>) -> Result<Response<OriginIncoming>, UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.pool.take() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            // A connection goes back to the pool when its last response body has been read to
+            // the end; hyper may not have marked it ready yet.
+            if !sender.is_ready() && sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Unreachable("origin closed a new connection".into()));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = self.pool.clone();
+                    return Ok(resp.map(|body| OriginIncoming::new(body, sender, pool)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: a kept connection the origin had closed meanwhile. Another one.
+                    Some(r) if reused => req = r,
+                    _ => return Err(classify(&e.into_error())),
+                },
+            }
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    /// A new connection to the origin, its protocol driven by a task of its own.
+    async fn connect(&self) -> Result<SendRequest<UpBody>, UpstreamError> {
+        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = match tokio::time::timeout(self.connect, TcpStream::connect((host, port))).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(format!("connect to {}: {e}", self.authority))),
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Unreachable(format!("handshake with {}: {e}", self.authority)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "origin connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(e: &hyper::Error) -> UpstreamError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = src {
         if s.is::<BodyTimeout>() {
@@ -282,6 +263,207 @@ pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    /// An HTTP/1.1 origin in this process: every response is `size` bytes (with
+    /// `Connection: close` when `close`); it counts the connections it accepted and the ones
+    /// that ended, and `ended` is notified at each end.
+    struct TestOrigin {
+        addr: std::net::SocketAddr,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+        ended: Arc<Notify>,
+    }
+
+    impl TestOrigin {
+        async fn start(size: usize, close: bool) -> TestOrigin {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (accepted, closed, ended) =
+                (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default(), Arc::new(Notify::new()));
+            let (a, c, e) = (accepted.clone(), closed.clone(), ended.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    let (c, e) = (c.clone(), e.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |_req| async move {
+                            let mut resp = Response::new(Full::new(Bytes::from(vec![b'x'; size])));
+                            if close {
+                                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                        c.fetch_add(1, Ordering::SeqCst);
+                        e.notify_one();
+                    });
+                }
+            });
+            TestOrigin { addr, accepted, closed, ended }
+        }
+
+        fn upstream(&self) -> Upstream {
+            upstream_to(self.addr)
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Waits until `n` connections have ended at the origin.
+        async fn wait_closed(&self, n: usize) {
+            while self.closed.load(Ordering::SeqCst) < n {
+                let notified = self.ended.notified();
+                if self.closed.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    fn upstream_to(addr: std::net::SocketAddr) -> Upstream {
+        let origin = crate::config::Origin::parse(&format!("http://{addr}")).unwrap();
+        Upstream::new(&Config { origin, ..Config::default() })
+    }
+
+    fn get(up: &Upstream, path: &'static str) -> Request<UpBody> {
+        let mut req = Request::new(UpBody::Empty);
+        *req.uri_mut() = up.uri(&PathAndQuery::from_static(path));
+        req.headers_mut().insert(header::HOST, HeaderValue::from_static("h.example"));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_serves_the_next_request() {
+        let origin = TestOrigin::start(1024, false).await;
+        let up = origin.upstream();
+        for n in 0..3 {
+            let body = up.send(get(&up, "/a")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), 1024, "request {n}");
+            assert_eq!(up.idle_connections(), 1, "request {n}");
+        }
+        assert_eq!(origin.accepted(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_at_its_last_byte_gives_its_connection_back() {
+        // hyper's server stops polling a body once it reports its end, without asking for it.
+        let origin = TestOrigin::start(1024, false).await;
+        let up = origin.upstream();
+        for _ in 0..2 {
+            let mut body = up.send(get(&up, "/a")).await.unwrap().into_body();
+            let mut got = 0;
+            while !body.is_end_stream() {
+                got += body.frame().await.unwrap().unwrap().into_data().unwrap().len();
+            }
+            assert_eq!(got, 1024);
+            drop(body);
+            assert_eq!(up.idle_connections(), 1);
+        }
+        assert_eq!(origin.accepted(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_takes_its_connection_with_it() {
+        let origin = TestOrigin::start(4 << 20, false).await;
+        let up = origin.upstream();
+        let mut body = up.send(get(&up, "/big")).await.unwrap().into_body();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert_eq!(up.idle_connections(), 0);
+        origin.wait_closed(1).await;
+        let body = up.send(get(&up, "/big")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 4 << 20);
+        assert_eq!(origin.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_origin_closes_is_not_reused() {
+        let origin = TestOrigin::start(16, true).await;
+        let up = origin.upstream();
+        for n in 1..=3 {
+            let body = up.send(get(&up, "/a")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body.len(), 16);
+            assert_eq!(origin.accepted(), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_origin_closed_meanwhile_is_replaced() {
+        // The origin answers (keep-alive, as far as the response says), and closes the
+        // connection only once it is idle in the pool: dead by the time the next request
+        // wants it.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, closed) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+        let (close_now, ended) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (a, c, now, e) = (accepted.clone(), closed.clone(), close_now.clone(), ended.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                now.notified().await;
+                drop(stream);
+                c.fetch_add(1, Ordering::SeqCst);
+                e.notify_one();
+            }
+        });
+        let up = upstream_to(addr);
+        for n in 1..=5 {
+            let body = up.send(get(&up, "/a")).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            assert_eq!(up.idle_connections(), 1);
+            close_now.notify_one();
+            while closed.load(Ordering::SeqCst) < n {
+                let notified = ended.notified();
+                if closed.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                notified.await;
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_last_through_the_idle_timeout_only() {
+        let origin = TestOrigin::start(16, false).await;
+        let up = origin.upstream();
+        up.send(get(&up, "/a")).await.unwrap().into_body().collect().await.unwrap();
+        for _ in 0..pool::IDLE_TICKS {
+            up.reap_idle();
+        }
+        assert_eq!(up.idle_connections(), 1, "closed before the idle timeout");
+        up.reap_idle();
+        assert_eq!(up.idle_connections(), 0, "kept past the idle timeout");
+        origin.wait_closed(1).await;
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_refuses_connections_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let up = upstream_to(addr);
+        match up.send(get(&up, "/a")).await {
+            Err(UpstreamError::Unreachable(msg)) => assert!(msg.contains(&addr.to_string()), "{msg}"),
+            other => panic!("expected unreachable, got {:?}", other.map(|r| r.status())),
+        }
+    }
 
     #[test]
     fn fields_named_by_connection_go_with_the_hop_by_hop_ones() {

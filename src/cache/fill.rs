@@ -76,7 +76,7 @@ pub enum Outcome {
         /// Why it may not be shared.
         reason: crate::status::Detail,
         /// The response itself, for the first taker.
-        response: Mutex<Option<http::Response<hyper::body::Incoming>>>,
+        response: Mutex<Option<http::Response<crate::upstream::OriginIncoming>>>,
     },
     /// The origin failed before a response head.
     Failed(Arc<UpstreamError>),

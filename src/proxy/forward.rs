@@ -18,7 +18,7 @@ use crate::cache::{control::CacheControl, CacheKey, Entry};
 use crate::clock::Millis;
 use crate::conditional;
 use crate::status::{CacheStatus, Detail, Fwd};
-use crate::upstream::{append_list, ip_value, remove_hop_by_hop, remove_where, via, UpstreamError};
+use crate::upstream::{append_list, ip_value, remove_hop_by_hop, remove_where, via, OriginIncoming, UpstreamError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -40,7 +40,7 @@ static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-cap
 /// The origin's answer to one request, with the times §4.2.3 needs.
 pub(super) struct OriginResponse {
     pub(super) parts: http::response::Parts,
-    pub(super) body: Incoming,
+    pub(super) body: OriginIncoming,
     pub(super) request_time: Millis,
     pub(super) response_time: Millis,
 }
