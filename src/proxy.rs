@@ -196,6 +196,7 @@ impl Proxy {
         }
         let key = CacheKey::new("http", &target.host, target.path_and_query.as_str());
         let mut now = self.clock.now_millis();
+        let writes = self.memory.writes();
         let variants = self.memory.get_at(&key, now);
         let mut selected = variants.as_ref().and_then(|v| v.select(&parts.headers)).cloned();
         let mut from_shared = false;
@@ -226,7 +227,7 @@ impl Proxy {
                 return only_if_cached();
             }
             let fwd = if variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
-            return self.coalesced(parts, target, peer, key, fwd, req_cc, None).await;
+            return self.coalesced(parts, target, peer, key, fwd, req_cc, None, writes).await;
         };
         match entry.freshness.usable(&req_cc, now) {
             Usable::Fresh | Usable::Stale => {
@@ -243,7 +244,7 @@ impl Proxy {
                 self.serve_stored(&parts, &entry, status, now)
             }
             Usable::Revalidate(_) if req_cc.only_if_cached => only_if_cached(),
-            Usable::Revalidate(fwd) => self.coalesced(parts, target, peer, key, fwd, req_cc, Some(entry)).await,
+            Usable::Revalidate(fwd) => self.coalesced(parts, target, peer, key, fwd, req_cc, Some(entry), writes).await,
         }
     }
 

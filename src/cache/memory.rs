@@ -8,6 +8,7 @@
 //! and a dead entry needs no timer to go: it is never read again, so the byte budget evicts it
 //! early, and the next store of its URL replaces it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ pub struct MemoryTier {
     cache: Cache<CacheKey, Variants, BuildKeyHasher>,
     max_variants: usize,
     clock: Arc<dyn Clock>,
+    /// Writes so far (any key): a lookup that saw this count, repeated while it is unchanged,
+    /// would find nothing new.
+    writes: Arc<AtomicU64>,
 }
 
 impl MemoryTier {
@@ -79,7 +83,19 @@ impl MemoryTier {
             .max_capacity(budget_bytes)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
             .build_with_hasher(BuildKeyHasher::default());
-        MemoryTier { cache, max_variants: max_variants.max(1), clock }
+        MemoryTier { cache, max_variants: max_variants.max(1), clock, writes: Arc::default() }
+    }
+
+    /// How many writes the tier has had. Read before a lookup; while it is unchanged, the same
+    /// lookup would find nothing new (every write counts after it is visible).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
+    }
+
+    /// Stores `variants` under `key`, then counts the write.
+    fn put(&self, key: CacheKey, variants: Variants) {
+        self.cache.insert(key, variants);
+        self.writes.fetch_add(1, Ordering::Release);
     }
 
     /// Every stored variant of `key`, while they can be useful.
@@ -114,7 +130,7 @@ impl MemoryTier {
         let now = self.clock.now_millis();
         let until = Self::until(now, keep_for);
         let Some(old) = self.get_if_present(&key, now) else {
-            self.cache.insert(key, Variants { list: List::One(entry), until });
+            self.put(key, Variants { list: List::One(entry), until });
             return;
         };
         let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
@@ -129,7 +145,7 @@ impl MemoryTier {
             }
             entries.push(e.clone());
         }
-        self.cache.insert(key, Variants::new(entries, until.max(old.until)));
+        self.put(key, Variants::new(entries, until.max(old.until)));
     }
 
     /// Replaces the stored variant `old` by `new` (a 304 refreshed it). When `old` is gone
@@ -142,7 +158,7 @@ impl MemoryTier {
                 entries.remove(i);
                 entries.insert(0, new);
                 let until = Self::until(now, keep_for).max(cur.until);
-                self.cache.insert(key, Variants::new(entries, until));
+                self.put(key, Variants::new(entries, until));
                 return;
             }
         }
@@ -156,7 +172,7 @@ impl MemoryTier {
             if entries.is_empty() {
                 self.cache.invalidate(key);
             } else if entries.len() != cur.entries().len() {
-                self.cache.insert(*key, Variants::new(entries, cur.until));
+                self.put(*key, Variants::new(entries, cur.until));
             }
         }
     }

@@ -27,7 +27,8 @@ use crate::status::{CacheStatus, Detail, Fwd};
 
 impl Proxy {
     /// A miss or revalidation for `key`: joins the fill in flight for it, or starts one, and
-    /// answers from its outcome.
+    /// answers from its outcome. `writes` is the memory tier's write count read before the
+    /// lookup that sent the request here.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn coalesced(
         self: &Arc<Self>,
@@ -38,6 +39,7 @@ impl Proxy {
         fwd: Fwd,
         req_cc: CacheControl,
         stale: Option<Arc<Entry>>,
+        writes: u64,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let now = self.clock.now_millis();
         let pass = self.hit_for_pass.active(&key, now);
@@ -45,18 +47,21 @@ impl Proxy {
             return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
         }
         // Shared with the fill's task without copying the request's fields.
-        let req = Arc::new((parts, target));
-        let (parts, target) = (&req.0, &req.1);
+        let req = Arc::new((parts, target, req_cc));
+        let (parts, target, req_cc) = (&req.0, &req.1, &req.2);
         let (fill, mut driver) = match self.inflight.join(key) {
             Join::Leader(fill) => {
                 // A fill may have completed between this request's lookup and its join: look
-                // again, so a key is never fetched twice in a row.
-                let fresh = self
-                    .memory
-                    .get_if_present(&key, now)
+                // again, so a key is never fetched twice in a row; unless nothing at all was
+                // written since that lookup (the fill's write counts before it leaves the
+                // table of fills in flight, which this join locked after it).
+                let written = self.memory.writes() != writes;
+                let fresh = written
+                    .then(|| self.memory.get_if_present(&key, now))
+                    .flatten()
                     .and_then(|v| v.select(&parts.headers).cloned())
                     .filter(|e| !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)))
-                    .filter(|e| e.freshness.usable(&req_cc, now) == policy::Usable::Fresh);
+                    .filter(|e| e.freshness.usable(req_cc, now) == policy::Usable::Fresh);
                 if let Some(entry) = fresh {
                     fill.publish(Outcome::Entry(entry.clone()));
                     self.inflight.remove(&key, &fill);
@@ -77,7 +82,7 @@ impl Proxy {
                 Ok(o) => o,
                 Err(_) => {
                     tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
-                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
             },
         };
@@ -88,15 +93,15 @@ impl Proxy {
         match &*outcome {
             Outcome::Stream(head) => {
                 if !vary::matches(&head.vary, &parts.headers) {
-                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
-                self.from_stream(parts, reader, head, status, target, peer, key, fwd, &req_cc, stale).await
+                self.from_stream(parts, reader, head, status, target, peer, key, fwd, req_cc, stale).await
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
-                    return self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
                 status.fwd_status = Some(304);
                 status.stored = true;
@@ -104,7 +109,7 @@ impl Proxy {
             }
             Outcome::Pass { status: code, reason, response } => {
                 if code.is_server_error() {
-                    if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, &req_cc, Some(*code)) {
+                    if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, Some(*code)) {
                         return served;
                     }
                 }
@@ -124,11 +129,11 @@ impl Proxy {
                         };
                         self.respond(rp.status, rp.headers, body, status)
                     }
-                    None => self.forward(parts, target, peer, Some(key), fwd, &req_cc, stale).await,
+                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
                 }
             }
             Outcome::Failed(err) => {
-                if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, &req_cc, None) {
+                if let Some(served) = self.stale_on_error(parts, stale.as_ref(), fwd, req_cc, None) {
                     return served;
                 }
                 if req_cc.only_if_cached {
@@ -199,7 +204,7 @@ impl Proxy {
     ) {
         if let Join::Leader(fill) = self.inflight.join(key) {
             let me = self.clone();
-            let req = Arc::new((parts.clone(), target.clone()));
+            let req = Arc::new((parts.clone(), target.clone(), policy::request_cache_control(&parts.headers)));
             tokio::spawn(async move { me.run_fill(fill, key, req, peer, Some(entry)).await });
         }
     }
@@ -210,11 +215,11 @@ impl Proxy {
         self: Arc<Self>,
         fill: Arc<Fill>,
         key: CacheKey,
-        req: Arc<(request::Parts, Target)>,
+        req: Arc<FillRequest>,
         peer: SocketAddr,
         stale: Option<Arc<Entry>>,
     ) {
-        self.fill_inner(&fill, key, &req.0, &req.1, peer, stale).await;
+        self.fill_inner(&fill, key, &req, peer, stale).await;
         // Whatever happened, the fill is no longer joinable under this key; clients that joined
         // keep their Arc and finish reading.
         self.inflight.remove(&key, &fill);
@@ -224,12 +229,10 @@ impl Proxy {
         &self,
         fill: &Arc<Fill>,
         key: CacheKey,
-        parts: &request::Parts,
-        target: &Target,
+        (parts, target, req_cc): &FillRequest,
         peer: SocketAddr,
         stale: Option<Arc<Entry>>,
     ) {
-        let req_cc = policy::request_cache_control(&parts.headers);
         let validators = stale.as_deref().filter(|e| e.has_validator());
         let req = self.origin_request(parts, target, peer, &Method::GET, UpBody::Empty, true, validators);
         let OriginResponse { parts: rp, body, request_time, response_time } = match self.ask_origin(req).await {
@@ -251,7 +254,7 @@ impl Proxy {
             }
         }
         let (decision, fresh, resp_cc) =
-            self.decide(&Method::GET, &parts.headers, &req_cc, Some(key), &rp, request_time, response_time);
+            self.decide(&Method::GET, &parts.headers, req_cc, Some(key), &rp, request_time, response_time);
         if let Err(reason) = decision {
             // A server error is transient: it does not make the key uncacheable.
             if remember_pass(reason) && !rp.status.is_server_error() {
@@ -319,6 +322,10 @@ impl Proxy {
         fill.complete();
     }
 }
+
+/// What a fill asks the origin for: the request that started it, where it goes, and its
+/// `Cache-Control`.
+type FillRequest = (request::Parts, Target, CacheControl);
 
 /// A leader's fill. The leader's request drives it until the outcome is known, so a small
 /// response is fetched, stored and served without a task switch; whatever remains of it (a body
