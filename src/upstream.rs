@@ -453,6 +453,55 @@ mod tests {
         origin.wait_closed(1).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_connections_the_origin_retires() {
+        // Like nginx's keepalive_requests: each connection serves three responses, the last
+        // with `Connection: close`. 300 requests, 30 at a time, all answered in full.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::<AtomicUsize>::default();
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::<AtomicUsize>::default();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let mut resp = Response::new(Full::new(Bytes::from(req.uri().path().to_owned())));
+                            if n == 3 {
+                                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        let up = Arc::new(upstream_to(addr));
+        const PATHS: [&str; 4] = ["/a", "/b", "/c", "/d"];
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..30 {
+            let up = up.clone();
+            tasks.spawn(async move {
+                for n in 0..10 {
+                    let path = PATHS[(worker + n) % PATHS.len()];
+                    let body = up.send(get(&up, path)).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(&body[..], path.as_bytes());
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        // Three requests per connection at most: at least 100 connections were made.
+        assert!(accepted.load(Ordering::SeqCst) >= 100);
+        assert!(up.idle_connections() <= 30);
+    }
+
     #[tokio::test]
     async fn an_origin_that_refuses_connections_is_unreachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
