@@ -272,27 +272,54 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
 
+    /// A count that other tasks bump, and a way to wait until it reaches a number.
+    #[derive(Default)]
+    struct Counter {
+        n: AtomicUsize,
+        bumped: Notify,
+    }
+
+    impl Counter {
+        fn bump(&self) {
+            self.n.fetch_add(1, Ordering::SeqCst);
+            self.bumped.notify_waiters();
+        }
+
+        fn get(&self) -> usize {
+            self.n.load(Ordering::SeqCst)
+        }
+
+        async fn reach(&self, n: usize) {
+            loop {
+                // Registered before the check: a bump in between still wakes it.
+                let bumped = self.bumped.notified();
+                if self.get() >= n {
+                    return;
+                }
+                bumped.await;
+            }
+        }
+    }
+
     /// An HTTP/1.1 origin in this process: every response is `size` bytes (with
     /// `Connection: close` when `close`); it counts the connections it accepted and the ones
-    /// that ended, and `ended` is notified at each end.
+    /// that ended.
     struct TestOrigin {
         addr: std::net::SocketAddr,
-        accepted: Arc<AtomicUsize>,
-        closed: Arc<AtomicUsize>,
-        ended: Arc<Notify>,
+        accepted: Arc<Counter>,
+        closed: Arc<Counter>,
     }
 
     impl TestOrigin {
         async fn start(size: usize, close: bool) -> TestOrigin {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let (accepted, closed, ended) =
-                (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default(), Arc::new(Notify::new()));
-            let (a, c, e) = (accepted.clone(), closed.clone(), ended.clone());
+            let (accepted, closed) = (Arc::<Counter>::default(), Arc::<Counter>::default());
+            let (a, c) = (accepted.clone(), closed.clone());
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    a.fetch_add(1, Ordering::SeqCst);
-                    let (c, e) = (c.clone(), e.clone());
+                    a.bump();
+                    let c = c.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |_req| async move {
                             let mut resp = Response::new(Full::new(Bytes::from(vec![b'x'; size])));
@@ -304,12 +331,11 @@ mod tests {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
                             .await;
-                        c.fetch_add(1, Ordering::SeqCst);
-                        e.notify_one();
+                        c.bump();
                     });
                 }
             });
-            TestOrigin { addr, accepted, closed, ended }
+            TestOrigin { addr, accepted, closed }
         }
 
         fn upstream(&self) -> Upstream {
@@ -317,18 +343,12 @@ mod tests {
         }
 
         fn accepted(&self) -> usize {
-            self.accepted.load(Ordering::SeqCst)
+            self.accepted.get()
         }
 
         /// Waits until `n` connections have ended at the origin.
         async fn wait_closed(&self, n: usize) {
-            while self.closed.load(Ordering::SeqCst) < n {
-                let notified = self.ended.notified();
-                if self.closed.load(Ordering::SeqCst) >= n {
-                    break;
-                }
-                notified.await;
-            }
+            self.closed.reach(n).await;
         }
     }
 
@@ -407,19 +427,18 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (accepted, closed) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
-        let (close_now, ended) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let (a, c, now, e) = (accepted.clone(), closed.clone(), close_now.clone(), ended.clone());
+        let (accepted, closed) = (Arc::<Counter>::default(), Arc::<Counter>::default());
+        let close_now = Arc::new(Notify::new());
+        let (a, c, now) = (accepted.clone(), closed.clone(), close_now.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
+                a.bump();
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
                 now.notified().await;
                 drop(stream);
-                c.fetch_add(1, Ordering::SeqCst);
-                e.notify_one();
+                c.bump();
             }
         });
         let up = upstream_to(addr);
@@ -428,15 +447,9 @@ mod tests {
             assert_eq!(&body[..], b"ok");
             assert_eq!(up.idle_connections(), 1);
             close_now.notify_one();
-            while closed.load(Ordering::SeqCst) < n {
-                let notified = ended.notified();
-                if closed.load(Ordering::SeqCst) >= n {
-                    break;
-                }
-                notified.await;
-            }
+            closed.reach(n).await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(accepted.get(), 5);
     }
 
     #[tokio::test]
@@ -459,11 +472,11 @@ mod tests {
         // with `Connection: close`. 300 requests, 30 at a time, all answered in full.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let accepted = Arc::<AtomicUsize>::default();
+        let accepted = Arc::<Counter>::default();
         let a = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
+                a.bump();
                 let served = Arc::<AtomicUsize>::default();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -498,7 +511,7 @@ mod tests {
             done.unwrap();
         }
         // Three requests per connection at most: at least 100 connections were made.
-        assert!(accepted.load(Ordering::SeqCst) >= 100);
+        assert!(accepted.get() >= 100);
         assert!(up.idle_connections() <= 30);
     }
 
