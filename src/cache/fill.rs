@@ -82,6 +82,21 @@ pub enum Outcome {
     Failed(Arc<UpstreamError>),
 }
 
+impl Outcome {
+    /// A streamed response's header fields: moved out when this is the last hold on the outcome
+    /// (see [`Fill::forget_outcome_if_unjoined`]), copied otherwise.
+    pub fn stream_headers(outcome: Arc<Outcome>) -> HeaderMap {
+        match Arc::try_unwrap(outcome) {
+            Ok(Outcome::Stream(head)) => Arc::try_unwrap(head).map_or_else(|h| h.headers.clone(), |h| h.headers),
+            Ok(_) => HeaderMap::new(),
+            Err(shared) => match &*shared {
+                Outcome::Stream(head) => head.headers.clone(),
+                _ => HeaderMap::new(),
+            },
+        }
+    }
+}
+
 struct State {
     outcome: Option<Arc<Outcome>>,
     chunks: VecDeque<Bytes>,
@@ -132,6 +147,21 @@ impl Fill {
     pub fn publish(&self, outcome: Outcome) {
         self.lock().outcome = Some(Arc::new(outcome));
         self.notify.notify_waiters();
+    }
+
+    /// The outcome, once published.
+    pub fn published(&self) -> Option<Arc<Outcome>> {
+        self.lock().outcome.clone()
+    }
+
+    /// Drops the fill's own hold on its outcome when no request joined it as a waiter, so the
+    /// leader's is the last. Only for a fill that has left the table of fills in flight (no one
+    /// can join it any more): a waiter that joined reads the outcome from here.
+    pub fn forget_outcome_if_unjoined(&self) {
+        let mut st = self.lock();
+        if self.joined.load(Ordering::Relaxed) == 0 {
+            st.outcome = None;
+        }
     }
 
     /// Waits for the outcome.
@@ -479,5 +509,39 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         inflight.remove(&k, &a);
         assert!(matches!(inflight.join(k), Join::Leader(_)));
+    }
+
+    fn stream(fill: &Fill) -> Arc<Outcome> {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ETAG, http::HeaderValue::from_static("\"v1\""));
+        let head = Head { status: StatusCode::OK, headers, vary: Box::new([]), last_modified: 0 };
+        fill.publish(Outcome::Stream(Arc::new(head)));
+        fill.published().expect("published")
+    }
+
+    #[test]
+    fn a_leader_alone_takes_the_head_and_one_with_waiters_copies_it() {
+        let inflight = Inflight::default();
+        let k = CacheKey::new("http", "h", "/alone");
+        let Join::Leader(fill) = inflight.join(k) else { panic!("first is leader") };
+        let outcome = stream(&fill);
+        inflight.remove(&k, &fill);
+        fill.forget_outcome_if_unjoined();
+        assert!(fill.published().is_none(), "nobody joined: the fill lets go of its outcome");
+        let Outcome::Stream(head) = &*outcome else { panic!("a stream") };
+        assert_eq!((Arc::strong_count(&outcome), Arc::strong_count(head)), (1, 1), "the leader's is the only hold");
+        assert_eq!(Outcome::stream_headers(outcome).get(http::header::ETAG).unwrap(), "\"v1\"");
+
+        let k = CacheKey::new("http", "h", "/joined");
+        let Join::Leader(fill) = inflight.join(k) else { panic!("first is leader") };
+        let Join::Waiter(_) = inflight.join(k) else { panic!("second waits") };
+        let outcome = stream(&fill);
+        inflight.remove(&k, &fill);
+        fill.forget_outcome_if_unjoined();
+        assert_eq!(Arc::strong_count(&outcome), 2, "a waiter joined: the fill keeps the outcome for it");
+        let kept = fill.published().expect("the waiter reads it here");
+        assert_eq!(Outcome::stream_headers(outcome).get(http::header::ETAG).unwrap(), "\"v1\"");
+        let Outcome::Stream(head) = &*kept else { panic!("a stream") };
+        assert_eq!(head.headers.len(), 1, "the leader copied the fields, the waiter's are whole");
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::stream;
@@ -24,6 +25,7 @@ use crate::cache::{policy, vary, CacheKey, Entry};
 use crate::clock::Millis;
 use crate::conditional;
 use crate::status::{CacheStatus, Detail, Fwd};
+use crate::upstream::UpstreamError;
 
 impl Proxy {
     /// A miss or revalidation for `key`: joins the fill in flight for it, or starts one, and
@@ -77,7 +79,7 @@ impl Proxy {
         // Take a place in the body now, before any byte can be passed and dropped.
         let reader = fill.reader();
         let outcome = match driver.as_mut() {
-            Some(driver) => driver.drive_until(fill.outcome()).await,
+            Some(driver) => driver.outcome(&fill).await,
             None => match tokio::time::timeout(self.cfg.coalescing.wait_limit, fill.outcome()).await {
                 Ok(o) => o,
                 Err(_) => {
@@ -86,6 +88,12 @@ impl Proxy {
                 }
             },
         };
+        // The leader's fill ended (it ran in these polls) and nobody joined it: it has left the
+        // table of fills in flight, so no one else can ask for its outcome, and the head's
+        // fields can be moved into this response instead of copied.
+        if driver.as_ref().is_some_and(LeaderFill::ended) {
+            fill.forget_outcome_if_unjoined();
+        }
         // A body still arriving goes on in a task of its own.
         drop(driver);
         let mut status = CacheStatus::forward(fwd);
@@ -97,7 +105,7 @@ impl Proxy {
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
-                self.from_stream(parts, reader, head, status, target, peer, key, fwd, req_cc, stale).await
+                self.from_stream(parts, reader, outcome, status, target, peer, key, fwd, req_cc, stale).await
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
@@ -153,7 +161,7 @@ impl Proxy {
         self: &Arc<Self>,
         parts: &request::Parts,
         reader: Option<FillReader>,
-        head: &Arc<Head>,
+        outcome: Arc<Outcome>,
         status: CacheStatus,
         target: &Target,
         peer: SocketAddr,
@@ -162,7 +170,11 @@ impl Proxy {
         req_cc: &CacheControl,
         stale: Option<Arc<Entry>>,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        if head.status == StatusCode::OK
+        let Outcome::Stream(head) = &*outcome else {
+            return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
+        };
+        let code = head.status;
+        if code == StatusCode::OK
             && conditional::is_conditional(&parts.headers)
             && conditional::not_modified(
                 &parts.headers,
@@ -178,7 +190,7 @@ impl Proxy {
             );
         }
         if parts.method == Method::HEAD {
-            return self.respond(head.status, head.headers.clone(), ProxyBody::empty(), status);
+            return self.respond(code, Outcome::stream_headers(outcome), ProxyBody::empty(), status);
         }
         match reader {
             Some(mut reader) => {
@@ -186,7 +198,7 @@ impl Proxy {
                     Some(whole) => ProxyBody::full(whole),
                     None => fill_body(reader),
                 };
-                self.respond(head.status, head.headers.clone(), body, status)
+                self.respond(code, Outcome::stream_headers(outcome), body, status)
             }
             // The body outgrew what is kept: this client fetches on its own.
             None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
@@ -334,16 +346,32 @@ type FillRequest = (request::Parts, Target, CacheControl);
 struct LeaderFill(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
 
 impl LeaderFill {
-    /// Polls the fill together with `until`, and returns `until`'s output.
-    async fn drive_until<T>(&mut self, until: impl Future<Output = T>) -> T {
-        let mut until = std::pin::pin!(until);
+    /// The fill ran to its end in the leader's polls.
+    fn ended(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Polls the fill until it has published its outcome, and returns that outcome. The fill
+    /// publishes from inside these polls, so the leader looks after each one instead of waiting
+    /// on the fill's notification like a waiter: a waiter's registration would have the publish
+    /// wake this very task, which is already running, and poll it once more for nothing.
+    async fn outcome(&mut self, fill: &Fill) -> Arc<Outcome> {
         std::future::poll_fn(|cx| {
             if let Some(job) = self.0.as_mut() {
                 if job.as_mut().poll(cx).is_ready() {
                     self.0 = None;
                 }
             }
-            until.as_mut().poll(cx)
+            if let Some(outcome) = fill.published() {
+                return Poll::Ready(outcome);
+            }
+            if self.ended() {
+                // Every way through a fill publishes before it ends; should one not, this client
+                // gets an error rather than no answer.
+                let e = UpstreamError::Unreachable("the fill ended without an answer".into());
+                return Poll::Ready(Arc::new(Outcome::Failed(Arc::new(e))));
+            }
+            Poll::Pending
         })
         .await
     }
