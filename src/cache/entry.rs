@@ -64,8 +64,9 @@ impl Entry {
     /// This entry (a template without a body) completed with `body`; `Content-Length` is set to
     /// the body's length.
     pub fn with_body(mut self, body: Bytes) -> Entry {
-        let len = body.len().to_string();
-        if self.headers.get(&http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == len.as_bytes()) {
+        let mut digits = itoa::Buffer::new();
+        let len = digits.format(body.len());
+        if self.headers.get_bytes(&http::header::CONTENT_LENGTH).is_some_and(|v| v == len.as_bytes()) {
             // The usual case: the origin sent the right length.
             self.body = body;
             return self;
