@@ -265,8 +265,9 @@ impl Proxy {
                 return;
             }
         }
+        let expected = super::content_length(&rp.headers);
         let (decision, fresh, resp_cc) =
-            self.decide(&Method::GET, &parts.headers, req_cc, Some(key), &rp, request_time, response_time);
+            self.decide(&Method::GET, &parts.headers, req_cc, Some(key), &rp, expected, request_time, response_time);
         if let Err(reason) = decision {
             // A server error is transient: it does not make the key uncacheable.
             if remember_pass(reason) && !rp.status.is_server_error() {
@@ -283,7 +284,6 @@ impl Proxy {
 
         let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
         let last_modified = fresh.last_modified;
-        let expected = super::content_length(&rp.headers);
         let head =
             Arc::new(Head { status: rp.status, headers: rp.headers, vary: template.vary.clone(), last_modified });
         fill.publish(Outcome::Stream(head));

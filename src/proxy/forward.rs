@@ -102,8 +102,9 @@ impl Proxy {
             }
         }
 
+        let length = content_length(&rp.headers);
         let (decision, fresh, resp_cc) =
-            self.decide(&method, &parts.headers, req_cc, key, &rp, request_time, response_time);
+            self.decide(&method, &parts.headers, req_cc, key, &rp, length, request_time, response_time);
 
         let tee = match (decision, key) {
             (Ok(()), Some(key)) => {
@@ -116,7 +117,7 @@ impl Proxy {
                 let sink = Box::new(move |body: bytes::Bytes| {
                     tiers.insert(key, || canonical, Arc::new(template.with_body(body)), keep_for);
                 });
-                Some(Tee::new(self.cfg.cache.max_object_bytes as usize, content_length(&rp.headers), sink))
+                Some(Tee::new(self.cfg.cache.max_object_bytes as usize, length, sink))
             }
             (Err(reason), key) => {
                 status.detail = Some(reason);
@@ -168,7 +169,8 @@ impl Proxy {
         Ok(OriginResponse { parts, body, request_time, response_time })
     }
 
-    /// Whether the response to a request may be stored, and its freshness.
+    /// Whether the response to a request may be stored, and its freshness. `length` is the
+    /// response's `Content-Length`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &self,
@@ -177,6 +179,7 @@ impl Proxy {
         req_cc: &CacheControl,
         key: Option<CacheKey>,
         rp: &http::response::Parts,
+        length: Option<u64>,
         request_time: Millis,
         response_time: Millis,
     ) -> (Result<(), Detail>, Freshness, CacheControl) {
@@ -186,7 +189,7 @@ impl Proxy {
             None => Err(Detail::Precondition),
             Some(_) => policy::storable(method, req, req_cc, rp.status, &rp.headers, &resp_cc, &self.opts),
         };
-        if decision.is_ok() && content_length(&rp.headers).is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
+        if decision.is_ok() && length.is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
             decision = Err(Detail::TooLarge);
         }
         let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
