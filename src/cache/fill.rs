@@ -7,8 +7,9 @@
 //! creates a [`Fill`] and drives the origin request itself until the outcome is known; what is
 //! left of it then (a body still arriving), or all of it if that client goes away first, runs in
 //! a task of its own, so no client's disconnect cancels it. A small response is thus fetched,
-//! stored and served without a task switch. Every client, the first included, waits for the
-//! fill's [`Outcome`]:
+//! stored and served without a task switch. Every client, the first included, answers from the
+//! fill's [`Outcome`]; the first reads it after each poll of the fill it drives (the fill
+//! publishes from inside those polls), the others wait to be woken:
 //!
 //! - [`Outcome::Stream`]: a storable response is arriving. Each client reads the body through its
 //!   own [`FillReader`] from the first byte, at its own pace: one that joins mid-fill gets the bytes
