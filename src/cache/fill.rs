@@ -83,18 +83,11 @@ pub enum Outcome {
     Failed(Arc<UpstreamError>),
 }
 
-impl Outcome {
-    /// A streamed response's header fields: moved out when this is the last hold on the outcome
-    /// (see [`Fill::forget_outcome_if_unjoined`]), copied otherwise.
-    pub fn stream_headers(outcome: Arc<Outcome>) -> HeaderMap {
-        match Arc::try_unwrap(outcome) {
-            Ok(Outcome::Stream(head)) => Arc::try_unwrap(head).map_or_else(|h| h.headers.clone(), |h| h.headers),
-            Ok(_) => HeaderMap::new(),
-            Err(shared) => match &*shared {
-                Outcome::Stream(head) => head.headers.clone(),
-                _ => HeaderMap::new(),
-            },
-        }
+impl Head {
+    /// The header fields: moved out when this is the last hold on the head (see
+    /// [`Fill::forget_outcome_if_unjoined`]), copied otherwise.
+    pub fn into_headers(head: Arc<Head>) -> HeaderMap {
+        Arc::try_unwrap(head).map_or_else(|h| h.headers.clone(), |h| h.headers)
     }
 }
 
@@ -531,7 +524,9 @@ mod tests {
         assert!(fill.published().is_none(), "nobody joined: the fill lets go of its outcome");
         let Outcome::Stream(head) = &*outcome else { panic!("a stream") };
         assert_eq!((Arc::strong_count(&outcome), Arc::strong_count(head)), (1, 1), "the leader's is the only hold");
-        assert_eq!(Outcome::stream_headers(outcome).get(http::header::ETAG).unwrap(), "\"v1\"");
+        let head = head.clone();
+        drop(outcome);
+        assert_eq!(Head::into_headers(head).get(http::header::ETAG).unwrap(), "\"v1\"");
 
         let k = CacheKey::new("http", "h", "/joined");
         let Join::Leader(fill) = inflight.join(k) else { panic!("first is leader") };
@@ -541,7 +536,10 @@ mod tests {
         fill.forget_outcome_if_unjoined();
         assert_eq!(Arc::strong_count(&outcome), 2, "a waiter joined: the fill keeps the outcome for it");
         let kept = fill.published().expect("the waiter reads it here");
-        assert_eq!(Outcome::stream_headers(outcome).get(http::header::ETAG).unwrap(), "\"v1\"");
+        let Outcome::Stream(head) = &*outcome else { panic!("a stream") };
+        let head = head.clone();
+        drop(outcome);
+        assert_eq!(Head::into_headers(head).get(http::header::ETAG).unwrap(), "\"v1\"");
         let Outcome::Stream(head) = &*kept else { panic!("a stream") };
         assert_eq!(head.headers.len(), 1, "the leader copied the fields, the waiter's are whole");
     }

@@ -105,7 +105,11 @@ impl Proxy {
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
-                self.from_stream(parts, reader, outcome, status, target, peer, key, fwd, req_cc, stale).await
+                // The outcome's hold on the head goes, so the head's fields can be moved when
+                // this is the last hold (see `forget_outcome_if_unjoined` above).
+                let head = head.clone();
+                drop(outcome);
+                self.from_stream(parts, reader, head, status, target, peer, key, fwd, req_cc, stale).await
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
@@ -161,7 +165,7 @@ impl Proxy {
         self: &Arc<Self>,
         parts: &request::Parts,
         reader: Option<FillReader>,
-        outcome: Arc<Outcome>,
+        head: Arc<Head>,
         status: CacheStatus,
         target: &Target,
         peer: SocketAddr,
@@ -170,9 +174,6 @@ impl Proxy {
         req_cc: &CacheControl,
         stale: Option<Arc<Entry>>,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let Outcome::Stream(head) = &*outcome else {
-            return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
-        };
         let code = head.status;
         if code == StatusCode::OK
             && conditional::is_conditional(&parts.headers)
@@ -190,7 +191,7 @@ impl Proxy {
             );
         }
         if parts.method == Method::HEAD {
-            return self.respond(code, Outcome::stream_headers(outcome), ProxyBody::empty(), status);
+            return self.respond(code, Head::into_headers(head), ProxyBody::empty(), status);
         }
         match reader {
             Some(mut reader) => {
@@ -198,7 +199,7 @@ impl Proxy {
                     Some(whole) => ProxyBody::full(whole),
                     None => fill_body(reader),
                 };
-                self.respond(code, Outcome::stream_headers(outcome), body, status)
+                self.respond(code, Head::into_headers(head), body, status)
             }
             // The body outgrew what is kept: this client fetches on its own.
             None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
