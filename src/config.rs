@@ -129,6 +129,9 @@ pub struct CacheConfig {
     pub max_variants: usize,
     /// Store responses carrying `Set-Cookie` (strongly discouraged for a shared cache).
     pub store_set_cookie: bool,
+    /// Let the kernel back the process's memory with transparent huge pages. Off by default:
+    /// filling a 2 MiB page stalls every connection while the kernel clears it.
+    pub transparent_huge_pages: bool,
 }
 
 /// Timeouts.
@@ -187,6 +190,7 @@ impl Default for Config {
                 keep_stale: Duration::from_secs(3_600),
                 max_variants: 16,
                 store_set_cookie: false,
+                transparent_huge_pages: false,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
@@ -310,6 +314,9 @@ impl Config {
                 w.integer(p, v, 1, 1024).map(|n| c.max_variants = n as usize)
             });
             w.take(&mut t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
+            w.take(&mut t, "cache", "transparent_huge_pages", |w, p, v| {
+                w.boolean(p, v).map(|b| c.transparent_huge_pages = b)
+            });
             w.unknown(&t, "cache");
             if c.memory_bytes < 1 << 20 {
                 w.bad("cache.memory", "must be at least 1MiB".into());

@@ -96,6 +96,9 @@ fn main() -> ExitCode {
         LogFormat::Text => tracing_subscriber::fmt().with_ansi(stdout().is_terminal()).with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
+    if let Err(e) = alloc::set_transparent_huge_pages(cfg.cache.transparent_huge_pages) {
+        tracing::warn!(error = %e, "cannot set transparent huge pages for the process; the system's policy applies");
+    }
     // One worker per CPU this process may run on (tokio reads the affinity mask).
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1,5 +1,5 @@
-//! The binary: `--check-config` on good and bad files, command-line overrides, and graceful
-//! shutdown on SIGTERM with a request in flight.
+//! The binary: `--check-config` on good and bad files, command-line overrides, the process-wide
+//! memory setting, and graceful shutdown on SIGTERM with a request in flight.
 
 mod common;
 
@@ -27,6 +27,7 @@ heuristic_max = "1d"
 keep_stale = "1h"
 max_variants = 16
 store_set_cookie = false
+transparent_huge_pages = false
 
 [timeouts]
 connect = "5s"
@@ -91,6 +92,7 @@ colour = "blue"
 [cache]
 memory = "lots"
 shade = 1
+transparent_huge_pages = "no"
 [timeouts]
 connect = "0s"
 idle = 5
@@ -109,6 +111,7 @@ format = "xml"
         "colour",
         "cache.memory",
         "cache.shade",
+        "cache.transparent_huge_pages",
         "timeouts.connect",
         "timeouts.idle",
         "limits.max_header_size",
@@ -202,9 +205,15 @@ impl Spawned {
 /// and handing it over, leaves no moment in which another test or an outgoing connection can
 /// take it.
 async fn spawn_proxy(origin: SocketAddr) -> Spawned {
+    spawn_proxy_with(origin, &[]).await
+}
+
+/// [`spawn_proxy`] with more arguments (a `--config` file, say).
+async fn spawn_proxy_with(origin: SocketAddr, more: &[&str]) -> Spawned {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--origin", &format!("http://{origin}"), "--no-access-log"])
+        .args(more)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -236,6 +245,34 @@ fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("child still running");
     let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(ok.success());
+}
+
+/// The kernel's own account of the process: `THP_enabled` in `/proc/<pid>/status` is 0 once the
+/// process has turned transparent huge pages off for itself.
+fn thp_enabled(child: &tokio::process::Child) -> String {
+    let pid = child.id().expect("child still running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:")).unwrap_or_else(|| panic!("{status}"));
+    line["THP_enabled:".len()..].trim().to_string()
+}
+
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_the_file_turns_them_on() {
+    let clock = clock();
+    let origin = Origin::start(&clock, |_, _| Reply::ok("up")).await;
+    let cases = [
+        ("thp-default.toml", "", "0"),
+        ("thp-off.toml", "[cache]\ntransparent_huge_pages = false\n", "0"),
+        ("thp-on.toml", "[cache]\ntransparent_huge_pages = true\n", "1"),
+    ];
+    for (name, file, expected) in cases {
+        let path = write_config(name, file);
+        let p = spawn_proxy_with(origin.addr(), &["--config", path.to_str().unwrap()]).await;
+        // It serves either way.
+        let c = Client::new(p.addr);
+        assert_eq!(c.get("/").await.text(), "up");
+        assert_eq!(thp_enabled(&p.child), expected, "{name}");
+    }
 }
 
 #[tokio::test]
