@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -393,28 +393,35 @@ impl Drop for LeaderFill {
 /// origin instead of queueing behind each other (hit-for-pass).
 pub(super) struct HitForPass {
     until: moka::sync::Cache<CacheKey, Millis, BuildKeyHasher>,
-    /// Nothing was ever marked: the common case, answered without a lookup.
-    used: AtomicBool,
+    /// Keys marked and not yet removed, never fewer than there are: a key counts from just
+    /// before its insertion until moka reports its removal (expired, replaced or evicted). At
+    /// zero, the common case, a miss is answered without a lookup.
+    live: Arc<AtomicUsize>,
     keep: Duration,
 }
 
 impl HitForPass {
     pub(super) fn new(keep: Duration) -> Self {
+        let live = Arc::new(AtomicUsize::new(0));
+        let removed = live.clone();
         let until = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(keep.max(Duration::from_millis(1)))
+            .eviction_listener(move |_, _, _| {
+                removed.fetch_sub(1, Ordering::Relaxed);
+            })
             .build_with_hasher(BuildKeyHasher::default());
-        HitForPass { until, used: AtomicBool::new(false), keep }
+        HitForPass { until, live, keep }
     }
 
     /// True when `key` was marked and its time is not over at `now`.
     pub(super) fn active(&self, key: &CacheKey, now: Millis) -> bool {
-        self.used.load(Ordering::Relaxed) && self.until.get(key).is_some_and(|until| until > now)
+        self.live.load(Ordering::Relaxed) > 0 && self.until.get(key).is_some_and(|until| until > now)
     }
 
     /// Marks `key` from `now` on, for the configured time.
     pub(super) fn mark(&self, key: CacheKey, now: Millis) {
-        self.used.store(true, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
         self.until.insert(key, now + self.keep.as_millis() as u64);
     }
 }
@@ -444,4 +451,29 @@ fn fill_body(reader: FillReader) -> ProxyBody {
         Some((item, r))
     });
     ProxyBody::Shared(Box::pin(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_for_pass_counts_its_keys_and_looks_up_only_while_there_are_some() {
+        let h = HitForPass::new(Duration::from_secs(10));
+        let (a, b) = (CacheKey::new("http", "x", "/a"), CacheKey::new("http", "x", "/b"));
+        assert!(!h.active(&a, 0));
+        assert_eq!(h.live.load(Ordering::Relaxed), 0);
+        h.mark(a, 1_000);
+        assert!(h.active(&a, 1_000) && h.active(&a, 10_999));
+        assert!(!h.active(&a, 11_000), "marked for 10 s from its response");
+        assert!(!h.active(&b, 1_000));
+        // Marking a key again replaces its time; it still counts once.
+        h.mark(a, 5_000);
+        h.until.run_pending_tasks();
+        assert_eq!(h.live.load(Ordering::Relaxed), 1);
+        assert!(h.active(&a, 14_999));
+        h.mark(b, 5_000);
+        h.until.run_pending_tasks();
+        assert_eq!(h.live.load(Ordering::Relaxed), 2);
+    }
 }
