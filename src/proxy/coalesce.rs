@@ -109,7 +109,11 @@ impl Proxy {
                 // this is the last hold (see `forget_outcome_if_unjoined` above).
                 let head = head.clone();
                 drop(outcome);
-                self.from_stream(parts, reader, head, status, target, peer, key, fwd, req_cc, stale).await
+                match self.serve_from_fill(parts, reader, head, status) {
+                    Some(answer) => answer,
+                    // The body outgrew what is kept: this client fetches on its own.
+                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
+                }
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
@@ -159,21 +163,16 @@ impl Proxy {
     }
 
     /// Answers one client from a streaming fill: a 304 for its own matching conditional, the head
-    /// alone for HEAD, else the body through a reader.
-    #[allow(clippy::too_many_arguments)]
-    async fn from_stream(
-        self: &Arc<Self>,
+    /// alone for HEAD, else the body through a reader. `None` when a body is wanted and there is
+    /// no reader (the body outgrew what the fill keeps). Not `async`: the answer is ready at
+    /// once, and the rare fetch that `None` calls for stays out of every miss's future.
+    fn serve_from_fill(
+        &self,
         parts: &request::Parts,
         reader: Option<FillReader>,
         head: Arc<Head>,
         status: CacheStatus,
-        target: &Target,
-        peer: SocketAddr,
-        key: CacheKey,
-        fwd: Fwd,
-        req_cc: &CacheControl,
-        stale: Option<Arc<Entry>>,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> Option<(Response<ProxyBody>, CacheStatus)> {
         let code = head.status;
         if code == StatusCode::OK
             && conditional::is_conditional(&parts.headers)
@@ -183,27 +182,22 @@ impl Proxy {
                 head.last_modified,
             )
         {
-            return self.respond(
+            return Some(self.respond(
                 StatusCode::NOT_MODIFIED,
                 not_modified_headers(&head.headers),
                 ProxyBody::empty(),
                 status,
-            );
+            ));
         }
         if parts.method == Method::HEAD {
-            return self.respond(code, Head::into_headers(head), ProxyBody::empty(), status);
+            return Some(self.respond(code, Head::into_headers(head), ProxyBody::empty(), status));
         }
-        match reader {
-            Some(mut reader) => {
-                let body = match reader.complete_body() {
-                    Some(whole) => ProxyBody::full(whole),
-                    None => fill_body(reader),
-                };
-                self.respond(code, Head::into_headers(head), body, status)
-            }
-            // The body outgrew what is kept: this client fetches on its own.
-            None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
-        }
+        let mut reader = reader?;
+        let body = match reader.complete_body() {
+            Some(whole) => ProxyBody::full(whole),
+            None => fill_body(reader),
+        };
+        Some(self.respond(code, Head::into_headers(head), body, status))
     }
 
     /// `stale-while-revalidate`: starts a revalidation of `entry` unless one is in flight.
