@@ -241,6 +241,43 @@ async fn concurrent_misses_for_one_key_make_one_origin_request() {
     assert_eq!(origin.count_path("/big"), 1);
 }
 
+/// A chunk of chunked framing.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    [format!("{:x}\r\n", data.len()).into_bytes(), data.to_vec(), b"\r\n".to_vec()].concat()
+}
+
+#[tokio::test]
+async fn request_during_a_fill_that_outgrew_the_limit_fetches_on_its_own() {
+    let clock = clock();
+    let full = body_of(128 << 10);
+    let (first, rest) = full.split_at(48 << 10);
+    let head =
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let origin =
+        HeldOrigin::start([head.to_vec(), chunk(first)].concat(), [chunk(rest), b"0\r\n\r\n".to_vec()].concat()).await;
+    // The first part alone is past what may be stored: the fill keeps no bytes for late joiners.
+    let p = start_proxy(origin.addr, &clock, |cfg| cfg.cache.max_object_bytes = 16 << 10).await;
+
+    let mut a = Stepwise::get(p.addr(), "/a").await;
+    a.read_past_head(first.len()).await;
+    // The fill has left the table of fills in flight (and marked the key hit-for-pass): B cannot
+    // be given the bytes already passed, and asks the origin itself instead of waiting.
+    let mut b = Stepwise::get(p.addr(), "/a").await;
+    b.read_past_head(0).await;
+    eventually("B's own origin request", || origin.count() == 2).await;
+    origin.release();
+
+    for (who, s) in [("first", a), ("later", b)] {
+        let (head, body, complete) = s.finish().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{who}: {head}");
+        assert!(!head.contains("collapsed"), "{who}: {head}");
+        assert!(complete, "{who}: body framing incomplete");
+        assert!(body == full.as_ref(), "{who}: got {} bytes, not the whole body", body.len());
+    }
+    assert_eq!(origin.count(), 2);
+    assert_eq!(stored_urls(&p), 0);
+}
+
 #[tokio::test]
 async fn waiter_joining_mid_fill_gets_the_whole_body() {
     let clock = clock();
