@@ -26,7 +26,11 @@ pub fn is_conditional(req: &HeaderMap) -> bool {
 /// §4.3.2)? (RFC 9110 §13.2.2: `If-None-Match` first; when it is present, `If-Modified-Since` is
 /// ignored.)
 pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis) -> bool {
-    if req.contains_key(header::IF_NONE_MATCH) {
+    if let Some(first) = req.get(header::IF_NONE_MATCH) {
+        // The usual case: the client sends back the one tag it was given, byte for byte.
+        if etag.is_some_and(|e| first.as_bytes() == e && is_entity_tag(e)) {
+            return true;
+        }
         let Some(etag) = etag.and_then(|v| std::str::from_utf8(v).ok()) else {
             // "*" matches any current representation.
             return req.get_all(header::IF_NONE_MATCH).iter().any(|v| v.to_str().is_ok_and(|s| s.trim() == "*"));
@@ -47,6 +51,12 @@ pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis)
         return last_modified <= ims;
     }
     false
+}
+
+/// True when `b` is one whole entity-tag (RFC 9110 §8.8.3): `"x"` or `W/"x"`, no `"` inside.
+fn is_entity_tag(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b"W/").unwrap_or(b);
+    b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' && !b[1..b.len() - 1].contains(&b'"')
 }
 
 /// The opaque part of an entity-tag (`W/"x"` and `"x"` both give `"x"`): weak comparison.
@@ -118,6 +128,13 @@ mod tests {
         assert!(not_modified(&req(&[("if-none-match", "*")]), Some(etag), 0));
         assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(etag), 0));
         assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(etag), 0));
+        // The same bytes as the stored tag match only when they are an entity-tag.
+        assert!(not_modified(&req(&[("if-none-match", "W/\"a1\"")]), Some(etag), 0));
+        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(b"a1".as_slice()), 0));
+        assert!(!not_modified(&req(&[("if-none-match", "\"a\"b\"")]), Some(b"\"a\"b\"".as_slice()), 0));
+        assert!(!not_modified(&req(&[("if-none-match", "W/")]), Some(b"W/".as_slice()), 0));
+        // A later field can match when the first does not.
+        assert!(not_modified(&req(&[("if-none-match", "\"x\""), ("if-none-match", "\"a1\"")]), Some(etag), 0));
     }
 
     #[test]

@@ -291,7 +291,11 @@ impl StoredHeaders {
 
     /// The first field `name`.
     fn find(&self, name: &HeaderName) -> Option<Field> {
-        self.fields().find(|f| self.name_of(f) == name.as_str())
+        // A common name is only ever stored as its tag: one byte compared per field.
+        match tag_of(name) {
+            0 => self.fields().find(|f| f.tag == 0 && &self.block[f.name.0..f.name.1] == name.as_str().as_bytes()),
+            tag => self.fields().find(|f| f.tag == tag),
+        }
     }
 
     /// The first value of `name`.
