@@ -135,6 +135,12 @@ mod tests {
         assert!(!not_modified(&req(&[("if-none-match", "W/")]), Some(b"W/".as_slice()), 0));
         // A later field can match when the first does not.
         assert!(not_modified(&req(&[("if-none-match", "\"x\""), ("if-none-match", "\"a1\"")]), Some(etag), 0));
+        // A tag with obs-text (RFC 9110 §8.8.3: bytes 0x80-0xFF) sent back unchanged matches.
+        let obs = b"\"a\xff\"".as_slice();
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_bytes(obs).unwrap());
+        assert!(not_modified(&h, Some(obs), 0));
+        assert!(!not_modified(&h, Some(b"\"a\xfe\"".as_slice()), 0));
     }
 
     #[test]
