@@ -178,7 +178,7 @@ impl Proxy {
         if parts.method == Method::GET || parts.method == Method::HEAD {
             self.cacheable(parts, target, peer).await
         } else {
-            self.pass(parts, body, target, peer).await
+            Box::pin(self.pass(parts, body, target, peer)).await
         }
     }
 
@@ -192,7 +192,7 @@ impl Proxy {
         let req_cc = policy::request_cache_control(&parts.headers);
         if parts.headers.contains_key(header::IF_MATCH) || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) {
             // Preconditions for state-changing intent: the origin evaluates them; nothing stored.
-            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
+            return Box::pin(self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)).await;
         }
         let key = CacheKey::new("http", &target.host, target.path_and_query.as_str());
         let mut now = self.clock.now_millis();
@@ -203,7 +203,7 @@ impl Proxy {
         if selected.is_none() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
             if self.tiers.shared.is_some() {
-                selected = self.lookup_shared(&key, &target, &parts.headers).await;
+                selected = Box::pin(self.lookup_shared(&key, &target, &parts.headers)).await;
                 from_shared = selected.is_some();
                 now = self.clock.now_millis();
             }
@@ -220,7 +220,7 @@ impl Proxy {
             if req_cc.only_if_cached {
                 return only_if_cached();
             }
-            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
+            return Box::pin(self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)).await;
         }
         let Some(entry) = selected else {
             if req_cc.only_if_cached {

@@ -46,7 +46,7 @@ impl Proxy {
         let now = self.clock.now_millis();
         let pass = self.hit_for_pass.active(&key, now);
         if !self.cfg.coalescing.enabled || req_cc.no_store || pass {
-            return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
+            return Box::pin(self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale)).await;
         }
         // Shared with the fill's task without copying the request's fields.
         let req = Arc::new((parts, target, req_cc));
@@ -84,7 +84,7 @@ impl Proxy {
                 Ok(o) => o,
                 Err(_) => {
                     tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
-                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
+                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
                 }
             },
         };
@@ -101,7 +101,7 @@ impl Proxy {
         match &*outcome {
             Outcome::Stream(head) => {
                 if !vary::matches(&head.vary, &parts.headers) {
-                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
+                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
@@ -112,12 +112,12 @@ impl Proxy {
                 match self.serve_from_fill(parts, reader, head, status) {
                     Some(answer) => answer,
                     // The body outgrew what is kept: this client fetches on its own.
-                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
+                    None => Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await,
                 }
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
-                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
+                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
                 }
                 status.fwd_status = Some(304);
                 status.stored = true;
@@ -145,7 +145,7 @@ impl Proxy {
                         };
                         self.respond(rp.status, rp.headers, body, status)
                     }
-                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
+                    None => Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await,
                 }
             }
             Outcome::Failed(err) => {
@@ -212,12 +212,16 @@ impl Proxy {
         if let Join::Leader(fill) = self.inflight.join(key) {
             let me = self.clone();
             let req = Arc::new((parts.clone(), target.clone(), policy::request_cache_control(&parts.headers)));
-            tokio::spawn(async move { me.run_fill(fill, key, req, peer, Some(entry)).await });
+            tokio::spawn(me.run_fill(fill, key, req, peer, Some(entry)));
         }
     }
 
     /// The fill itself, in its own task: the origin request, then the body pumped into the fill
     /// until it ends, then the stored entry. Runs to the end whatever the clients do.
+    ///
+    /// One `async fn` rather than a wrapper around an inner one: its state is moved into a box
+    /// when a leader starts it, and a wrapper would hold the inner state as well and move it once
+    /// more (about 2.7 KiB) at the first poll.
     async fn run_fill(
         self: Arc<Self>,
         fill: Arc<Fill>,
@@ -226,20 +230,11 @@ impl Proxy {
         peer: SocketAddr,
         stale: Option<Arc<Entry>>,
     ) {
-        self.fill_inner(&fill, key, &req, peer, stale).await;
-        // Whatever happened, the fill is no longer joinable under this key; clients that joined
-        // keep their Arc and finish reading.
-        self.inflight.remove(&key, &fill);
-    }
-
-    async fn fill_inner(
-        &self,
-        fill: &Arc<Fill>,
-        key: CacheKey,
-        (parts, target, req_cc): &FillRequest,
-        peer: SocketAddr,
-        stale: Option<Arc<Entry>>,
-    ) {
+        // However the fill ends, even dropped, it is then no longer joinable under this key;
+        // clients that joined keep their Arc and finish reading.
+        let _leave = LeaveInflight { proxy: &self, key, fill: &fill };
+        let fill = &fill;
+        let (parts, target, req_cc) = &*req;
         let validators = stale.as_deref().filter(|e| e.has_validator());
         let req = self.origin_request(parts, target, peer, &Method::GET, UpBody::Empty, true, validators);
         let OriginResponse { parts: rp, body, request_time, response_time } = match self.ask_origin(req).await {
@@ -327,6 +322,19 @@ impl Proxy {
             }
         }
         fill.complete();
+    }
+}
+
+/// Takes a fill out of the table of fills in flight when dropped (see [`Proxy::run_fill`]).
+struct LeaveInflight<'a> {
+    proxy: &'a Proxy,
+    key: CacheKey,
+    fill: &'a Arc<Fill>,
+}
+
+impl Drop for LeaveInflight<'_> {
+    fn drop(&mut self) {
+        self.proxy.inflight.remove(&self.key, self.fill);
     }
 }
 
