@@ -49,6 +49,10 @@ impl Proxy {
     /// Goes to the origin on this request's own, without coalescing: a miss (`stale` None) or a
     /// revalidation of `stale`. `key` is None when the response must not be stored (Range,
     /// preconditions).
+    ///
+    /// Its state is about 3 KiB and it is a rare path, so callers box it where they await it
+    /// (`Box::pin(self.forward(..))`): held inline, it would be part of every request's future,
+    /// which is built on the stack and moved as a whole.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
