@@ -192,7 +192,7 @@ impl Proxy {
         let req_cc = policy::request_cache_control(&parts.headers);
         if parts.headers.contains_key(header::IF_MATCH) || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE) {
             // Preconditions for state-changing intent: the origin evaluates them; nothing stored.
-            return Box::pin(self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)).await;
+            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
         }
         let key = CacheKey::new("http", &target.host, target.path_and_query.as_str());
         let mut now = self.clock.now_millis();
@@ -220,7 +220,7 @@ impl Proxy {
             if req_cc.only_if_cached {
                 return only_if_cached();
             }
-            return Box::pin(self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None)).await;
+            return self.forward(&parts, &target, peer, None, Fwd::Bypass, &req_cc, None).await;
         }
         let Some(entry) = selected else {
             if req_cc.only_if_cached {

@@ -46,7 +46,7 @@ impl Proxy {
         let now = self.clock.now_millis();
         let pass = self.hit_for_pass.active(&key, now);
         if !self.cfg.coalescing.enabled || req_cc.no_store || pass {
-            return Box::pin(self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale)).await;
+            return self.forward(&parts, &target, peer, Some(key), fwd, &req_cc, stale).await;
         }
         // Shared with the fill's task without copying the request's fields.
         let req = Arc::new((parts, target, req_cc));
@@ -84,7 +84,7 @@ impl Proxy {
                 Ok(o) => o,
                 Err(_) => {
                     tracing::debug!(%key, "coalescing wait limit reached; going to the origin alone");
-                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
             },
         };
@@ -101,7 +101,7 @@ impl Proxy {
         match &*outcome {
             Outcome::Stream(head) => {
                 if !vary::matches(&head.vary, &parts.headers) {
-                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
                 status.stored = true;
@@ -112,12 +112,12 @@ impl Proxy {
                 match self.serve_from_fill(parts, reader, head, status) {
                     Some(answer) => answer,
                     // The body outgrew what is kept: this client fetches on its own.
-                    None => Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await,
+                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
                 }
             }
             Outcome::Entry(entry) => {
                 if !vary::matches(&entry.vary, &parts.headers) {
-                    return Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await;
+                    return self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await;
                 }
                 status.fwd_status = Some(304);
                 status.stored = true;
@@ -145,7 +145,7 @@ impl Proxy {
                         };
                         self.respond(rp.status, rp.headers, body, status)
                     }
-                    None => Box::pin(self.forward(parts, target, peer, Some(key), fwd, req_cc, stale)).await,
+                    None => self.forward(parts, target, peer, Some(key), fwd, req_cc, stale).await,
                 }
             }
             Outcome::Failed(err) => {

@@ -3,7 +3,9 @@
 //! and what every origin request is made of: the request sent ([`Proxy::origin_request`]), the
 //! answer with its times ([`Proxy::ask_origin`]) and whether it may be stored ([`Proxy::decide`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -50,11 +52,24 @@ impl Proxy {
     /// revalidation of `stale`. `key` is None when the response must not be stored (Range,
     /// preconditions).
     ///
-    /// Its state is about 3 KiB and it is a rare path, so callers box it where they await it
-    /// (`Box::pin(self.forward(..))`): held inline, it would be part of every request's future,
-    /// which is built on the stack and moved as a whole.
+    /// Boxed: its state is about 3 KiB and it is a rare path. Held inline, it would be part of
+    /// every request's future, which is built on the stack and moved as a whole.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn forward(
+    pub(super) fn forward<'a>(
+        &'a self,
+        parts: &'a request::Parts,
+        target: &'a Target,
+        peer: SocketAddr,
+        key: Option<CacheKey>,
+        fwd: Fwd,
+        req_cc: &'a CacheControl,
+        stale: Option<Arc<Entry>>,
+    ) -> Pin<Box<impl Future<Output = (Response<ProxyBody>, CacheStatus)> + 'a>> {
+        Box::pin(self.forward_alone(parts, target, peer, key, fwd, req_cc, stale))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_alone(
         &self,
         parts: &request::Parts,
         target: &Target,
