@@ -132,6 +132,9 @@ pub struct CacheConfig {
     /// Let the kernel back the process's memory with transparent huge pages. Off by default:
     /// filling a 2 MiB page stalls every connection while the kernel clears it.
     pub transparent_huge_pages: bool,
+    /// Claim the memory budget at start-up and fault in every page of it, so that a growing
+    /// cache never waits for a page fault; the process then keeps the memory it has.
+    pub preallocate: bool,
 }
 
 /// Timeouts.
@@ -191,6 +194,7 @@ impl Default for Config {
                 max_variants: 16,
                 store_set_cookie: false,
                 transparent_huge_pages: false,
+                preallocate: false,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
@@ -317,6 +321,7 @@ impl Config {
             w.take(&mut t, "cache", "transparent_huge_pages", |w, p, v| {
                 w.boolean(p, v).map(|b| c.transparent_huge_pages = b)
             });
+            w.take(&mut t, "cache", "preallocate", |w, p, v| w.boolean(p, v).map(|b| c.preallocate = b));
             w.unknown(&t, "cache");
             if c.memory_bytes < 1 << 20 {
                 w.bad("cache.memory", "must be at least 1MiB".into());

@@ -99,6 +99,18 @@ fn main() -> ExitCode {
     if let Err(e) = alloc::set_transparent_huge_pages(cfg.cache.transparent_huge_pages) {
         tracing::warn!(error = %e, "cannot set transparent huge pages for the process; the system's policy applies");
     }
+    if cfg.cache.preallocate {
+        let started = std::time::Instant::now();
+        if let Err(e) = alloc::preallocate(cfg.cache.memory_bytes) {
+            eprintln!("edgecache: cannot preallocate cache.memory ({} MiB): {e}", cfg.cache.memory_bytes >> 20);
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(
+            mib = cfg.cache.memory_bytes >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "memory budget preallocated"
+        );
+    }
     // One worker per CPU this process may run on (tokio reads the affinity mask).
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

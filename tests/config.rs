@@ -28,6 +28,7 @@ keep_stale = "1h"
 max_variants = 16
 store_set_cookie = false
 transparent_huge_pages = false
+preallocate = false
 
 [timeouts]
 connect = "5s"
@@ -93,6 +94,7 @@ colour = "blue"
 memory = "lots"
 shade = 1
 transparent_huge_pages = "no"
+preallocate = 1
 [timeouts]
 connect = "0s"
 idle = 5
@@ -112,6 +114,7 @@ format = "xml"
         "cache.memory",
         "cache.shade",
         "cache.transparent_huge_pages",
+        "cache.preallocate",
         "timeouts.connect",
         "timeouts.idle",
         "limits.max_header_size",
@@ -275,6 +278,55 @@ async fn transparent_huge_pages_are_off_unless_the_file_turns_them_on() {
         assert_eq!(c.get("/").await.text(), "up");
         assert_eq!(thp_enabled(&p.child), expected, "{name}");
     }
+}
+
+/// The process's resident memory, from the kernel's account of it (`VmRSS`).
+fn resident_bytes(child: &tokio::process::Child) -> u64 {
+    let pid = child.id().expect("child still running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_else(|| panic!("{status}"));
+    let kib: u64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB");
+    kib << 10
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn preallocation_makes_the_budget_resident_before_the_listener_opens() {
+    let clock = clock();
+    let origin = Origin::start(&clock, |_, _| Reply::ok("up").header("cache-control", "max-age=60").no_date()).await;
+    const BUDGET: u64 = 64 << 20;
+    let lazy = write_config("lazy.toml", "[cache]\nmemory = \"64MiB\"\n");
+    let eager = write_config("eager.toml", "[cache]\nmemory = \"64MiB\"\npreallocate = true\n");
+
+    let mut p = spawn_proxy_with(origin.addr(), &["--config", lazy.to_str().unwrap()]).await;
+    let without = resident_bytes(&p.child);
+    assert!(without < BUDGET, "without preallocation an empty cache is not resident: {without} bytes");
+    sigterm(&p.child);
+    within("edgecache exit", p.child.wait()).await.expect("wait");
+
+    let p = spawn_proxy_with(origin.addr(), &["--config", eager.to_str().unwrap()]).await;
+    // "edgecache started" comes after the preallocation: the budget is resident by then.
+    let with = resident_bytes(&p.child);
+    assert!(with >= BUDGET, "preallocated: {with} bytes resident, budget {BUDGET}");
+    // And the memory serves: a miss stored, then a hit.
+    let c = Client::new(p.addr);
+    assert_eq!(c.get("/a").await.text(), "up");
+    assert_eq!(c.get("/a").await.text(), "up");
+    assert_eq!(origin.count(), 1, "the second request is a hit");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_budget_the_system_cannot_give_is_refused_at_start_up() {
+    let path = write_config("too-much.toml", "[cache]\nmemory = \"100000000GiB\"\npreallocate = true\n");
+    // Accepted as configuration: whether the memory is there is the start-up's question.
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let out = run(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot preallocate cache.memory (102400000000 MiB)"), "{stderr}");
+    assert!(stderr.contains("MiB available"), "{stderr}");
 }
 
 #[tokio::test]
