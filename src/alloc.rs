@@ -94,9 +94,8 @@ pub fn set_transparent_huge_pages(_on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// mimalloc v3's `mi_option_purge_delay` (its `include/mimalloc.h`): libmimalloc-sys names the
-/// option only for mimalloc v2, where its number differs. A unit test checks it reads the
-/// documented default.
+/// mimalloc v3's `mi_option_purge_delay` (its `include/mimalloc.h`), which libmimalloc-sys does
+/// not name. A unit test checks that the option reads v3's default (1000 ms, its `options.c`).
 const MI_OPTION_PURGE_DELAY: mi::mi_option_t = 15;
 
 /// Blocks the preallocation asks mimalloc for. Small enough to come from mimalloc's arenas, the
