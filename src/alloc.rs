@@ -157,46 +157,51 @@ pub fn preallocate(bytes: u64) -> std::io::Result<()> {
 }
 
 /// Makes every page of `[start, start + len)` resident: `MADV_POPULATE_WRITE` (Linux 5.14) faults
-/// in the whole pages inside at once, then one write a page does the pages at the ends, and every
-/// page on other systems (a write to a page already resident costs next to nothing).
+/// in the whole pages inside at once and a write to the first and the last byte does the pages
+/// at the ends; without it (other systems, older kernels), one write a page.
 ///
 /// # Safety
-/// The range must be memory the caller owns and may overwrite.
+/// The range must be memory the caller owns and may overwrite, at least one byte long.
 unsafe fn fault_in(start: *mut u8, len: usize) -> std::io::Result<()> {
     const PAGE: usize = 4096;
+    // SAFETY (every write below): inside the caller's range, which it may overwrite; volatile,
+    // so that a write is not dropped for a value nobody reads.
+    let touch = |offset: usize| unsafe { start.add(offset).write_volatile(0) };
     #[cfg(target_os = "linux")]
     {
         let first = (start as usize).next_multiple_of(PAGE);
         let end = (start as usize + len) & !(PAGE - 1);
-        if end > first {
-            // SAFETY: the whole pages lie inside the caller's range.
-            let r = unsafe { libc::madvise(first as *mut c_void, end - first, libc::MADV_POPULATE_WRITE) };
-            if r != 0 {
-                let e = std::io::Error::last_os_error();
-                // EINVAL: a kernel without MADV_POPULATE_WRITE; the writes below do the same.
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e);
-                }
-            }
+        // SAFETY: the whole pages lie inside the caller's range.
+        let r = if end > first {
+            unsafe { libc::madvise(first as *mut c_void, end - first, libc::MADV_POPULATE_WRITE) }
+        } else {
+            0
+        };
+        if r == 0 {
+            touch(0);
+            touch(len - 1);
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        // EINVAL: a kernel without MADV_POPULATE_WRITE; the writes below do the same.
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(e);
         }
     }
-    let mut offset = 0;
-    while offset < len {
-        // SAFETY: inside the caller's range, which it may overwrite; volatile, so that the
-        // write is not dropped for a value nobody reads.
-        unsafe { start.add(offset).write_volatile(0) };
-        offset += PAGE;
-    }
-    // SAFETY: as above, the range's last byte.
-    unsafe { start.add(len - 1).write_volatile(0) };
+    (0..len).step_by(PAGE).for_each(touch);
+    touch(len - 1);
     Ok(())
 }
 
 /// What the system can give without swapping (`MemAvailable` in `/proc/meminfo`), where known.
 fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line["MemAvailable:".len()..].trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable:")
+}
+
+/// A `Name:   1234 kB` line of a `/proc` file, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..].trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib << 10)
 }
 
@@ -238,9 +243,8 @@ mod tests {
         preallocate(64 << 20).expect("64 MiB");
         assert_eq!(delay(), -1, "freed memory is kept");
         let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-        let kib: u64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().expect("kB");
-        assert!(kib << 10 >= 64 << 20, "{kib} KiB resident after preallocating 64 MiB");
+        let resident = kib_field(&status, "VmRSS:").expect("VmRSS");
+        assert!(resident >= 64 << 20, "{resident} bytes resident after preallocating 64 MiB");
     }
 
     #[cfg(target_os = "linux")]

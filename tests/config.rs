@@ -250,13 +250,17 @@ fn sigterm(child: &tokio::process::Child) {
     assert!(ok.success());
 }
 
-/// The kernel's own account of the process: `THP_enabled` in `/proc/<pid>/status` is 0 once the
-/// process has turned transparent huge pages off for itself.
-fn thp_enabled(child: &tokio::process::Child) -> String {
+/// A field of the kernel's account of the process (`/proc/<pid>/status`), without its name.
+fn status_field(child: &tokio::process::Child, name: &str) -> String {
     let pid = child.id().expect("child still running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find(|l| l.starts_with("THP_enabled:")).unwrap_or_else(|| panic!("{status}"));
-    line["THP_enabled:".len()..].trim().to_string()
+    let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {status}"));
+    line[name.len()..].trim().to_string()
+}
+
+/// `THP_enabled` is 0 once the process has turned transparent huge pages off for itself.
+fn thp_enabled(child: &tokio::process::Child) -> String {
+    status_field(child, "THP_enabled:")
 }
 
 #[tokio::test]
@@ -280,12 +284,9 @@ async fn transparent_huge_pages_are_off_unless_the_file_turns_them_on() {
     }
 }
 
-/// The process's resident memory, from the kernel's account of it (`VmRSS`).
+/// The process's resident memory (`VmRSS`), in bytes.
 fn resident_bytes(child: &tokio::process::Child) -> u64 {
-    let pid = child.id().expect("child still running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_else(|| panic!("{status}"));
-    let kib: u64 = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB");
+    let kib: u64 = status_field(child, "VmRSS:").trim_end_matches("kB").trim().parse().expect("VmRSS in kB");
     kib << 10
 }
 
