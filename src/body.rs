@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -91,12 +93,163 @@ where
     }
 }
 
+/// A client's request body failed (malformed chunked framing, a reset): the request cannot be
+/// forwarded, and the client is answered 400.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(pub BoxError);
+
+/// Where an upload to the origin stands, watched by the origin's first-byte timer: the origin
+/// is timed only while it holds the next move (it has not taken the data offered, or it has the
+/// whole request), never while the client is slow to send (the body's own idle timeout covers
+/// that).
+#[derive(Default)]
+pub struct Upload {
+    state: AtomicU8,
+    changed: tokio::sync::Notify,
+}
+
+impl Upload {
+    /// The origin has data to take (or nothing was asked of the client yet).
+    pub const WITH_ORIGIN: u8 = 0;
+    /// The body waits for the client's next bytes.
+    pub const WITH_CLIENT: u8 = 1;
+    /// The body has been sent to its end (or failed).
+    pub const DONE: u8 = 2;
+
+    /// The current state.
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Waits for the next change of state (registered before the caller reads [`state`]
+    /// again, so no change is missed).
+    ///
+    /// [`state`]: Upload::state
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A client's request body on its way to the origin: its first frame, read before an origin
+/// connection is taken (a body malformed from its first byte is refused without one), then the
+/// rest, each pause bounded by `timeouts.request_body`.
+pub struct ClientBody {
+    first: Option<Bytes>,
+    rest: IdleBody,
+    upload: Arc<Upload>,
+}
+
+impl ClientBody {
+    /// Reads the first frame of `body`: `Ok(None)` when the body turns out empty.
+    pub async fn start(body: Incoming, idle: Duration) -> Result<Option<ClientBody>, BoxError> {
+        use http_body_util::BodyExt;
+        let mut rest = IdleBody::new(body, idle);
+        loop {
+            match rest.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(client_error(e)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() && !rest.is_end_stream() => continue,
+                    Ok(data) if data.is_empty() => return Ok(None),
+                    Ok(data) => return Ok(Some(ClientBody { first: Some(data), rest, upload: Arc::default() })),
+                    // Trailers before any data: an empty body.
+                    Err(_) => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// The upload's progress, for the origin's first-byte timer.
+    pub fn upload(&self) -> Arc<Upload> {
+        self.upload.clone()
+    }
+}
+
+/// A body error as the origin client should see it: a timeout stays a [`BodyTimeout`], anything
+/// else is the client's body failing.
+fn client_error(e: BoxError) -> BoxError {
+    if e.is::<BodyTimeout>() {
+        e
+    } else {
+        Box::new(ClientBodyError(e))
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            if this.rest.is_end_stream() {
+                this.upload.set(Upload::DONE);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        match Pin::new(&mut this.rest).poll_frame(cx) {
+            Poll::Pending => {
+                if this.upload.state() != Upload::WITH_CLIENT {
+                    this.upload.set(Upload::WITH_CLIENT);
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = if this.rest.is_end_stream() { Upload::DONE } else { Upload::WITH_ORIGIN };
+                this.upload.set(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.upload.set(Upload::DONE);
+                Poll::Ready(Some(Err(client_error(e))))
+            }
+            Poll::Ready(None) => {
+                this.upload.set(Upload::DONE);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // hyper counts down what is left of a `Content-Length` as frames are read.
+        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        let rest = self.rest.size_hint();
+        match rest.exact() {
+            Some(n) => SizeHint::with_exact(n + first),
+            None => {
+                let mut h = SizeHint::new();
+                h.set_lower(rest.lower() + first);
+                h
+            }
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        // However the upload ends (dropped by a failed connection too), the timer stops waiting.
+        if self.upload.state() != Upload::DONE {
+            self.upload.set(Upload::DONE);
+        }
+    }
+}
+
 /// The body sent to the origin.
 pub enum UpBody {
-    /// No body (GET, HEAD, revalidation).
+    /// No body (GET, HEAD, revalidation, or a client body that turned out empty).
     Empty,
     /// The client's body, streamed.
-    Stream(IdleBody),
+    Stream(ClientBody),
 }
 
 impl Body for UpBody {
@@ -299,92 +452,6 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Origin(b) => b.size_hint(),
             ProxyBody::Shared(_) => SizeHint::default(),
-        }
-    }
-}
-
-/// What the access log line needs, filled in as the request is handled.
-pub struct AccessLog {
-    /// Request method.
-    pub method: http::Method,
-    /// Request path and query.
-    pub path: String,
-    /// Response status.
-    pub status: u16,
-    /// Cache outcome word and the Cache-Status value.
-    pub cache: &'static str,
-    /// Detail, if any.
-    pub detail: Option<&'static str>,
-    /// When the request arrived.
-    pub start: std::time::Instant,
-    /// Client address.
-    pub peer: std::net::SocketAddr,
-}
-
-/// A response body that counts the bytes sent and writes the access log line when it is done
-/// (or dropped: a client that went away is logged with the bytes it got).
-pub struct LoggedBody {
-    inner: ProxyBody,
-    bytes: u64,
-    /// `Content-Length` of the response, when known: reaching it is completion (the server may
-    /// stop polling before the body reports its end).
-    expected: Option<u64>,
-    log: Option<Box<AccessLog>>,
-    complete: bool,
-}
-
-impl LoggedBody {
-    /// Wraps `inner`; `log` None disables the line.
-    pub fn new(inner: ProxyBody, expected: Option<u64>, log: Option<Box<AccessLog>>) -> Self {
-        LoggedBody { inner, bytes: 0, expected, log, complete: false }
-    }
-}
-
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.bytes += d.len() as u64;
-                }
-            }
-            Poll::Ready(None) => this.complete = true,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        if let Some(log) = self.log.take() {
-            let complete =
-                self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
-            tracing::info!(
-                target: "access",
-                method = %log.method,
-                path = %log.path,
-                status = log.status,
-                cache = log.cache,
-                detail = log.detail.unwrap_or("-"),
-                bytes = self.bytes,
-                complete,
-                duration_ms = log.start.elapsed().as_secs_f64() * 1000.0,
-                peer = %log.peer,
-            );
         }
     }
 }

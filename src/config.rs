@@ -153,6 +153,11 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Hard deadline for in-flight requests after SIGTERM / SIGINT.
     pub shutdown: Duration,
+    /// A client connection with no request in progress is closed after this (HTTP/2: GOAWAY).
+    pub client_idle: Duration,
+    /// Longest wait for a connection to the origin when `limits.origin_connections` are all
+    /// busy; past it the request is answered 503.
+    pub origin_queue: Duration,
 }
 
 /// Limits on client input.
@@ -160,6 +165,12 @@ pub struct Timeouts {
 pub struct Limits {
     /// Largest request head accepted (HTTP/1.1 read buffer / HTTP/2 header list).
     pub max_header_bytes: usize,
+    /// Client connections open at once; beyond it, new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Connections to the origin open at once (busy and idle).
+    pub origin_connections: usize,
 }
 
 /// Logging.
@@ -203,8 +214,15 @@ impl Default for Config {
                 request_body: Duration::from_secs(30),
                 idle: Duration::from_secs(60),
                 shutdown: Duration::from_secs(10),
+                client_idle: Duration::from_secs(60),
+                origin_queue: Duration::from_secs(5),
             },
-            limits: Limits { max_header_bytes: 64 << 10 },
+            limits: Limits {
+                max_header_bytes: 64 << 10,
+                max_connections: 10_000,
+                max_concurrent_streams: 100,
+                origin_connections: 256,
+            },
             log: LogConfig { access: true, format: LogFormat::Text },
             coalescing: Coalescing {
                 enabled: true,
@@ -341,6 +359,8 @@ impl Config {
                 ("request_body", &mut to.request_body),
                 ("idle", &mut to.idle),
                 ("shutdown", &mut to.shutdown),
+                ("client_idle", &mut to.client_idle),
+                ("origin_queue", &mut to.origin_queue),
             ] {
                 w.take(&mut t, "timeouts", name, |w, p, v| {
                     let d = w.duration(p, v)?;
@@ -364,6 +384,15 @@ impl Config {
                 }
                 l.max_header_bytes = s as usize;
                 Some(())
+            });
+            w.take(&mut t, "limits", "max_connections", |w, p, v| {
+                w.integer(p, v, 1, 1_000_000).map(|n| l.max_connections = n as usize)
+            });
+            w.take(&mut t, "limits", "max_concurrent_streams", |w, p, v| {
+                w.integer(p, v, 1, 10_000).map(|n| l.max_concurrent_streams = n as u32)
+            });
+            w.take(&mut t, "limits", "origin_connections", |w, p, v| {
+                w.integer(p, v, 1, 1_000_000).map(|n| l.origin_connections = n as usize)
             });
             w.unknown(&t, "limits");
         }

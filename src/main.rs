@@ -96,6 +96,7 @@ fn main() -> ExitCode {
         LogFormat::Text => tracing_subscriber::fmt().with_ansi(stdout().is_terminal()).with_env_filter(filter).init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
+    raise_file_limit(&cfg);
     if let Err(e) = alloc::set_transparent_huge_pages(cfg.cache.transparent_huge_pages) {
         tracing::warn!(error = %e, "cannot set transparent huge pages for the process; the system's policy applies");
     }
@@ -150,6 +151,34 @@ fn main() -> ExitCode {
         edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:
+/// every client and origin connection takes a descriptor, and the usual soft default (1024) is
+/// far below `limits.max_connections`. Logs both, and warns when the connections allowed need
+/// more descriptors than the limit gives.
+fn raise_file_limit(cfg: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let before = getrlimit(Resource::Nofile);
+    let mut limit = before;
+    if before.current != before.maximum {
+        limit.current = before.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            limit = before;
+        }
+    }
+    let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), was = %show(before.current), "open-file limit");
+    let needed = (cfg.limits.max_connections + cfg.limits.origin_connections + 64) as u64;
+    if limit.current.is_some_and(|n| n < needed) {
+        tracing::warn!(
+            limit = %show(limit.current),
+            needed,
+            "the open-file limit is below limits.max_connections + limits.origin_connections + 64; \
+             lower them or raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -163,6 +163,9 @@ impl Proxy {
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n", Detail::Method, Fwd::Bypass);
         }
+        if let Err((code, msg)) = transfer_coding(&parts.headers) {
+            return local(code, msg, Detail::BadRequest, Fwd::Bypass);
+        }
         let target = match target(&parts) {
             Ok(t) => t,
             Err(msg) => return local(StatusCode::BAD_REQUEST, msg, Detail::BadRequest, Fwd::Bypass),
@@ -175,7 +178,7 @@ impl Proxy {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return finish(StatusCode::OK, headers, ProxyBody::empty(), CacheStatus::default());
         }
-        if parts.method == Method::GET || parts.method == Method::HEAD {
+        if (parts.method == Method::GET || parts.method == Method::HEAD) && !has_body(&body) {
             self.cacheable(parts, target, peer).await
         } else {
             Box::pin(self.pass(parts, body, target, peer)).await
@@ -417,9 +420,47 @@ fn now_keep(fresh: &Freshness, now: Millis, cfg: &Config) -> Duration {
     Duration::from_millis(ttl.saturating_add(windows)) + cfg.cache.keep_stale
 }
 
+/// True when a request carries a body: a `Content-Length` over 0, chunked framing, or HTTP/2
+/// DATA. A GET or HEAD with one is passed to the origin with its body and never cached: the
+/// origin may read it, and the cache key does not include it.
+fn has_body(body: &Incoming) -> bool {
+    !http_body::Body::is_end_stream(body) && http_body::Body::size_hint(body).exact() != Some(0)
+}
+
+/// The request's transfer coding (RFC 9112 §6.1): only `chunked`, once, is forwarded; any other
+/// coding would reach the origin undeclared once the body is re-framed (501), and `chunked`
+/// applied twice is malformed (400).
+fn transfer_coding(h: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let mut codings = h.get_all(header::TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
+    let Some(first) = codings.next() else { return Ok(()) };
+    let mut chunked = usize::from(first.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    let mut others = 1 - chunked;
+    for c in codings {
+        if c.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            chunked += 1;
+        } else {
+            others += 1;
+        }
+    }
+    match (chunked, others) {
+        (1, 0) => Ok(()),
+        (_, 0) => Err((StatusCode::BAD_REQUEST, "chunked applied more than once\n")),
+        _ => Err((StatusCode::NOT_IMPLEMENTED, "only the chunked transfer coding is supported\n")),
+    }
+}
+
 /// Resolves the request target (RFC 9112 §3.2): the authority of an absolute-form target wins
-/// over `Host`; otherwise exactly one valid `Host` is required (HTTP/1.1).
+/// over `Host`; otherwise exactly one valid `Host` is required (HTTP/1.1). Absolute-form is
+/// accepted for `http` only (this listener's scheme), and authority-form only belongs to
+/// CONNECT (refused before this).
 fn target(parts: &request::Parts) -> Result<Target, &'static str> {
+    match (parts.uri.scheme(), parts.uri.authority()) {
+        (Some(scheme), _) if *scheme != http::uri::Scheme::HTTP => {
+            return Err("only http:// request targets are served here\n")
+        }
+        (None, Some(_)) => return Err("authority-form is only for CONNECT\n"),
+        _ => {}
+    }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host_field = hosts.next();
     if hosts.next().is_some() {
@@ -560,14 +601,28 @@ fn only_if_cached() -> (Response<ProxyBody>, CacheStatus) {
 }
 
 fn upstream_failure(e: &UpstreamError, fwd: Fwd) -> (Response<ProxyBody>, CacheStatus) {
-    tracing::warn!(error = %e, "origin request failed");
+    match e {
+        UpstreamError::ClientBodyTimeout | UpstreamError::ClientBody(_) => {
+            tracing::info!(error = %e, "client request body failed")
+        }
+        _ => tracing::warn!(error = %e, "origin request failed"),
+    }
     match e {
         UpstreamError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n", Detail::OriginTimeout, fwd),
         UpstreamError::Unreachable(_) => {
             local(StatusCode::BAD_GATEWAY, "origin unreachable\n", Detail::OriginUnreachable, fwd)
         }
+        UpstreamError::Busy => {
+            local(StatusCode::SERVICE_UNAVAILABLE, "origin connections all busy\n", Detail::OriginBusy, fwd)
+        }
+        UpstreamError::Invalid(_) => {
+            local(StatusCode::BAD_GATEWAY, "invalid response from origin\n", Detail::OriginInvalid, fwd)
+        }
         UpstreamError::ClientBodyTimeout => {
             local(StatusCode::REQUEST_TIMEOUT, "request body timed out\n", Detail::BadRequest, fwd)
+        }
+        UpstreamError::ClientBody(_) => {
+            local(StatusCode::BAD_REQUEST, "malformed request body\n", Detail::BadRequest, fwd)
         }
     }
 }

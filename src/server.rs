@@ -1,33 +1,37 @@
-//! The accept loop: HTTP/1.1 and h2c on one port (hyper-util auto), header-read timeout (with
-//! the timer hyper needs for it), header-size limits, one access-log line per request, and
-//! graceful shutdown with a hard deadline.
+//! The accept loop and each client connection: HTTP/1.1 and h2c on one port (hyper-util auto),
+//! header-size limits, a bounded number of connections, deadlines for connections that send no
+//! request or sit idle, one access-log line per request, and graceful shutdown with a hard
+//! deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::body::{AccessLog, LoggedBody};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::proxy::Proxy;
+
+mod access;
+use access::{AccessLog, LoggedBody};
 
 /// A proxy serving on a bound address, stopped with [`Running::shutdown`].
 pub struct Running {
     addr: SocketAddr,
     proxy: Arc<Proxy>,
+    stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -41,6 +45,11 @@ impl Running {
     /// The proxy itself (its memory tier, for inspection).
     pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
+    }
+
+    /// The listener's counters.
+    pub fn stats(&self) -> &Arc<ServerStats> {
+        &self.stats
     }
 
     /// Stops accepting, lets in-flight requests finish within `timeouts.shutdown`, and waits.
@@ -60,22 +69,62 @@ impl Drop for Running {
     }
 }
 
+/// What the listener did, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Client connections open now.
+    pub open: AtomicUsize,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Times the accept loop stopped at `limits.max_connections` (new connections then wait in
+    /// the listen backlog until one closes).
+    pub at_limit: AtomicU64,
+    /// Failed `accept` calls (for example out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// Connections closed because no complete request arrived within `timeouts.header_read`
+    /// of being accepted.
+    pub no_request: AtomicU64,
+    /// Connections closed after `timeouts.client_idle` without a request.
+    pub idle_closed: AtomicU64,
+}
+
 /// Binds `cfg.listen` and serves in a background task.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let proxy = Arc::new(Proxy::new(cfg.clone(), clock));
+    let stats = Arc::new(ServerStats::default());
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(listener, proxy.clone(), cfg, async {
+    let task = tokio::spawn(serve_with_stats(listener, proxy.clone(), cfg, stats.clone(), async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, proxy, stop: Some(tx), task })
+    Ok(Running { addr, proxy, stats, stop: Some(tx), task })
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then drains in-flight
 /// connections for at most `timeouts.shutdown`.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, shutdown: impl Future<Output = ()>) {
+    serve_with_stats(listener, proxy, cfg, Arc::default(), shutdown).await
+}
+
+/// What a connection task is told by the accept loop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Finish the requests in progress, then close (HTTP/2: GOAWAY).
+    Draining,
+    /// The shutdown deadline passed: close now.
+    Closing,
+}
+
+async fn serve_with_stats(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    cfg: Arc<Config>,
+    stats: Arc<ServerStats>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -87,27 +136,171 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, s
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.limits.max_header_bytes as u32)
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
-    let access = cfg.log.access;
+        .max_concurrent_streams(cfg.limits.max_concurrent_streams);
+    let builder = Arc::new(builder);
+    // One permit per open connection: at the limit, the loop stops accepting and new
+    // connections wait in the kernel's listen backlog, as nginx and HAProxy do.
+    let max = cfg.limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let n = stats.at_limit.fetch_add(1, Ordering::Relaxed) + 1;
+                if backoff.may_log() {
+                    tracing::warn!(max_connections = max, times = n, "limits.max_connections reached; not accepting");
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.reset();
+                    x
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    drop(permit);
+                    backoff.failed(e).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let conn = Connection {
+            builder: builder.clone(),
+            proxy: proxy.clone(),
+            cfg: cfg.clone(),
+            stats: stats.clone(),
+            phase: phase_rx.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(conn.serve(stream, peer));
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    let _ = phase_tx.send(Phase::Draining);
+    // Every connection holds a permit until it ends: all of them back means all closed.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    tokio::select! {
+        _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(cfg.timeouts.shutdown) => {
+            tracing::warn!(deadline = ?cfg.timeouts.shutdown, "shutdown deadline reached; closing remaining connections");
+            let _ = phase_tx.send(Phase::Closing);
+        }
+    }
+}
+
+/// How an accept loop that fails (out of file descriptors, most often) waits before the next
+/// try, and how often it says so.
+#[derive(Default)]
+struct AcceptBackoff {
+    wait: Duration,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(1);
+
+    fn reset(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+
+    /// At most one log line a second.
+    fn may_log(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last_log.is_some_and(|t| now.duration_since(t) < Self::LOG_EVERY) {
+            return false;
+        }
+        self.last_log = Some(now);
+        true
+    }
+
+    async fn failed(&mut self, e: io::Error) {
+        // A connection the peer reset before it was accepted says nothing about this process.
+        if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+            return;
+        }
+        self.unlogged += 1;
+        if self.may_log() {
+            tracing::warn!(error = %e, failures = self.unlogged, "accept failed; backing off");
+            self.unlogged = 0;
+        }
+        self.wait = (self.wait * 2).clamp(Self::FIRST, Self::MAX);
+        tokio::time::sleep(self.wait).await;
+    }
+}
+
+/// Requests of one connection: how many are in progress, and how many have started.
+#[derive(Default)]
+struct Activity {
+    active: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// A request in progress on its connection, until its response body is done or dropped.
+pub struct InProgress(Arc<Activity>);
+
+impl InProgress {
+    fn begin(activity: &Arc<Activity>) -> InProgress {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.active.fetch_add(1, Ordering::Relaxed);
+        InProgress(activity.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One client connection and what it needs.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    cfg: Arc<Config>,
+    stats: Arc<ServerStats>,
+    phase: watch::Receiver<Phase>,
+    /// The connection's place under `limits.max_connections`, given back when it ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection until it ends, the client leaves it silent or idle too long, or
+    /// the shutdown closes it.
+    ///
+    /// A connection must send a complete request head (HTTP/2: a complete stream) within
+    /// `timeouts.header_read` of being accepted: before that, hyper-util's protocol detection
+    /// waits without a deadline of its own, and a client that sends nothing (or half an HTTP/2
+    /// preface, or HEADERS without END_HEADERS) would hold its file descriptor forever. After
+    /// that, a connection with no request in progress and none started for `timeouts.client_idle`
+    /// is shut down gracefully (HTTP/2: GOAWAY); one that is draining (idle, or the process is
+    /// shutting down) and has not ended `timeouts.header_read` later is closed.
+    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+        let activity = Arc::new(Activity::default());
+        let access = self.cfg.log.access;
+        let proxy = self.proxy.clone();
+        let act = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
+            let in_progress = InProgress::begin(&act);
             async move {
                 // Read only for the access log: without it, no clock is read per request here.
                 let log_head = access.then(|| {
@@ -129,23 +322,68 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, s
                 let expected = log
                     .as_ref()
                     .and_then(|_| resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok());
-                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log)))
+                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log, in_progress)))
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let header_read = self.cfg.timeouts.header_read;
+        let client_idle = self.cfg.timeouts.client_idle;
+        let accepted = tokio::time::Instant::now();
+        // Looked at every `tick`: a request seen started, or in progress, makes the connection
+        // busy as of that look; idle is then noticed between one and two `client_idle` after.
+        let tick = header_read.min(client_idle);
+        let mut deadline = accepted + tick;
+        let mut busy_at = accepted;
+        let mut seen = 0;
+        let mut drain_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break;
+                }
+                changed = self.phase.changed() => {
+                    let phase = if changed.is_ok() { *self.phase.borrow_and_update() } else { Phase::Closing };
+                    match phase {
+                        Phase::Serving => {}
+                        Phase::Draining => {
+                            if drain_since.is_none() {
+                                drain_since = Some(tokio::time::Instant::now());
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                        Phase::Closing => break,
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = tokio::time::Instant::now();
+                    let started = activity.started.load(Ordering::Relaxed);
+                    if started != seen || activity.active.load(Ordering::Relaxed) > 0 {
+                        seen = started;
+                        busy_at = now;
+                    }
+                    if started == 0 {
+                        if now >= accepted + header_read {
+                            self.stats.no_request.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "no complete request within timeouts.header_read; closing");
+                            break;
+                        }
+                    } else if let Some(since) = drain_since {
+                        if now >= since + header_read {
+                            break;
+                        }
+                    } else if now >= busy_at + client_idle {
+                        self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        drain_since = Some(now);
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    deadline = now + tick;
+                }
             }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: waiting for in-flight requests");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(cfg.timeouts.shutdown) => {
-            tracing::warn!(deadline = ?cfg.timeouts.shutdown, "shutdown deadline reached; closing remaining connections");
         }
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -77,6 +77,13 @@ pub enum Detail {
     OnlyIfCached,
     /// The request was malformed.
     BadRequest,
+    /// A GET or HEAD carried a body: passed to the origin with it, never stored or served from
+    /// the store (the origin may read it, and the key does not include it).
+    RequestBody,
+    /// Every allowed connection to the origin stayed busy for `timeouts.origin_queue`.
+    OriginBusy,
+    /// The origin's answer was not a valid response to the request (e.g. an unasked `101`).
+    OriginInvalid,
 }
 
 impl Detail {
@@ -102,6 +109,9 @@ impl Detail {
             Detail::OriginTimeout => "origin-timeout",
             Detail::OnlyIfCached => "only-if-cached",
             Detail::BadRequest => "bad-request",
+            Detail::RequestBody => "request-body",
+            Detail::OriginBusy => "origin-busy",
+            Detail::OriginInvalid => "origin-invalid",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
@@ -14,13 +15,14 @@ use http::{Request, Response, Uri};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{BodyTimeout, UpBody};
+use crate::body::{BodyTimeout, ClientBodyError, UpBody, Upload};
 use crate::config::Config;
 
 mod pool;
 pub use pool::OriginIncoming;
-use pool::Pool;
+use pool::{Checkout, Pool};
 
 /// Why a request to the origin failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +33,18 @@ pub enum UpstreamError {
     /// No response head within `timeouts.first_byte`, or no connection within `timeouts.connect`.
     #[error("origin timed out")]
     Timeout,
+    /// Every allowed origin connection stayed busy for `timeouts.origin_queue`.
+    #[error("origin connections all busy")]
+    Busy,
+    /// The origin answered with something that is not a response to this request.
+    #[error("invalid response from origin: {0}")]
+    Invalid(&'static str),
     /// The client's request body stalled past `timeouts.request_body`.
     #[error("client request body timed out")]
     ClientBodyTimeout,
+    /// The client's request body was malformed or cut off.
+    #[error("{0}")]
+    ClientBody(String),
 }
 
 /// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections.
@@ -43,16 +54,18 @@ pub struct Upstream {
     authority: Authority,
     connect: Duration,
     first_byte: Duration,
+    queue: Duration,
 }
 
 impl Upstream {
     /// A client configured from `cfg`.
     pub fn new(cfg: &Config) -> Self {
         Upstream {
-            pool: Pool::new(1024, cfg.timeouts.idle),
+            pool: Pool::new(cfg.limits.origin_connections, cfg.timeouts.idle),
             authority: cfg.origin.authority.clone(),
             connect: cfg.timeouts.connect,
             first_byte: cfg.timeouts.first_byte,
+            queue: cfg.timeouts.origin_queue,
         }
     }
 
@@ -62,17 +75,54 @@ impl Upstream {
         Uri::from(path_and_query.clone())
     }
 
-    /// Sends `req` (origin-form, with `Host`), waiting at most `timeouts.first_byte` for the
-    /// response head.
+    /// Sends `req` (origin-form, with `Host`). The origin has `timeouts.first_byte` to answer
+    /// once the request is sent; while a client's body is being uploaded, the same time to take
+    /// each part of it (a pause on the client's side is bounded by the body's own timeout).
     ///
-    /// A combinator, not an `async fn`: awaiting it moves one state (about 1 KiB) into the
-    /// caller's, where an `async fn` would add a state of its own around it and move both.
+    /// A combinator when there is no body to upload (every GET): awaiting it moves one state
+    /// into the caller's, where an `async fn` would add a state of its own around it.
     pub fn send(
         &self,
         req: Request<UpBody>,
     ) -> impl Future<Output = Result<Response<OriginIncoming>, UpstreamError>> + Send + '_ {
-        tokio::time::timeout(self.first_byte, self.send_on_a_connection(req))
-            .map(|r| r.unwrap_or_else(|_| Err(UpstreamError::Timeout)))
+        match req.body() {
+            UpBody::Empty => Either::Left(
+                tokio::time::timeout(self.first_byte, self.send_on_a_connection(req))
+                    .map(|r| r.unwrap_or_else(|_| Err(UpstreamError::Timeout))),
+            ),
+            UpBody::Stream(body) => {
+                let upload = body.upload();
+                Either::Right(Box::pin(self.send_uploading(req, upload)))
+            }
+        }
+    }
+
+    async fn send_uploading(
+        &self,
+        req: Request<UpBody>,
+        upload: Arc<Upload>,
+    ) -> Result<Response<OriginIncoming>, UpstreamError> {
+        let response = self.send_on_a_connection(req);
+        tokio::pin!(response);
+        loop {
+            let changed = upload.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match upload.state() {
+                Upload::DONE => break,
+                // The client's turn: its body's idle timeout bounds the wait.
+                Upload::WITH_CLIENT => tokio::select! {
+                    r = &mut response => return r,
+                    _ = changed => {}
+                },
+                _ => tokio::select! {
+                    r = &mut response => return r,
+                    _ = changed => {}
+                    _ = tokio::time::sleep(self.first_byte) => return Err(UpstreamError::Timeout),
+                },
+            }
+        }
+        tokio::time::timeout(self.first_byte, response).await.unwrap_or(Err(UpstreamError::Timeout))
     }
 
     /// Idle connections in the pool.
@@ -88,10 +138,12 @@ impl Upstream {
     }
 
     async fn send_on_a_connection(&self, mut req: Request<UpBody>) -> Result<Response<OriginIncoming>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.queue;
         loop {
-            let (mut sender, reused) = match self.pool.take() {
-                Some(sender) => (sender, true),
-                None => (Box::pin(self.connect()).await?, false),
+            let (mut sender, reused) = match self.pool.checkout(deadline).await {
+                Some(Checkout::Idle(sender)) => (sender, true),
+                Some(Checkout::New(permit)) => (Box::pin(self.connect(permit)).await?, false),
+                None => return Err(UpstreamError::Busy),
             };
             // A connection goes back to the pool when its last response body has been read to
             // the end; hyper may not have marked it ready yet.
@@ -103,6 +155,11 @@ impl Upstream {
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
+                    // This proxy never asks for an upgrade (it removes `Upgrade`), so a 101 is
+                    // not an answer to this request: its connection cannot be used again.
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(UpstreamError::Invalid("101 Switching Protocols without Upgrade"));
+                    }
                     let pool = self.pool.clone();
                     return Ok(resp.map(|body| OriginIncoming::new(body, sender, pool)));
                 }
@@ -115,8 +172,9 @@ impl Upstream {
         }
     }
 
-    /// A new connection to the origin, its protocol driven by a task of its own.
-    async fn connect(&self) -> Result<SendRequest<UpBody>, UpstreamError> {
+    /// A new connection to the origin, its protocol driven by a task of its own that holds
+    /// `permit` for as long as the connection lives.
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<UpBody>, UpstreamError> {
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect, TcpStream::connect((host, port))).await {
@@ -130,26 +188,38 @@ impl Upstream {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Unreachable(format!("handshake with {}: {e}", self.authority)))?;
+        let pool = Arc::downgrade(&self.pool);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "origin connection ended");
+            }
+            drop(permit);
+            if let Some(pool) = pool.upgrade() {
+                pool.closed();
             }
         });
         Ok(sender)
     }
 }
 
+/// What a failed exchange with the origin was, from the error's causes: the client's body
+/// (stalled or malformed), a timeout, or the origin failing.
 fn classify(e: &hyper::Error) -> UpstreamError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = src {
         if s.is::<BodyTimeout>() {
             return UpstreamError::ClientBodyTimeout;
         }
-        let text = s.to_string();
-        if text.contains("timed out") {
+        if let Some(body) = s.downcast_ref::<ClientBodyError>() {
+            return UpstreamError::ClientBody(body.to_string());
+        }
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             return UpstreamError::Timeout;
         }
         src = s.source();
+    }
+    if e.is_timeout() {
+        return UpstreamError::Timeout;
     }
     let mut msg = e.to_string();
     if let Some(s) = e.source() {

@@ -110,6 +110,44 @@ async fn unknown_methods_are_forwarded_and_invalidate() {
 }
 
 #[tokio::test]
+async fn an_absolute_form_target_of_another_scheme_is_400() {
+    let (origin, p) = proxy_and_origin().await;
+    for target in ["ftp://example.com/x", "https://example.com/x", "gopher://example.com/x"] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n");
+        let r = raw_request(p.addr(), req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{target}");
+        assert_eq!(r.header("cache-status"), Some(BAD_REQUEST), "{target}");
+    }
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn an_authority_form_target_outside_connect_is_400() {
+    let (origin, p) = proxy_and_origin().await;
+    let r =
+        raw_request(p.addr(), b"GET example.com:80 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("cache-status"), Some(BAD_REQUEST));
+    assert_eq!(origin.count(), 0);
+}
+
+#[tokio::test]
+async fn an_unasked_101_from_the_origin_is_502_and_not_stored() {
+    let origin = RawOrigin::start(|_, _| {
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n".to_vec()
+    })
+    .await;
+    let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
+    let c = Client::new(p.addr());
+    for n in 1..=2 {
+        let r = c.get("/ws").await;
+        assert_eq!(r.status, 502, "request {n}");
+        assert_eq!(r.cache_status(), "edgecache; fwd=uri-miss; detail=origin-invalid", "request {n}");
+    }
+    assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
 async fn connect_is_refused() {
     let (origin, p) = proxy_and_origin().await;
     let r = raw_request(

@@ -37,9 +37,14 @@ header_read = "10s"
 request_body = "30s"
 idle = "60s"
 shutdown = "500ms"
+client_idle = "60s"
+origin_queue = "5s"
 
 [limits]
 max_header_size = "64KiB"
+max_connections = 10000
+max_concurrent_streams = 100
+origin_connections = 256
 
 [log]
 access = true
@@ -98,8 +103,12 @@ preallocate = 1
 [timeouts]
 connect = "0s"
 idle = 5
+client_idle = "soon"
 [limits]
 max_header_size = "1KiB"
+max_connections = 0
+max_concurrent_streams = "many"
+origin_connections = -1
 [log]
 format = "xml"
 "#,
@@ -117,7 +126,11 @@ format = "xml"
         "cache.preallocate",
         "timeouts.connect",
         "timeouts.idle",
+        "timeouts.client_idle",
         "limits.max_header_size",
+        "limits.max_connections",
+        "limits.max_concurrent_streams",
+        "limits.origin_connections",
         "log.format",
     ];
     for field in expected {
@@ -185,6 +198,8 @@ struct Spawned {
     child: tokio::process::Child,
     addr: SocketAddr,
     log: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines read so far while waiting for others.
+    passed: Vec<String>,
 }
 
 impl Spawned {
@@ -194,7 +209,7 @@ impl Spawned {
             loop {
                 match self.log.recv().await {
                     Some(line) if line.contains(needle) => return line,
-                    Some(_) => {}
+                    Some(line) => self.passed.push(line),
                     None => panic!("edgecache's log ended before {needle:?}"),
                 }
             }
@@ -213,10 +228,25 @@ async fn spawn_proxy(origin: SocketAddr) -> Spawned {
 
 /// [`spawn_proxy`] with more arguments (a `--config` file, say).
 async fn spawn_proxy_with(origin: SocketAddr, more: &[&str]) -> Spawned {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(BIN)
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--origin", &format!("http://{origin}"), "--no-access-log"]).args(more);
+    spawn_command(cmd).await
+}
+
+/// [`spawn_proxy`] started by `sh -c` after the shell command `before` (a `ulimit`, say).
+async fn spawn_proxy_after(before: &str, origin: SocketAddr, more: &[&str]) -> Spawned {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{before} && exec \"$0\" \"$@\""))
+        .arg(BIN)
         .args(["--listen", "127.0.0.1:0", "--origin", &format!("http://{origin}"), "--no-access-log"])
-        .args(more)
+        .args(more);
+    spawn_command(cmd).await
+}
+
+async fn spawn_command(mut cmd: tokio::process::Command) -> Spawned {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -233,7 +263,7 @@ async fn spawn_proxy_with(origin: SocketAddr, more: &[&str]) -> Spawned {
             }
         }
     });
-    let mut p = Spawned { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log };
+    let mut p = Spawned { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log, passed: Vec::new() };
     let line = p.wait_log("edgecache started").await;
     let addr = line
         .split_whitespace()
@@ -371,4 +401,55 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     assert_eq!((r.status, r.text().as_str()), (200, "slow but complete"));
     let status = within("edgecache exit after SIGTERM", p.child.wait()).await.expect("wait");
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// The soft and hard limits on open files of a process (`/proc/<pid>/limits`).
+fn open_file_limits(child: &tokio::process::Child) -> (String, String) {
+    let pid = child.id().expect("child still running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc/<pid>/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one_at_start_up() {
+    let origin = Origin::start(&clock(), |_, _| Reply::ok("x")).await;
+    let p = spawn_proxy_after("ulimit -Sn 256", origin.addr(), &[]).await;
+    let (soft, hard) = open_file_limits(&p.child);
+    assert_eq!(soft, hard);
+    let line = p.passed.iter().find(|l| l.contains("open-file limit")).expect("the limits are logged at start-up");
+    assert!(line.contains("was=256"), "{line}");
+}
+
+/// Out of file descriptors, accept fails for as long as the connections holding them stay:
+/// the loop backs off and says so at most once a second, and serves again once they are gone.
+#[tokio::test]
+async fn accept_failures_back_off_and_are_logged_at_a_bounded_rate() {
+    let origin = Origin::start(&clock(), |_, _| Reply::ok("x")).await;
+    let cfg = write_config("accept-backoff.toml", "[timeouts]\nheader_read = \"1500ms\"\n");
+    let mut p = spawn_proxy_after("ulimit -n 48", origin.addr(), &["--config", cfg.to_str().unwrap()]).await;
+    let started = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..80 {
+        silent.push(tokio::net::TcpStream::connect(p.addr).await.expect("connect (the backlog takes it)"));
+    }
+    p.wait_log("accept failed").await;
+    // Every silent connection is closed after header_read; then a request is served.
+    for mut s in silent {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let _ = within("a silent connection closed", s.read(&mut buf)).await;
+    }
+    let r = Client::new(p.addr).get("/a").await;
+    assert_eq!(r.status, 200);
+    let elapsed = started.elapsed().as_secs_f64();
+    sigterm(&p.child);
+    let mut logged = 1;
+    while let Some(line) = p.log.recv().await {
+        if line.contains("accept failed") {
+            logged += 1;
+        }
+    }
+    assert!(f64::from(logged) <= elapsed + 1.0, "{logged} accept failures logged in {elapsed:.1} s");
 }

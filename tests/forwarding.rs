@@ -273,14 +273,20 @@ async fn unkeyed_override_fields_are_stripped_and_x_forwarded_host_set() {
         ("x-original-url", "/admin"),
         ("x-rewrite-url", "/admin"),
         ("x-http-method-override", "DELETE"),
-        ("x-forwarded-host", "evil.example"),
+        ("x-host", "evil.example"),
+        ("x-forwarded-server", "evil.example"),
+        ("x-http-host-override", "evil.example"),
+        ("x-original-host", "evil.example"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-forwarded-scheme", "https"),
+        ("x-forwarded-port", "443"),
         ("forwarded", "host=evil.example"),
+        ("x-forwarded-host", "evil.example"),
     ];
     c.get_with("/a", &[&[("host", "Shop.example")][..], &overrides[..]].concat()).await;
     let seen = origin.last();
-    for (name, _) in &overrides[..3] {
+    for (name, _) in &overrides[..overrides.len() - 1] {
         assert_eq!(seen.header(name), None, "{name} reached the origin");
     }
-    assert_eq!(seen.header("forwarded"), None);
     assert_eq!(seen.header_all("x-forwarded-host"), vec!["shop.example".to_string()]);
 }

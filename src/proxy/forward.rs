@@ -13,7 +13,7 @@ use http::{request, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{not_modified_headers, now_keep, upstream_failure, Proxy, Target};
-use crate::body::{drain, IdleBody, OriginBody, ProxyBody, Tee, UpBody};
+use crate::body::{drain, BodyTimeout, ClientBody, OriginBody, ProxyBody, Tee, UpBody};
 use crate::cache::key::normalize_host;
 use crate::cache::policy::{self, Freshness};
 use crate::cache::{control::CacheControl, CacheKey, Entry};
@@ -27,14 +27,26 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Request fields removed before forwarding because they change what the origin serves without
 /// being part of the cache key.
+/// Every field that names another host, scheme, port, path or method than the request's own is
+/// one of them; `X-Forwarded-Host` and `X-Forwarded-Proto` are replaced instead.
 const UNKEYED_OVERRIDES: &[&str] = &[
     "x-original-url",
     "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-host",
+    "x-forwarded-server",
+    "x-http-host-override",
+    "x-original-host",
     "x-forwarded-port",
     "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
     "forwarded",
 ];
 static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
@@ -218,7 +230,8 @@ impl Proxy {
         (decision, fresh, resp_cc)
     }
 
-    /// Every other method: forwarded with its body streamed, then invalidation (RFC 9111 §4.4).
+    /// Every other method, and a GET or HEAD with a body: forwarded with its body streamed,
+    /// then invalidation (RFC 9111 §4.4).
     pub(super) async fn pass(
         &self,
         parts: request::Parts,
@@ -226,14 +239,27 @@ impl Proxy {
         target: Target,
         peer: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        status.detail = Some(if parts.method.is_safe() && parts.method != Method::OPTIONS {
+            Detail::RequestBody
+        } else {
+            Detail::Method
+        });
+        // The body's first bytes are read before an origin connection is taken: a body that is
+        // malformed from its start is refused without costing one.
         let up_body = if http_body::Body::is_end_stream(&body) {
             UpBody::Empty
         } else {
-            UpBody::Stream(IdleBody::new(body, self.cfg.timeouts.request_body))
+            match ClientBody::start(body, self.cfg.timeouts.request_body).await {
+                Ok(Some(body)) => UpBody::Stream(body),
+                Ok(None) => UpBody::Empty,
+                Err(e) if e.is::<BodyTimeout>() => {
+                    return upstream_failure(&UpstreamError::ClientBodyTimeout, Fwd::Bypass)
+                }
+                Err(e) => return upstream_failure(&UpstreamError::ClientBody(e.to_string()), Fwd::Bypass),
+            }
         };
         let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, false, None);
-        let mut status = CacheStatus::forward(Fwd::Bypass);
-        status.detail = Some(Detail::Method);
         let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(req).await {
             Ok(r) => r,
             Err(e) => return upstream_failure(&e, Fwd::Bypass),
@@ -276,9 +302,13 @@ impl Proxy {
         // where inserting the client's fields one by one into a new map would hash each again.
         let mut headers = parts.headers.clone();
         headers.reserve(6);
+        let declared_empty = matches!(body, UpBody::Empty) && headers.contains_key(header::CONTENT_LENGTH);
         // Fields some frameworks use to rewrite the URL, host or method: unkeyed, so a client
-        // could make the origin answer something else under this key (cache poisoning).
-        remove_where(&mut headers, |name| UNKEYED_OVERRIDES.contains(&name));
+        // could make the origin answer something else under this key (cache poisoning). The
+        // client's framing goes too (`Transfer-Encoding` is hop-by-hop): the request is framed
+        // below by the body actually sent, never by what the client announced.
+        remove_where(&mut headers, |name| name == "content-length" || UNKEYED_OVERRIDES.contains(&name));
+        frame(&mut headers, &body, declared_empty);
         // The client's own `Host` value when it was already in normal form (no copy).
         headers.insert(header::HOST, target.host.0.clone());
         headers.insert(X_FORWARDED_HOST.clone(), target.host.0.clone());
@@ -309,6 +339,26 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
         req
+    }
+}
+
+/// Declares the framing of `body` (RFC 9112 §6): its exact length when known, else chunked; no
+/// field when there is no body, unless the client declared an empty one (`Content-Length: 0`,
+/// kept for origins that want a length on every POST).
+fn frame(headers: &mut HeaderMap, body: &UpBody, declared_empty: bool) {
+    match body {
+        UpBody::Empty if declared_empty => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        UpBody::Empty => {}
+        UpBody::Stream(b) => match http_body::Body::size_hint(b).exact() {
+            Some(n) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            None => {
+                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
+        },
     }
 }
 

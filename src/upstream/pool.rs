@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::UpBody;
 
@@ -36,6 +37,18 @@ pub(crate) struct Pool {
     /// Reaper ticks so far.
     epoch: AtomicU64,
     reaper_started: AtomicBool,
+    /// One permit per connection open (busy or idle): `limits.origin_connections`.
+    limit: Arc<Semaphore>,
+    /// Woken when a connection goes idle or closes: a request waiting for one looks again.
+    freed: Notify,
+}
+
+/// What a request gets to send on: an idle connection, or the right to open one.
+pub(crate) enum Checkout {
+    /// A kept connection, most recently used first.
+    Idle(SendRequest<UpBody>),
+    /// A permit for a new connection, held for as long as that connection lives.
+    New(OwnedSemaphorePermit),
 }
 
 struct Idle {
@@ -45,15 +58,41 @@ struct Idle {
 }
 
 impl Pool {
-    /// A pool keeping at most `max_idle` connections, each for about `idle_timeout`.
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+    /// A pool of at most `max_open` connections (busy and idle), each kept idle for about
+    /// `idle_timeout`.
+    pub(crate) fn new(max_open: usize, idle_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             idle: Mutex::new(Vec::new()),
-            max_idle,
+            max_idle: max_open,
             tick: (idle_timeout / IDLE_TICKS as u32).max(Duration::from_millis(10)),
             epoch: AtomicU64::new(0),
             reaper_started: AtomicBool::new(false),
+            limit: Arc::new(Semaphore::new(max_open)),
+            freed: Notify::new(),
         })
+    }
+
+    /// An idle connection, or a permit to open one; when every allowed connection is busy,
+    /// waits for one to go idle or close, until `deadline` (then `None`).
+    pub(crate) async fn checkout(&self, deadline: tokio::time::Instant) -> Option<Checkout> {
+        loop {
+            // Registered before looking: a connection freed in between still wakes this wait.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(sender) = self.take() {
+                return Some(Checkout::Idle(sender));
+            }
+            if let Ok(permit) = self.limit.clone().try_acquire_owned() {
+                return Some(Checkout::New(permit));
+            }
+            tokio::time::timeout_at(deadline, freed).await.ok()?;
+        }
+    }
+
+    /// A connection that held a permit has closed: a waiting request may open another.
+    pub(crate) fn closed(&self) {
+        self.freed.notify_one();
     }
 
     /// The most recently used idle connection that is still open, if any.
@@ -81,6 +120,7 @@ impl Pool {
             }
             idle.push(Idle { sender, epoch });
         }
+        self.freed.notify_one();
         if !self.reaper_started.load(Ordering::Relaxed) {
             self.start_reaper();
         }

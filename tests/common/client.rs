@@ -227,3 +227,59 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         rest = &rest[size + 2..];
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 client (cleartext, prior knowledge)
+// ---------------------------------------------------------------------------------------------
+
+/// One HTTP/2 connection to the proxy.
+pub struct H2 {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+    base: SocketAddr,
+}
+
+impl H2 {
+    /// Connects with the HTTP/2 preface (h2c prior knowledge).
+    pub async fn connect(addr: SocketAddr) -> H2 {
+        let stream = within("h2 connect", TcpStream::connect(addr)).await.expect("connect");
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            let _ = tx.send(());
+        });
+        H2 { sender, ended: Some(rx), base: addr }
+    }
+
+    /// Sends a request on a new stream and reads the whole response.
+    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Resp {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::from_bytes(method.as_bytes()).expect("method");
+        *req.uri_mut() = format!("http://{}{}", self.base, path).parse().expect("uri");
+        *req.version_mut() = http::Version::HTTP_2;
+        for (k, v) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        within(&format!("h2 {method} {path}"), async {
+            self.sender.ready().await.expect("h2 connection ready");
+            let resp = self.sender.send_request(req).await.expect("h2 response");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("h2 body").to_bytes();
+            Resp { status: parts.status.as_u16(), headers: parts.headers, body }
+        })
+        .await
+    }
+
+    /// Waits (bounded) until the server has ended the connection.
+    pub async fn ended(&mut self) {
+        let rx = self.ended.take().expect("waited for the end once");
+        let _ = within("h2 connection end", rx).await;
+    }
+}

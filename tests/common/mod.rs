@@ -17,8 +17,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
-pub use client::{raw_request, Client, RawResp, Resp};
-pub use origin::{closed_port, ClosedPort, Origin, RawOrigin, Reply, Routes, Seen};
+pub use client::{raw_request, Client, RawResp, Resp, H2};
+pub use origin::{closed_port, Bodies, ClosedPort, Origin, RawOrigin, Reply, Routes, Seen, WireOrigin, WireRequest};
 
 /// Upper bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);

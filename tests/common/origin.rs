@@ -132,6 +132,7 @@ pub struct Origin {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     count: watch::Receiver<usize>,
+    connections: Arc<AtomicUsize>,
 }
 
 /// Builds an [`Origin`] from a route table (exact path, query included or not).
@@ -191,11 +192,14 @@ impl Origin {
         let handler: Handler = Arc::new(handler);
         let clock = clock.clone();
         let state = (seen.clone(), tx, handler, clock);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (seen, tx, handler, clock) = state.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (seen, tx, handler, clock) = (seen.clone(), tx.clone(), handler.clone(), clock.clone());
@@ -225,7 +229,12 @@ impl Origin {
                 });
             }
         });
-        Origin { addr, seen, count: rx }
+        Origin { addr, seen, count: rx, connections }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Where it listens.
@@ -415,4 +424,205 @@ pub fn closed_port() -> ClosedPort {
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
     let addr = socket.local_addr().expect("local addr");
     ClosedPort { _socket: socket, addr }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A wire-level origin: every request's exact bytes, keep-alive, two ways of reading bodies
+// ---------------------------------------------------------------------------------------------
+
+/// How a [`WireOrigin`] reads a request's body.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Bodies {
+    /// By its framing (`Content-Length` or chunked), before answering.
+    Framed,
+    /// Answer as soon as the head is read, then discard `Content-Length` bytes: what nginx and
+    /// Go servers do with a GET's body. A request announcing a length it does not send makes
+    /// this origin eat the start of the next request on the connection.
+    AnswerFirst,
+}
+
+/// One request as it crossed the wire.
+#[derive(Debug, Clone)]
+pub struct WireRequest {
+    /// The request line and header fields, as text.
+    pub head: String,
+    /// The body, decoded from its framing (empty for [`Bodies::AnswerFirst`]).
+    pub body: Vec<u8>,
+    /// Every byte of the request as received: head, framing and body.
+    pub raw: Vec<u8>,
+    /// The connection it came on (1-based, in accept order).
+    pub connection: usize,
+}
+
+impl WireRequest {
+    /// The request line.
+    pub fn line(&self) -> &str {
+        self.head.split("\r\n").next().unwrap_or("")
+    }
+
+    /// The request target.
+    pub fn path(&self) -> &str {
+        self.line().split(' ').nth(1).unwrap_or("")
+    }
+
+    /// The first value of the header field `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+}
+
+/// An HTTP/1.1 origin on raw TCP that parses requests itself, records each one's exact bytes,
+/// and answers each with the bytes its closure returns, keeping the connection open.
+pub struct WireOrigin {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<WireRequest>>>,
+    count: watch::Receiver<usize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+type WireReply = Arc<dyn Fn(&WireRequest) -> Vec<u8> + Send + Sync>;
+
+impl WireOrigin {
+    /// Starts it; `reply` gives the bytes of the answer to each request.
+    pub async fn start(bodies: Bodies, reply: impl Fn(&WireRequest) -> Vec<u8> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind wire origin");
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<WireRequest>>> = Arc::default();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = watch::channel(0usize);
+        let tx = Arc::new(tx);
+        let reply: WireReply = Arc::new(reply);
+        let (r, a) = (requests.clone(), accepted.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
+                let (r, tx, reply) = (r.clone(), tx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let _ = serve_wire(stream, bodies, connection, r, tx, reply).await;
+                });
+            }
+        });
+        WireOrigin { addr, requests, count: rx, accepted }
+    }
+
+    /// A 200 with `body`, `Cache-Control: max-age=60` and a `Content-Length`.
+    pub fn ok(body: &str) -> Vec<u8> {
+        format!("HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+            .into_bytes()
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests parsed so far, in order.
+    pub fn requests(&self) -> Vec<WireRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until at least `n` requests were parsed.
+    pub async fn wait_count(&self, n: usize) {
+        let mut rx = self.count.clone();
+        within("wire origin request count", rx.wait_for(|c| *c >= n)).await.expect("origin task alive");
+    }
+}
+
+/// Bytes read from a connection, consumed from the front.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    async fn fill(&mut self) -> Option<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Some(())
+    }
+
+    /// The bytes up to and including `delim`.
+    async fn until(&mut self, delim: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(at) = find(&self.buf, delim) {
+                return Some(self.buf.drain(..at + delim.len()).collect());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill().await?;
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+}
+
+async fn serve_wire(
+    stream: TcpStream,
+    bodies: Bodies,
+    connection: usize,
+    requests: Arc<Mutex<Vec<WireRequest>>>,
+    count: Arc<watch::Sender<usize>>,
+    reply: WireReply,
+) -> Option<()> {
+    let mut wire = Wire { stream, buf: Vec::new() };
+    loop {
+        let head_bytes = wire.until(b"\r\n\r\n").await?;
+        let head = String::from_utf8_lossy(&head_bytes).into_owned();
+        let mut req = WireRequest { head, body: Vec::new(), raw: head_bytes, connection };
+        let length = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+        let chunked = req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        if bodies == Bodies::Framed {
+            if chunked {
+                loop {
+                    let line = wire.until(b"\r\n").await?;
+                    req.raw.extend_from_slice(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    let size = usize::from_str_radix(text.trim().split(';').next()?.trim(), 16).ok()?;
+                    let data = wire.take(size + 2).await?;
+                    req.raw.extend_from_slice(&data);
+                    if size == 0 {
+                        break;
+                    }
+                    req.body.extend_from_slice(&data[..size]);
+                }
+            } else if let Some(n) = length {
+                let data = wire.take(n).await?;
+                req.raw.extend_from_slice(&data);
+                req.body = data;
+            }
+        }
+        let answer = reply(&req);
+        let n = {
+            let mut all = requests.lock().unwrap();
+            all.push(req);
+            all.len()
+        };
+        count.send_replace(n);
+        wire.stream.write_all(&answer).await.ok()?;
+        if bodies == Bodies::AnswerFirst {
+            if let Some(n) = length {
+                wire.take(n).await?;
+            }
+        }
+    }
 }

@@ -1,0 +1,98 @@
+//! The access log: one line per request, written when its response body is done or dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::InProgress;
+use crate::body::{BoxError, ProxyBody};
+
+/// What the access log line needs, filled in as the request is handled.
+pub struct AccessLog {
+    /// Request method.
+    pub method: http::Method,
+    /// Request path and query.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Cache outcome word and the Cache-Status value.
+    pub cache: &'static str,
+    /// Detail, if any.
+    pub detail: Option<&'static str>,
+    /// When the request arrived.
+    pub start: std::time::Instant,
+    /// Client address.
+    pub peer: std::net::SocketAddr,
+}
+
+/// A response body that counts the bytes sent and writes the access log line when it is done
+/// (or dropped: a client that went away is logged with the bytes it got).
+pub struct LoggedBody {
+    inner: ProxyBody,
+    bytes: u64,
+    /// `Content-Length` of the response, when known: reaching it is completion (the server may
+    /// stop polling before the body reports its end).
+    expected: Option<u64>,
+    log: Option<Box<AccessLog>>,
+    complete: bool,
+    /// The request counts as in progress on its connection until this body is dropped.
+    _in_progress: InProgress,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`; `log` None disables the line.
+    pub fn new(inner: ProxyBody, expected: Option<u64>, log: Option<Box<AccessLog>>, in_progress: InProgress) -> Self {
+        LoggedBody { inner, bytes: 0, expected, log, complete: false, _in_progress: in_progress }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.complete = true,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            let complete =
+                self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+            tracing::info!(
+                target: "access",
+                method = %log.method,
+                path = %log.path,
+                status = log.status,
+                cache = log.cache,
+                detail = log.detail.unwrap_or("-"),
+                bytes = self.bytes,
+                complete,
+                duration_ms = log.start.elapsed().as_secs_f64() * 1000.0,
+                peer = %log.peer,
+            );
+        }
+    }
+}
