@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use toml::{Table, Value};
+use toml::Table;
+
+mod walk;
+use walk::Walker;
+pub use walk::{parse_duration, parse_size};
 
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
@@ -323,200 +327,10 @@ impl Config {
                 None => w.bad("origin", format!("expected a URL string, found {}", v.type_str())),
             }
         }
-        if let Some(mut t) = w.table(&mut root, "cache") {
-            let c = &mut cfg.cache;
-            w.take(&mut t, "cache", "memory", |w, p, v| w.size(p, v).map(|s| c.memory_bytes = s));
-            w.take(&mut t, "cache", "max_object_size", |w, p, v| w.size(p, v).map(|s| c.max_object_bytes = s));
-            w.take(&mut t, "cache", "heuristic_freshness", |w, p, v| {
-                w.boolean(p, v).map(|b| c.heuristic_freshness = b)
-            });
-            w.take(&mut t, "cache", "heuristic_max", |w, p, v| w.duration(p, v).map(|d| c.heuristic_max = d));
-            w.take(&mut t, "cache", "keep_stale", |w, p, v| w.duration(p, v).map(|d| c.keep_stale = d));
-            w.take(&mut t, "cache", "max_variants", |w, p, v| {
-                w.integer(p, v, 1, 1024).map(|n| c.max_variants = n as usize)
-            });
-            w.take(&mut t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
-            w.take(&mut t, "cache", "transparent_huge_pages", |w, p, v| {
-                w.boolean(p, v).map(|b| c.transparent_huge_pages = b)
-            });
-            w.take(&mut t, "cache", "preallocate", |w, p, v| w.boolean(p, v).map(|b| c.preallocate = b));
-            w.unknown(&t, "cache");
-            if c.memory_bytes < 1 << 20 {
-                w.bad("cache.memory", "must be at least 1MiB".into());
+        for (name, read) in SECTIONS {
+            if let Some(mut t) = w.table(&mut root, name) {
+                read(&mut w, &mut t, &mut cfg);
             }
-            if c.max_object_bytes == 0 {
-                w.bad("cache.max_object_size", "must be greater than 0".into());
-            } else if c.max_object_bytes > c.memory_bytes {
-                w.bad("cache.max_object_size", "must not exceed cache.memory".into());
-            }
-        }
-        if let Some(mut t) = w.table(&mut root, "timeouts") {
-            let to = &mut cfg.timeouts;
-            for (name, slot) in [
-                ("connect", &mut to.connect),
-                ("first_byte", &mut to.first_byte),
-                ("header_read", &mut to.header_read),
-                ("request_body", &mut to.request_body),
-                ("idle", &mut to.idle),
-                ("shutdown", &mut to.shutdown),
-                ("client_idle", &mut to.client_idle),
-                ("origin_queue", &mut to.origin_queue),
-            ] {
-                w.take(&mut t, "timeouts", name, |w, p, v| {
-                    let d = w.duration(p, v)?;
-                    if d.is_zero() {
-                        w.bad(p, "must be greater than 0".into());
-                        return None;
-                    }
-                    *slot = d;
-                    Some(())
-                });
-            }
-            w.unknown(&t, "timeouts");
-        }
-        if let Some(mut t) = w.table(&mut root, "limits") {
-            let l = &mut cfg.limits;
-            w.take(&mut t, "limits", "max_header_size", |w, p, v| {
-                let s = w.size(p, v)?;
-                if !(8192..=16 << 20).contains(&s) {
-                    w.bad(p, "must be between 8KiB and 16MiB".into());
-                    return None;
-                }
-                l.max_header_bytes = s as usize;
-                Some(())
-            });
-            w.take(&mut t, "limits", "max_connections", |w, p, v| {
-                w.integer(p, v, 1, 1_000_000).map(|n| l.max_connections = n as usize)
-            });
-            w.take(&mut t, "limits", "max_concurrent_streams", |w, p, v| {
-                w.integer(p, v, 1, 10_000).map(|n| l.max_concurrent_streams = n as u32)
-            });
-            w.take(&mut t, "limits", "origin_connections", |w, p, v| {
-                w.integer(p, v, 1, 1_000_000).map(|n| l.origin_connections = n as usize)
-            });
-            w.unknown(&t, "limits");
-        }
-        if let Some(mut t) = w.table(&mut root, "coalescing") {
-            let c = &mut cfg.coalescing;
-            w.take(&mut t, "coalescing", "enabled", |w, p, v| w.boolean(p, v).map(|b| c.enabled = b));
-            w.take(&mut t, "coalescing", "wait_limit", |w, p, v| w.duration(p, v).map(|d| c.wait_limit = d));
-            w.take(&mut t, "coalescing", "hit_for_pass", |w, p, v| w.duration(p, v).map(|d| c.hit_for_pass = d));
-            w.unknown(&t, "coalescing");
-        }
-        if let Some(mut t) = w.table(&mut root, "stale") {
-            let s = &mut cfg.stale;
-            w.take(&mut t, "stale", "grace", |w, p, v| w.duration(p, v).map(|d| s.grace = d));
-            w.unknown(&t, "stale");
-        }
-        if let Some(mut t) = w.table(&mut root, "targeted") {
-            let tg = &mut cfg.targeted;
-            w.take(&mut t, "targeted", "field", |w, p, v| match v.as_str() {
-                Some("") => {
-                    tg.field = None;
-                    Some(())
-                }
-                Some(s) => match http::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()) {
-                    Ok(n) if !matches!(n.as_str(), "cache-control" | "cdn-cache-control" | "surrogate-control") => {
-                        tg.field = Some(n);
-                        Some(())
-                    }
-                    Ok(_) => {
-                        w.bad(
-                            p,
-                            "must be a field of its own, not Cache-Control, CDN-Cache-Control or Surrogate-Control"
-                                .into(),
-                        );
-                        None
-                    }
-                    Err(_) => {
-                        w.bad(p, format!("not a valid header field name: {s:?}"));
-                        None
-                    }
-                },
-                None => {
-                    w.bad(p, format!("expected a header field name, found {}", v.type_str()));
-                    None
-                }
-            });
-            w.take(&mut t, "targeted", "forward_field", |w, p, v| w.boolean(p, v).map(|b| tg.forward_field = b));
-            w.take(&mut t, "targeted", "forward_cdn_cache_control", |w, p, v| {
-                w.boolean(p, v).map(|b| tg.forward_cdn_cache_control = b)
-            });
-            w.take(&mut t, "targeted", "forward_surrogate_control", |w, p, v| {
-                w.boolean(p, v).map(|b| tg.forward_surrogate_control = b)
-            });
-            w.unknown(&t, "targeted");
-        }
-        if let Some(mut t) = w.table(&mut root, "redis") {
-            let mut r = RedisConfig::default();
-            w.take(&mut t, "redis", "url", |w, p, v| match v.as_str().map(|s| (s, url::Url::parse(s))) {
-                Some((s, Ok(u))) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
-                    r.url = s.to_string();
-                    Some(())
-                }
-                Some((s, _)) => {
-                    w.bad(p, format!("expected redis://host:port, found {s:?}"));
-                    None
-                }
-                None => {
-                    w.bad(p, format!("expected a URL string, found {}", v.type_str()));
-                    None
-                }
-            });
-            w.take(&mut t, "redis", "cluster", |w, p, v| w.boolean(p, v).map(|b| r.cluster = b));
-            w.take(&mut t, "redis", "budget", |w, p, v| {
-                let d = w.duration(p, v)?;
-                if d.is_zero() || d > Duration::from_secs(10) {
-                    w.bad(p, "must be between 1ms and 10s".into());
-                    return None;
-                }
-                r.budget = d;
-                Some(())
-            });
-            w.take(&mut t, "redis", "max_object_size", |w, p, v| w.size(p, v).map(|s| r.max_object_bytes = s));
-            w.take(&mut t, "redis", "key_prefix", |w, p, v| match v.as_str() {
-                Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') => {
-                    r.key_prefix = s.to_string();
-                    Some(())
-                }
-                _ => {
-                    w.bad(p, "expected a non-empty string without spaces or braces".into());
-                    None
-                }
-            });
-            w.take(&mut t, "redis", "ttl_cap", |w, p, v| {
-                let d = w.duration(p, v)?;
-                if d < Duration::from_secs(1) {
-                    w.bad(p, "must be at least 1s".into());
-                    return None;
-                }
-                r.ttl_cap = d;
-                Some(())
-            });
-            w.take(&mut t, "redis", "write_queue", |w, p, v| {
-                w.integer(p, v, 1, 1_000_000).map(|n| r.write_queue = n as usize)
-            });
-            w.unknown(&t, "redis");
-            cfg.redis = Some(r);
-        }
-        if let Some(mut t) = w.table(&mut root, "log") {
-            let l = &mut cfg.log;
-            w.take(&mut t, "log", "access", |w, p, v| w.boolean(p, v).map(|b| l.access = b));
-            w.take(&mut t, "log", "format", |w, p, v| match v.as_str() {
-                Some("text") => {
-                    l.format = LogFormat::Text;
-                    Some(())
-                }
-                Some("json") => {
-                    l.format = LogFormat::Json;
-                    Some(())
-                }
-                _ => {
-                    w.bad(p, "expected \"text\" or \"json\"".into());
-                    None
-                }
-            });
-            w.unknown(&t, "log");
         }
         w.unknown(&root, "");
         if w.problems.is_empty() {
@@ -527,145 +341,227 @@ impl Config {
     }
 }
 
+/// A table of the file and the function that reads it into the configuration.
+type Section = fn(&mut Walker, &mut Table, &mut Config);
+
+/// The tables, in the order they are read.
+const SECTIONS: &[(&str, Section)] = &[
+    ("cache", cache_section),
+    ("timeouts", timeouts_section),
+    ("limits", limits_section),
+    ("coalescing", coalescing_section),
+    ("stale", stale_section),
+    ("targeted", targeted_section),
+    ("redis", redis_section),
+    ("log", log_section),
+];
+
+/// `[cache]`: every key read from `t`, bad ones reported.
+fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let c = &mut cfg.cache;
+    w.take(t, "cache", "memory", |w, p, v| w.size(p, v).map(|s| c.memory_bytes = s));
+    w.take(t, "cache", "max_object_size", |w, p, v| w.size(p, v).map(|s| c.max_object_bytes = s));
+    w.take(t, "cache", "heuristic_freshness", |w, p, v| w.boolean(p, v).map(|b| c.heuristic_freshness = b));
+    w.take(t, "cache", "heuristic_max", |w, p, v| w.duration(p, v).map(|d| c.heuristic_max = d));
+    w.take(t, "cache", "keep_stale", |w, p, v| w.duration(p, v).map(|d| c.keep_stale = d));
+    w.take(t, "cache", "max_variants", |w, p, v| w.integer(p, v, 1, 1024).map(|n| c.max_variants = n as usize));
+    w.take(t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
+    w.take(t, "cache", "transparent_huge_pages", |w, p, v| w.boolean(p, v).map(|b| c.transparent_huge_pages = b));
+    w.take(t, "cache", "preallocate", |w, p, v| w.boolean(p, v).map(|b| c.preallocate = b));
+    w.unknown(t, "cache");
+    if c.memory_bytes < 1 << 20 {
+        w.bad("cache.memory", "must be at least 1MiB".into());
+    }
+    if c.max_object_bytes == 0 {
+        w.bad("cache.max_object_size", "must be greater than 0".into());
+    } else if c.max_object_bytes > c.memory_bytes {
+        w.bad("cache.max_object_size", "must not exceed cache.memory".into());
+    }
+}
+
+/// `[timeouts]`: every key read from `t`, bad ones reported.
+fn timeouts_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let to = &mut cfg.timeouts;
+    for (name, slot) in [
+        ("connect", &mut to.connect),
+        ("first_byte", &mut to.first_byte),
+        ("header_read", &mut to.header_read),
+        ("request_body", &mut to.request_body),
+        ("idle", &mut to.idle),
+        ("shutdown", &mut to.shutdown),
+        ("client_idle", &mut to.client_idle),
+        ("origin_queue", &mut to.origin_queue),
+    ] {
+        w.take(t, "timeouts", name, |w, p, v| {
+            let d = w.duration(p, v)?;
+            if d.is_zero() {
+                w.bad(p, "must be greater than 0".into());
+                return None;
+            }
+            *slot = d;
+            Some(())
+        });
+    }
+    w.unknown(t, "timeouts");
+}
+
+/// `[limits]`: every key read from `t`, bad ones reported.
+fn limits_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let l = &mut cfg.limits;
+    w.take(t, "limits", "max_header_size", |w, p, v| {
+        let s = w.size(p, v)?;
+        if !(8192..=16 << 20).contains(&s) {
+            w.bad(p, "must be between 8KiB and 16MiB".into());
+            return None;
+        }
+        l.max_header_bytes = s as usize;
+        Some(())
+    });
+    w.take(t, "limits", "max_connections", |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| l.max_connections = n as usize)
+    });
+    w.take(t, "limits", "max_concurrent_streams", |w, p, v| {
+        w.integer(p, v, 1, 10_000).map(|n| l.max_concurrent_streams = n as u32)
+    });
+    w.take(t, "limits", "origin_connections", |w, p, v| {
+        w.integer(p, v, 1, 1_000_000).map(|n| l.origin_connections = n as usize)
+    });
+    w.unknown(t, "limits");
+}
+
+/// `[coalescing]`: every key read from `t`, bad ones reported.
+fn coalescing_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let c = &mut cfg.coalescing;
+    w.take(t, "coalescing", "enabled", |w, p, v| w.boolean(p, v).map(|b| c.enabled = b));
+    w.take(t, "coalescing", "wait_limit", |w, p, v| w.duration(p, v).map(|d| c.wait_limit = d));
+    w.take(t, "coalescing", "hit_for_pass", |w, p, v| w.duration(p, v).map(|d| c.hit_for_pass = d));
+    w.unknown(t, "coalescing");
+}
+
+/// `[stale]`: every key read from `t`, bad ones reported.
+fn stale_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let s = &mut cfg.stale;
+    w.take(t, "stale", "grace", |w, p, v| w.duration(p, v).map(|d| s.grace = d));
+    w.unknown(t, "stale");
+}
+
+/// `[targeted]`: every key read from `t`, bad ones reported.
+fn targeted_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let tg = &mut cfg.targeted;
+    w.take(t, "targeted", "field", |w, p, v| match v.as_str() {
+        Some("") => {
+            tg.field = None;
+            Some(())
+        }
+        Some(s) => match http::HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()) {
+            Ok(n) if !matches!(n.as_str(), "cache-control" | "cdn-cache-control" | "surrogate-control") => {
+                tg.field = Some(n);
+                Some(())
+            }
+            Ok(_) => {
+                w.bad(
+                    p,
+                    "must be a field of its own, not Cache-Control, CDN-Cache-Control or Surrogate-Control".into(),
+                );
+                None
+            }
+            Err(_) => {
+                w.bad(p, format!("not a valid header field name: {s:?}"));
+                None
+            }
+        },
+        None => {
+            w.bad(p, format!("expected a header field name, found {}", v.type_str()));
+            None
+        }
+    });
+    w.take(t, "targeted", "forward_field", |w, p, v| w.boolean(p, v).map(|b| tg.forward_field = b));
+    w.take(t, "targeted", "forward_cdn_cache_control", |w, p, v| {
+        w.boolean(p, v).map(|b| tg.forward_cdn_cache_control = b)
+    });
+    w.take(t, "targeted", "forward_surrogate_control", |w, p, v| {
+        w.boolean(p, v).map(|b| tg.forward_surrogate_control = b)
+    });
+    w.unknown(t, "targeted");
+}
+
+/// `[redis]`: every key read from `t`, bad ones reported.
+fn redis_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let mut r = RedisConfig::default();
+    w.take(t, "redis", "url", |w, p, v| match v.as_str().map(|s| (s, url::Url::parse(s))) {
+        Some((s, Ok(u))) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
+            r.url = s.to_string();
+            Some(())
+        }
+        Some((s, _)) => {
+            w.bad(p, format!("expected redis://host:port, found {s:?}"));
+            None
+        }
+        None => {
+            w.bad(p, format!("expected a URL string, found {}", v.type_str()));
+            None
+        }
+    });
+    w.take(t, "redis", "cluster", |w, p, v| w.boolean(p, v).map(|b| r.cluster = b));
+    w.take(t, "redis", "budget", |w, p, v| {
+        let d = w.duration(p, v)?;
+        if d.is_zero() || d > Duration::from_secs(10) {
+            w.bad(p, "must be between 1ms and 10s".into());
+            return None;
+        }
+        r.budget = d;
+        Some(())
+    });
+    w.take(t, "redis", "max_object_size", |w, p, v| w.size(p, v).map(|s| r.max_object_bytes = s));
+    w.take(t, "redis", "key_prefix", |w, p, v| match v.as_str() {
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') => {
+            r.key_prefix = s.to_string();
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected a non-empty string without spaces or braces".into());
+            None
+        }
+    });
+    w.take(t, "redis", "ttl_cap", |w, p, v| {
+        let d = w.duration(p, v)?;
+        if d < Duration::from_secs(1) {
+            w.bad(p, "must be at least 1s".into());
+            return None;
+        }
+        r.ttl_cap = d;
+        Some(())
+    });
+    w.take(t, "redis", "write_queue", |w, p, v| w.integer(p, v, 1, 1_000_000).map(|n| r.write_queue = n as usize));
+    w.unknown(t, "redis");
+    cfg.redis = Some(r);
+}
+
+/// `[log]`: every key read from `t`, bad ones reported.
+fn log_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let l = &mut cfg.log;
+    w.take(t, "log", "access", |w, p, v| w.boolean(p, v).map(|b| l.access = b));
+    w.take(t, "log", "format", |w, p, v| match v.as_str() {
+        Some("text") => {
+            l.format = LogFormat::Text;
+            Some(())
+        }
+        Some("json") => {
+            l.format = LogFormat::Json;
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected \"text\" or \"json\"".into());
+            None
+        }
+    });
+    w.unknown(t, "log");
+}
+
 fn line_col(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     format!(" at line {line}")
-}
-
-struct Walker {
-    problems: Vec<(String, String)>,
-}
-
-impl Walker {
-    fn bad(&mut self, path: &str, msg: String) {
-        self.problems.push((path.to_string(), msg));
-    }
-
-    fn table(&mut self, root: &mut Table, name: &str) -> Option<Table> {
-        match root.remove(name)? {
-            Value::Table(t) => Some(t),
-            other => {
-                self.bad(name, format!("expected a table ([{name}]), found {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    fn take(
-        &mut self,
-        t: &mut Table,
-        section: &str,
-        key: &str,
-        f: impl FnOnce(&mut Walker, &str, &Value) -> Option<()>,
-    ) {
-        if let Some(v) = t.remove(key) {
-            let path = format!("{section}.{key}");
-            let _ = f(self, &path, &v);
-        }
-    }
-
-    fn unknown(&mut self, t: &Table, section: &str) {
-        for key in t.keys() {
-            let path = if section.is_empty() { key.clone() } else { format!("{section}.{key}") };
-            self.bad(&path, "unknown key".into());
-        }
-    }
-
-    fn boolean(&mut self, path: &str, v: &Value) -> Option<bool> {
-        match v {
-            Value::Boolean(b) => Some(*b),
-            other => {
-                self.bad(path, format!("expected true or false, found {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, path: &str, v: &Value, min: i64, max: i64) -> Option<i64> {
-        match v {
-            Value::Integer(n) if (min..=max).contains(n) => Some(*n),
-            Value::Integer(n) => {
-                self.bad(path, format!("{n} is out of range {min}..={max}"));
-                None
-            }
-            other => {
-                self.bad(path, format!("expected an integer, found {}", other.type_str()));
-                None
-            }
-        }
-    }
-
-    fn socket_addr(&mut self, path: &str, v: &Value) -> Option<SocketAddr> {
-        match v.as_str().map(|s| s.parse::<SocketAddr>()) {
-            Some(Ok(a)) => Some(a),
-            Some(Err(_)) => {
-                self.bad(path, format!("expected an address like \"127.0.0.1:8080\", found {v}"));
-                None
-            }
-            None => {
-                self.bad(path, format!("expected an address string, found {}", v.type_str()));
-                None
-            }
-        }
-    }
-
-    fn size(&mut self, path: &str, v: &Value) -> Option<u64> {
-        let r = match v {
-            Value::Integer(n) if *n >= 0 => Ok(*n as u64),
-            Value::Integer(_) => Err("must not be negative".to_string()),
-            Value::String(s) => parse_size(s),
-            other => Err(format!("expected a size like \"256MiB\", found {}", other.type_str())),
-        };
-        r.map_err(|e| self.bad(path, e)).ok()
-    }
-
-    fn duration(&mut self, path: &str, v: &Value) -> Option<Duration> {
-        let r = match v {
-            Value::String(s) => parse_duration(s),
-            other => Err(format!("expected a duration like \"5s\" or \"500ms\", found {}", other.type_str())),
-        };
-        r.map_err(|e| self.bad(path, e)).ok()
-    }
-}
-
-/// Parses a byte size: `1048576`, `512KiB`, `256MiB`, `1GiB`, `10MB` (decimal units too).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("expected a size like \"256MiB\", found {s:?}");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
-}
-
-/// Parses a duration: `500ms`, `5s`, `2m`, `1h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("expected a duration like \"5s\" or \"500ms\", found {s:?}");
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let ms: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("duration too large: {s:?}"))
 }
 
 #[cfg(test)]

@@ -5,16 +5,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod body;
-pub mod cache;
 pub mod clock;
-pub mod conditional;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod proxy;
-pub mod range;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod upstream;
 
 pub use config::Config;

@@ -12,9 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 mod alloc;
 
-/// mimalloc rather than the system allocator: measured in the side-by-side benchmark, a miss costs
-/// about 8 % less server CPU and a stored 1 KiB object about 100 bytes less (glibc grows its
-/// per-thread arenas a page at a time with `mprotect`).
+/// mimalloc rather than the system allocator: a miss costs less CPU and a stored object less
+/// memory (glibc grows its per-thread arenas a page at a time with `mprotect`); the figures are
+/// in `benches/RESULTS.md`.
 #[global_allocator]
 static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 

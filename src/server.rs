@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -188,7 +189,8 @@ async fn serve_with_stats(
             phase: phase_rx.clone(),
             _permit: permit,
         };
-        tokio::spawn(conn.serve(stream, peer));
+        // A span per connection at debug level: disabled by default, it costs a level check.
+        tokio::spawn(conn.serve(stream, peer).instrument(tracing::debug_span!("connection", %peer)));
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
@@ -309,15 +311,7 @@ impl Connection {
                 });
                 let (resp, cs) = proxy.handle(req, peer).await;
                 let log = log_head.map(|(method, path, start)| {
-                    Box::new(AccessLog {
-                        method,
-                        path,
-                        status: resp.status().as_u16(),
-                        cache: cs.outcome(),
-                        detail: cs.detail.map(|d| d.as_str()),
-                        start,
-                        peer,
-                    })
+                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, start, peer })
                 });
                 let expected = log
                     .as_ref()

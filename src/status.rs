@@ -1,5 +1,6 @@
-//! Every cache decision as a named value: the same word appears in the `Cache-Status`
-//! header (RFC 9211), the access log and the metrics.
+//! What the cache did and why, as named values: the same word appears in the `Cache-Status`
+//! header (RFC 9211), the access log and the metrics. [`Outcome`] is what happened; why is one
+//! of [`NotStored`], [`Stale`] or [`Failure`], carried as a [`Detail`].
 
 use http::HeaderValue;
 
@@ -34,11 +35,9 @@ impl Fwd {
     }
 }
 
-/// Why a response was not stored, or why the cache answered the way it did.
-///
-/// One enum for header, log and metrics alike.
+/// Why a response was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
+pub enum NotStored {
     /// Response `Cache-Control: no-store`.
     NoStore,
     /// Request `Cache-Control: no-store`.
@@ -57,61 +56,210 @@ pub enum Detail {
     Status,
     /// No explicit or heuristic freshness and no validator: storing it would be useless.
     NoFreshness,
-    /// Method whose responses are not stored.
+    /// A method whose responses are not stored.
     Method,
+    /// A GET or HEAD that carried a body: passed to the origin with it (the origin may read it,
+    /// and the key does not include it).
+    RequestBody,
     /// Partial content (`Range` request or 206 response).
     Partial,
-    /// A stale response served while it is revalidated in the background (RFC 5861 §3).
-    StaleWhileRevalidate,
-    /// A stale response served because the origin failed (RFC 5861 §4, grace).
-    StaleIfError,
-    /// The request carried `If-Match` / `If-Unmodified-Since`: passed to the origin, not stored.
+    /// The request carried `If-Match` / `If-Unmodified-Since`: evaluated by the origin.
     Precondition,
-    /// The origin's body ended early or failed: nothing stored.
+    /// The origin's body ended early, failed, or did not match its `Content-Length`.
     Incomplete,
-    /// The origin refused the connection or it failed.
-    OriginUnreachable,
-    /// The origin did not answer in time.
-    OriginTimeout,
-    /// `only-if-cached` and nothing usable stored.
-    OnlyIfCached,
-    /// The request was malformed.
+}
+
+impl NotStored {
+    /// The token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::NoStore => "no-store",
+            NotStored::RequestNoStore => "request-no-store",
+            NotStored::Private => "private",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::VaryStar => "vary-star",
+            NotStored::TooLarge => "too-large",
+            NotStored::Authorization => "authorization",
+            NotStored::Status => "status",
+            NotStored::NoFreshness => "no-freshness",
+            NotStored::Method => "method",
+            NotStored::RequestBody => "request-body",
+            NotStored::Partial => "partial",
+            NotStored::Precondition => "precondition",
+            NotStored::Incomplete => "incomplete",
+        }
+    }
+
+    /// True when the reason comes from the response, not from this one request: the next
+    /// requests for the key had better go straight to the origin than queue behind each other
+    /// (hit-for-pass).
+    pub fn from_response(self) -> bool {
+        matches!(
+            self,
+            NotStored::NoStore
+                | NotStored::Private
+                | NotStored::SetCookie
+                | NotStored::VaryStar
+                | NotStored::TooLarge
+                | NotStored::Status
+                | NotStored::NoFreshness
+        )
+    }
+}
+
+/// Why a stale response was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// While it is revalidated in the background (RFC 5861 §3).
+    WhileRevalidate,
+    /// Because the origin failed (RFC 5861 §4, `stale.grace`).
+    IfError,
+}
+
+impl Stale {
+    /// The token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stale::WhileRevalidate => "stale-while-revalidate",
+            Stale::IfError => "stale-if-error",
+        }
+    }
+}
+
+/// Why the proxy answered with an error of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The request was malformed (400, or 501 for a transfer coding).
     BadRequest,
-    /// A GET or HEAD carried a body: passed to the origin with it, never stored or served from
-    /// the store (the origin may read it, and the key does not include it).
-    RequestBody,
-    /// Every allowed connection to the origin stayed busy for `timeouts.origin_queue`.
+    /// The client's body paused longer than `timeouts.request_body` (408).
+    RequestTimeout,
+    /// A method this proxy does not serve: CONNECT (405).
+    MethodNotAllowed,
+    /// `only-if-cached` and nothing usable stored (504).
+    OnlyIfCached,
+    /// The origin refused the connection or it failed (502).
+    OriginUnreachable,
+    /// The origin did not answer in time (504).
+    OriginTimeout,
+    /// Every allowed origin connection stayed busy for `timeouts.origin_queue` (503).
     OriginBusy,
-    /// The origin's answer was not a valid response to the request (e.g. an unasked `101`).
+    /// The origin's answer was not a valid response to the request, e.g. an unasked `101` (502).
     OriginInvalid,
+}
+
+impl Failure {
+    /// The token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::BadRequest => "bad-request",
+            Failure::RequestTimeout => "request-timeout",
+            Failure::MethodNotAllowed => "method-not-allowed",
+            Failure::OnlyIfCached => "only-if-cached",
+            Failure::OriginUnreachable => "origin-unreachable",
+            Failure::OriginTimeout => "origin-timeout",
+            Failure::OriginBusy => "origin-busy",
+            Failure::OriginInvalid => "origin-invalid",
+        }
+    }
+}
+
+/// The one reason a response names in `Cache-Status; detail=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Not stored, and why.
+    NotStored(NotStored),
+    /// Served stale, and why.
+    Stale(Stale),
+    /// Answered with an error, and why.
+    Failure(Failure),
 }
 
 impl Detail {
     /// The token used in `Cache-Status; detail=`, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Detail::NoStore => "no-store",
-            Detail::RequestNoStore => "request-no-store",
-            Detail::Private => "private",
-            Detail::SetCookie => "set-cookie",
-            Detail::VaryStar => "vary-star",
-            Detail::TooLarge => "too-large",
-            Detail::Authorization => "authorization",
-            Detail::Status => "status",
-            Detail::NoFreshness => "no-freshness",
-            Detail::Method => "method",
-            Detail::Partial => "partial",
-            Detail::StaleWhileRevalidate => "stale-while-revalidate",
-            Detail::StaleIfError => "stale-if-error",
-            Detail::Precondition => "precondition",
-            Detail::Incomplete => "incomplete",
-            Detail::OriginUnreachable => "origin-unreachable",
-            Detail::OriginTimeout => "origin-timeout",
-            Detail::OnlyIfCached => "only-if-cached",
-            Detail::BadRequest => "bad-request",
-            Detail::RequestBody => "request-body",
-            Detail::OriginBusy => "origin-busy",
-            Detail::OriginInvalid => "origin-invalid",
+            Detail::NotStored(r) => r.as_str(),
+            Detail::Stale(r) => r.as_str(),
+            Detail::Failure(r) => r.as_str(),
+        }
+    }
+}
+
+impl From<NotStored> for Detail {
+    fn from(r: NotStored) -> Self {
+        Detail::NotStored(r)
+    }
+}
+
+impl From<Stale> for Detail {
+    fn from(r: Stale) -> Self {
+        Detail::Stale(r)
+    }
+}
+
+impl From<Failure> for Detail {
+    fn from(r: Failure) -> Self {
+        Detail::Failure(r)
+    }
+}
+
+/// What happened to one request: the access log's `cache=` word and the metrics' `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the memory tier.
+    Hit,
+    /// Served from the shared tier (and promoted into memory).
+    SharedHit,
+    /// Served stale while one background revalidation runs.
+    StaleWhileRevalidate,
+    /// Served stale because the origin failed.
+    StaleIfError,
+    /// Fetched from the origin.
+    Miss,
+    /// Waited for another request's origin fetch of the same URL and shared its response.
+    Collapsed,
+    /// A stored response was revalidated and the origin confirmed it (304).
+    Revalidated,
+    /// A stored response was revalidated and the origin sent a new one.
+    StaleRefetch,
+    /// The request itself demanded going to the origin (`no-cache`, `max-age=0` ...).
+    RequestRefetch,
+    /// Never answered from the cache: passed to the origin.
+    Bypass,
+    /// Answered by the proxy without the store or the origin (errors, `OPTIONS *`).
+    Local,
+}
+
+impl Outcome {
+    /// Every outcome, for listings (metrics, documentation).
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Hit,
+        Outcome::SharedHit,
+        Outcome::StaleWhileRevalidate,
+        Outcome::StaleIfError,
+        Outcome::Miss,
+        Outcome::Collapsed,
+        Outcome::Revalidated,
+        Outcome::StaleRefetch,
+        Outcome::RequestRefetch,
+        Outcome::Bypass,
+        Outcome::Local,
+    ];
+
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::SharedHit => "shared-hit",
+            Outcome::StaleWhileRevalidate => "stale-while-revalidate",
+            Outcome::StaleIfError => "stale-if-error",
+            Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Revalidated => "revalidated",
+            Outcome::StaleRefetch => "stale-refetch",
+            Outcome::RequestRefetch => "request-refetch",
+            Outcome::Bypass => "bypass",
+            Outcome::Local => "local",
         }
     }
 }
@@ -125,7 +273,7 @@ pub struct CacheStatus {
     pub fwd: Option<Fwd>,
     /// Status of the origin's response when the cache went forward.
     pub fwd_status: Option<u16>,
-    /// The response was stored (or refreshed) in the cache.
+    /// The response was stored (or refreshed) in the cache, and its body is complete there.
     pub stored: bool,
     /// The request was collapsed into another one for the same key (RFC 9211 §2.5).
     pub collapsed: bool,
@@ -134,7 +282,7 @@ pub struct CacheStatus {
     pub shared_tier: bool,
     /// Remaining freshness of the served stored response, in seconds (may be negative).
     pub ttl: Option<i64>,
-    /// Why not stored, or another reason worth naming.
+    /// Why not stored, why stale, or why an error.
     pub detail: Option<Detail>,
 }
 
@@ -149,20 +297,20 @@ impl CacheStatus {
         CacheStatus { fwd: Some(fwd), ..Default::default() }
     }
 
-    /// Short word for the access log and metrics: `hit`, `miss`, `revalidated` ...
-    pub fn outcome(&self) -> &'static str {
+    /// What happened.
+    pub fn outcome(&self) -> Outcome {
         match (self.hit, self.fwd) {
-            (true, _) if self.detail == Some(Detail::StaleIfError) => "stale-if-error",
-            (true, _) if self.detail == Some(Detail::StaleWhileRevalidate) => "stale-while-revalidate",
-            (true, _) if self.shared_tier => "shared-hit",
-            (true, _) => "hit",
-            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) if self.collapsed => "collapsed",
-            (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => "revalidated",
-            (false, Some(Fwd::Stale)) => "stale-refetch",
-            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) => "miss",
-            (false, Some(Fwd::Request)) => "request-refetch",
-            (false, Some(Fwd::Bypass)) => "bypass",
-            (false, None) => "local",
+            (true, _) if self.detail == Some(Detail::Stale(Stale::IfError)) => Outcome::StaleIfError,
+            (true, _) if self.detail == Some(Detail::Stale(Stale::WhileRevalidate)) => Outcome::StaleWhileRevalidate,
+            (true, _) if self.shared_tier => Outcome::SharedHit,
+            (true, _) => Outcome::Hit,
+            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) if self.collapsed => Outcome::Collapsed,
+            (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => Outcome::Revalidated,
+            (false, Some(Fwd::Stale)) => Outcome::StaleRefetch,
+            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) => Outcome::Miss,
+            (false, Some(Fwd::Request)) => Outcome::RequestRefetch,
+            (false, Some(Fwd::Bypass)) => Outcome::Bypass,
+            (false, None) => Outcome::Local,
         }
     }
 
@@ -233,8 +381,16 @@ mod tests {
         assert_eq!(CacheStatus::hit(42).header_value(), "edgecache; hit; ttl=42");
         let mut st = CacheStatus::forward(Fwd::UriMiss);
         st.fwd_status = Some(200);
-        st.detail = Some(Detail::Private);
+        st.detail = Some(NotStored::Private.into());
         assert_eq!(st.header_value(), "edgecache; fwd=uri-miss; fwd-status=200; detail=private");
-        assert_eq!(st.outcome(), "miss");
+        assert_eq!(st.outcome(), Outcome::Miss);
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_word() {
+        let mut words: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        words.sort_unstable();
+        words.dedup();
+        assert_eq!(words.len(), Outcome::ALL.len());
     }
 }

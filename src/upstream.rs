@@ -1,6 +1,6 @@
 //! The HTTP/1.1 client to the origin, over hyper's connection API and a pool of keep-alive
-//! connections (`upstream/pool.rs`), and the header rules for forwarding (hop-by-hop removal, `Via`,
-//! `X-Forwarded-*`).
+//! connections (`pool`), with its bodies (`body`) and the header rules for forwarding
+//! (`headers`).
 
 use std::error::Error as _;
 use std::future::Future;
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -17,9 +16,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{BodyTimeout, ClientBodyError, UpBody, Upload};
 use crate::config::Config;
+use body::{BodyTimeout, ClientBodyError, UpBody, Upload};
 
+pub mod body;
+pub mod headers;
 mod pool;
 pub use pool::OriginIncoming;
 use pool::{Checkout, Pool};
@@ -45,6 +46,9 @@ pub enum UpstreamError {
     /// The client's request body was malformed or cut off.
     #[error("{0}")]
     ClientBody(String),
+    /// The fetch this request waited for went away without an answer (its task was dropped).
+    #[error("the origin fetch was abandoned")]
+    Abandoned,
 }
 
 /// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections.
@@ -228,119 +232,13 @@ fn classify(e: &hyper::Error) -> UpstreamError {
     UpstreamError::Unreachable(msg)
 }
 
-/// Header fields that apply to one connection only (RFC 9110 §7.6.1) and are never forwarded,
-/// with the two obsolete ones (`Keep-Alive`, `Proxy-Connection`) still seen in the wild.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "keep-alive"
-            | "proxy-connection"
-    )
-}
-
-/// Removes hop-by-hop fields, including every field named in `Connection`.
-pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    remove_where(h, |_| false);
-}
-
-/// Removes hop-by-hop fields (as [`remove_hop_by_hop`]) and every field `also` names, in one
-/// pass over the names present: most messages have none of them, and then nothing is hashed.
-pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in h.keys() {
-        if is_hop_by_hop(name) || also(name.as_str()) {
-            doomed.push(name.clone());
-        }
-    }
-    if doomed.is_empty() {
-        return;
-    }
-    if doomed.contains(&header::CONNECTION) {
-        for token in h.get_all(header::CONNECTION).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
-            let token = token.trim_ascii();
-            // Most lists say only `keep-alive` (a field already doomed above when present) or
-            // `close` (a reserved name, RFC 9110 §7.6.1: no field has it); nothing to parse then.
-            if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(&token.to_ascii_lowercase()) {
-                doomed.push(name);
-            }
-        }
-    }
-    for name in doomed {
-        h.remove(name);
-    }
-}
-
-/// The `Via` value this proxy adds (RFC 9110 §7.6.3).
-pub fn via(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_10 => "1.0 edgecache",
-        http::Version::HTTP_2 => "2 edgecache",
-        _ => "1.1 edgecache",
-    }
-}
-
-/// Appends `value` to a list field, keeping what is there.
-pub fn append_list(h: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    match h.entry(name) {
-        header::Entry::Vacant(v) => {
-            v.insert(value);
-        }
-        header::Entry::Occupied(mut o) => {
-            let mut joined = Vec::with_capacity(o.iter().map(|v| v.len() + 2).sum::<usize>() + value.len());
-            for v in o.iter().filter(|v| !v.is_empty()) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(value.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                o.insert(v);
-            }
-        }
-    }
-}
-
-/// An IP address as a header value, written without an intermediate `String`.
-pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    use std::io::Write;
-    if let std::net::IpAddr::V4(v4) = ip {
-        // Dotted decimal by hand: `Display` goes through the formatter's padding machinery,
-        // about a thousand instructions for what every forwarded request writes.
-        let mut buf = [0u8; 15];
-        let mut len = 0;
-        let mut digits = itoa::Buffer::new();
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                buf[len] = b'.';
-                len += 1;
-            }
-            let d = digits.format(octet).as_bytes();
-            buf[len..len + d.len()].copy_from_slice(d);
-            len += d.len();
-        }
-        return HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"));
-    }
-    let mut buf = [0u8; 48];
-    let mut w = &mut buf[..];
-    let _ = write!(w, "{ip}");
-    let len = 48 - w.len();
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::header::{self, HeaderValue};
 
     use bytes::Bytes;
     use http_body::Body as _;
@@ -600,40 +498,6 @@ mod tests {
         match up.send(get(&up, "/a")).await {
             Err(UpstreamError::Unreachable(msg)) => assert!(msg.contains(&addr.to_string()), "{msg}"),
             other => panic!("expected unreachable, got {:?}", other.map(|r| r.status())),
-        }
-    }
-
-    #[test]
-    fn fields_named_by_connection_go_with_the_hop_by_hop_ones() {
-        let mut h = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "Keep-Alive, X-Private , close"),
-            ("connection", "x-other"),
-            ("keep-alive", "timeout=5"),
-            ("x-private", "1"),
-            ("x-other", "2"),
-            ("x-kept", "3"),
-            ("transfer-encoding", "chunked"),
-        ] {
-            h.append(HeaderName::from_static(name), HeaderValue::from_static(value));
-        }
-        remove_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-kept"]);
-
-        // Only `keep-alive` listed, no Keep-Alive field: nothing else goes.
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        h.insert(header::ETAG, HeaderValue::from_static("\"1\""));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["etag"]);
-    }
-
-    #[test]
-    fn ip_values_are_written_as_addresses() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.3.255", "255.255.255.255", "::1", "2001:db8::8a2e:370:7334"] {
-            let v = ip_value(ip.parse().unwrap());
-            assert_eq!(v.to_str().unwrap(), ip);
         }
     }
 }

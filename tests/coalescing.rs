@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use edgecache::cache::CacheKey;
+use edgecache::store::CacheKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
 /// `Cache-Status` of a client whose miss was collapsed into another client's stored fill.
-const COLLAPSED: &str = "edgecache; fwd=uri-miss; fwd-status=200; stored; collapsed";
+/// `Cache-Status` of a miss whose body streams on after its head (over 64 KiB, or of unknown
+/// length): the head cannot know yet whether it will be stored, and says nothing of it.
+const MISS_STREAMED: &str = "edgecache; fwd=uri-miss; fwd-status=200";
+const COLLAPSED_STREAMED: &str = "edgecache; fwd=uri-miss; fwd-status=200; collapsed";
 
 /// A body of `len` bytes that is not a repetition of a short pattern.
 fn body_of(len: usize) -> Bytes {
@@ -231,7 +234,7 @@ async fn concurrent_misses_for_one_key_make_one_origin_request() {
     let others: Vec<_> = resps.iter().map(|r| r.cache_status()).filter(|s| !s.contains("collapsed")).collect();
     assert_eq!(collapsed, 199, "not collapsed: {others:?}");
     for r in &resps {
-        let expected = if r.cache_status().contains("collapsed") { COLLAPSED } else { MISS_STORED };
+        let expected = if r.cache_status().contains("collapsed") { COLLAPSED_STREAMED } else { MISS_STREAMED };
         assert_eq!(r.cache_status(), expected);
     }
     eventually("the coalesced fill is stored", || stored_urls(&p) == 1).await;
@@ -292,11 +295,7 @@ async fn waiter_joining_mid_fill_gets_the_whole_body() {
     let mut b = Stepwise::get(p.addr(), "/a").await;
     // B joins mid-fill: it gets the head and the bytes so far at once, before the origin goes on.
     b.read_past_head(first.len()).await;
-    assert!(
-        b.head().contains("cache-status: edgecache; fwd=uri-miss; fwd-status=200; stored; collapsed"),
-        "{}",
-        b.head()
-    );
+    assert!(b.head().contains(&format!("cache-status: {COLLAPSED_STREAMED}\r\n")), "{}", b.head());
     assert!(!a.head().contains("collapsed"), "{}", a.head());
     origin.release();
 
@@ -441,7 +440,7 @@ async fn first_client_aborted_before_the_response_does_not_cancel_the_fill() {
     assert_eq!(r.status, 200);
     assert!(r.body == body, "the second client got {} bytes", r.body.len());
     // B either waited on the fill A started or, arriving late, was served what it stored.
-    assert!(r.cache_status() == COLLAPSED || r.cache_status() == hit(60), "{}", r.cache_status());
+    assert!(r.cache_status() == COLLAPSED_STREAMED || r.cache_status() == hit(60), "{}", r.cache_status());
     eventually("the fill is stored", || stored_urls(&p) == 1).await;
     assert_eq!(c.get("/a").await.cache_status(), hit(60));
     assert_eq!(origin.count(), 1);
@@ -611,4 +610,58 @@ async fn coalescing_off_sends_every_miss_to_the_origin() {
         assert_eq!(r.cache_status(), MISS_STORED);
     }
     assert_eq!(origin.count(), 10);
+}
+
+/// RFC 9211 lets a cache say less, never more: a head sent while the body still streams cannot
+/// know it will be stored. A body cut short is never announced as stored, and not stored.
+#[tokio::test]
+async fn a_body_cut_short_is_never_announced_as_stored() {
+    let clock = clock();
+    let first = body_of(80_000);
+    // Content-Length 100000, 80000 bytes, then the origin holds and closes.
+    let origin = HeldOrigin::start([head_for(100_000), first.to_vec()].concat(), Vec::new()).await;
+    let p = start_proxy(origin.addr, &clock, |_| {}).await;
+    let mut a = Stepwise::get(p.addr(), "/cut").await;
+    a.read_past_head(first.len()).await;
+    assert!(a.head().contains(&format!("cache-status: {MISS_STREAMED}\r\n")), "{}", a.head());
+    origin.release();
+    let (_, body, complete) = a.finish().await;
+    assert!(!complete, "a short body presented as complete ({} bytes)", body.len());
+    assert_eq!(stored_urls(&p), 0);
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_past_max_object_size_is_never_announced_as_stored() {
+    let clock = clock();
+    let body = body_of(48 << 10);
+    let b = body.clone();
+    let (_origin, p, c) = serve_with(
+        &clock,
+        |cfg| cfg.cache.max_object_bytes = 16 << 10,
+        move |_, _| Reply::ok(b.clone()).cc("max-age=60").chunked(4 << 10),
+    )
+    .await;
+    let r = c.get("/big").await;
+    assert_eq!(r.cache_status(), MISS_STREAMED);
+    assert!(r.body == body);
+    assert_eq!(stored_urls(&p), 0);
+}
+
+/// A body of known length up to 64 KiB is complete before the head goes out, so the head can
+/// say `stored`, even when the origin sends it in pieces.
+#[tokio::test]
+async fn a_small_body_sent_in_pieces_is_announced_as_stored_once_it_is() {
+    let clock = clock();
+    let full = body_of(60 << 10);
+    let (first, rest) = full.split_at(20 << 10);
+    let origin = HeldOrigin::start([head_for(full.len()), first.to_vec()].concat(), rest.to_vec()).await;
+    let p = start_proxy(origin.addr, &clock, |_| {}).await;
+    let c = Client::new(p.addr());
+    let answer = tokio::spawn(async move { c.get("/small").await });
+    eventually("the origin asked", || origin.count() == 1).await;
+    origin.release();
+    let r = within("the response", answer).await.unwrap();
+    assert_eq!(r.cache_status(), MISS_STORED);
+    assert!(r.body == full);
+    assert_eq!(stored_urls(&p), 1);
 }

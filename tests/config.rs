@@ -453,3 +453,30 @@ async fn accept_failures_back_off_and_are_logged_at_a_bounded_rate() {
     }
     assert!(f64::from(logged) <= elapsed + 1.0, "{logged} accept failures logged in {elapsed:.1} s");
 }
+
+/// A head sent while its body still streams says nothing of storing (RFC 9211 allows saying
+/// less); the access log line, written when the body is done, says how it ended.
+#[tokio::test]
+async fn the_access_log_says_how_a_streamed_body_ended() {
+    let clock = clock();
+    let origin = Origin::routes(&clock)
+        .route("/big", |_, _| Reply::ok(vec![b'b'; 100 << 10]).cc("max-age=60"))
+        .route("/huge", |_, _| Reply::ok(vec![b'h'; 48 << 10]).cc("max-age=60").chunked(4 << 10))
+        .start()
+        .await;
+    let cfg = write_config("streamed-log.toml", "[cache]\nmax_object_size = \"32KiB\"\n[log]\naccess = true\n");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--origin", &format!("http://{}", origin.addr())])
+        .args(["--config", cfg.to_str().unwrap()]);
+    let mut p = spawn_command(cmd).await;
+    let c = Client::new(p.addr);
+    let big = c.get("/big").await;
+    assert_eq!(big.cache_status(), "edgecache; fwd=uri-miss; fwd-status=200; detail=too-large");
+    let huge = c.get("/huge").await;
+    assert_eq!(huge.cache_status(), "edgecache; fwd=uri-miss; fwd-status=200");
+    let line = p.wait_log("path=/big").await;
+    assert!(line.contains("detail=\"too-large\" stored=false"), "{line}");
+    let line = p.wait_log("path=/huge").await;
+    assert!(line.contains("cache=\"miss\" detail=\"too-large\" stored=false"), "{line}");
+    assert_eq!(origin.count(), 2);
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgecache::cache::policy::{self, PolicyOptions};
+use edgecache::http::policy::{self, PolicyOptions};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
@@ -82,8 +82,11 @@ fn storability_and_freshness_agree_with_http_cache_semantics() {
         let req_cc = policy::request_cache_control(&req.headers);
         let resp_cc = policy::response_cache_control(&resp.headers, &opts);
         let status = StatusCode::from_u16(c.status).unwrap();
-        let ours_storable =
-            policy::storable(&Method::GET, &req.headers, &req_cc, status, &resp.headers, &resp_cc, &opts);
+        let ours_storable = policy::storable(
+            &policy::Req { method: &Method::GET, headers: &req.headers, cc: &req_cc },
+            &policy::Resp { status, headers: &resp.headers, cc: &resp_cc },
+            &opts,
+        );
         assert_eq!(ours_storable.is_ok(), theirs.is_storable(), "{}: storable ({ours_storable:?})", c.name);
         if theirs.is_storable() {
             let now = T0 * 1000;

@@ -261,7 +261,7 @@ async fn stalled_request_body_gives_408_after_request_body_timeout() {
     // Content-Length promises 10 bytes, 5 arrive, and the client keeps the connection open.
     let r = raw_request(p.addr(), b"POST /up HTTP/1.1\r\nHost: h.example\r\nContent-Length: 10\r\n\r\nhello").await;
     assert_eq!(r.status, 408);
-    assert_eq!(r.header("cache-status"), Some("edgecache; fwd=bypass; detail=bad-request"));
+    assert_eq!(r.header("cache-status"), Some("edgecache; fwd=bypass; detail=request-timeout"));
     assert!(origin.requests().iter().all(|s| s.body.len() != 10), "the origin got a completed body");
 }
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::redis::{key_name, FakeRedis, RedisLink, RedisServer, STREAM};
 use common::*;
-use edgecache::cache::shared::{SharedTier, Stats};
-use edgecache::cache::CacheKey;
 use edgecache::clock::ManualClock;
 use edgecache::config::RedisConfig;
+use edgecache::store::shared::{SharedTier, Stats};
+use edgecache::store::CacheKey;
 use edgecache::Running;
 
 /// Every request carries this `Host`: the key includes it, and the nodes listen on other ports.

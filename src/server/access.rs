@@ -7,7 +7,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::InProgress;
-use crate::body::{BoxError, ProxyBody};
+use crate::proxy::ProxyBody;
+use crate::status::CacheStatus;
+use crate::store::fill::Settled;
+use crate::upstream::body::BoxError;
 
 /// What the access log line needs, filled in as the request is handled.
 pub struct AccessLog {
@@ -17,10 +20,8 @@ pub struct AccessLog {
     pub path: String,
     /// Response status.
     pub status: u16,
-    /// Cache outcome word and the Cache-Status value.
-    pub cache: &'static str,
-    /// Detail, if any.
-    pub detail: Option<&'static str>,
+    /// What the cache did, as the response head said it.
+    pub cache: CacheStatus,
     /// When the request arrived.
     pub start: std::time::Instant,
     /// Client address.
@@ -81,18 +82,37 @@ impl Drop for LoggedBody {
         if let Some(log) = self.log.take() {
             let complete =
                 self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+            // A body streamed from a fill ends after its head went out: its head said less than
+            // the line can (stored, or why not).
+            let mut cache = log.cache;
+            match self.inner.settled() {
+                Some(Settled::Stored) => cache.stored = true,
+                Some(Settled::NotStored(why)) if cache.detail.is_none() => cache.detail = Some(why.into()),
+                _ => {}
+            }
             tracing::info!(
                 target: "access",
                 method = %log.method,
                 path = %log.path,
                 status = log.status,
-                cache = log.cache,
-                detail = log.detail.unwrap_or("-"),
+                cache = cache.outcome().as_str(),
+                detail = cache.detail.map_or("-", |d| d.as_str()),
+                stored = cache.stored,
                 bytes = self.bytes,
                 complete,
-                duration_ms = log.start.elapsed().as_secs_f64() * 1000.0,
+                duration_ms = %Millis3(log.start.elapsed()),
                 peer = %log.peer,
             );
         }
+    }
+}
+
+/// A duration in milliseconds with three decimals (`0.432`), not a float's full expansion.
+struct Millis3(std::time::Duration);
+
+impl std::fmt::Display for Millis3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
     }
 }

@@ -2,13 +2,11 @@
 //! back when it has been read to the end.
 //!
 //! There is one origin, so the pool is a stack of idle connections, most recently used on top
-//! (a warm connection is reused first; the ones at the bottom age out). A connection goes back
-//! from its response body ([`OriginIncoming`]) once the body has been received to its end; until
-//! then it is not in the pool and nothing can pick it. hyper-util's pooled client, used before,
-//! keys its pool by scheme and authority (a SipHash on every checkout and return), and for a
-//! response with a body it spawns a task per request that waits for the connection to be ready
-//! again: a task, a hash table lookup and two hashes per origin request that a single origin
-//! does not need.
+//! (a warm connection is reused first; the ones at the bottom age out): no key to hash on a
+//! checkout or a return. A connection goes back from its response body ([`OriginIncoming`]) once
+//! the body has been received to its end, without a task waiting for it; until then it is not in
+//! the pool and nothing can pick it. Open connections, busy and idle, are bounded
+//! (`limits.origin_connections`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::body::UpBody;
+use super::body::UpBody;
 
 /// Reaper ticks per idle timeout: an idle connection is closed after sitting through more than
 /// this many ticks, that is after between one and 1.25 idle timeouts.

@@ -16,6 +16,19 @@ pub const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
     header::VIA,
 ];
 
+/// Whether a conditional GET or HEAD is answered 304 rather than with the selected response:
+/// only a 2xx response is compared (RFC 9110 §13.2.1: preconditions are ignored when the answer
+/// without them would not be 2xx), `If-None-Match` before `If-Modified-Since` (§13.2.2), and
+/// `last_modified` is the response's `Last-Modified`, else its `Date` (RFC 9111 §4.3.2).
+pub fn answer_not_modified(
+    req: &HeaderMap,
+    status: http::StatusCode,
+    etag: Option<&[u8]>,
+    last_modified: Millis,
+) -> bool {
+    status.is_success() && is_conditional(req) && not_modified(req, etag, last_modified)
+}
+
 /// True when the request has a precondition this cache evaluates.
 pub fn is_conditional(req: &HeaderMap) -> bool {
     req.contains_key(header::IF_NONE_MATCH) || req.contains_key(header::IF_MODIFIED_SINCE)

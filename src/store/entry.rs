@@ -5,8 +5,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, ETAG, LAST_MODIFIED};
 use http::StatusCode;
 
 use super::headers::StoredHeaders;
-use super::policy::Freshness;
-use super::vary::VaryKey;
+use crate::http::policy::Freshness;
+use crate::http::vary::VaryKey;
 
 /// One stored variant of a URL.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ impl Entry {
 impl Entry {
     /// A stored 200 with `headers` and `body`, stored at time 0 and fresh for `lifetime` seconds.
     pub(crate) fn for_tests(headers: &HeaderMap, body: Bytes, lifetime: u32) -> std::sync::Arc<Entry> {
-        use super::policy::Times;
+        use crate::http::policy::Times;
         std::sync::Arc::new(Entry {
             status: StatusCode::OK,
             headers: StoredHeaders::from_map(headers),

@@ -1,8 +1,5 @@
-//! Body types: what the proxy sends to clients ([`ProxyBody`]) and to the origin ([`UpBody`]).
-//!
-//! Bodies are streamed: a response from the origin is passed to the client frame by frame and,
-//! when it may be stored, copied into a buffer that becomes the stored body only if the stream
-//! ends completely ("dropping means aborting": an unfinished body stores nothing).
+//! Bodies on the origin side: the client's body on its way to the origin ([`UpBody`]), the
+//! origin's response body on its way back ([`OriginBody`]), each with an idle timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,13 +8,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::status::Detail;
-use crate::upstream::OriginIncoming;
+use super::OriginIncoming;
 
 /// Boxed error used by every body here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -278,180 +274,17 @@ impl Body for UpBody {
     }
 }
 
-/// Where a completely received body goes: called once with the whole body.
-pub type Sink = Box<dyn FnOnce(Bytes) + Send>;
+/// The origin's response body on its way to a client that does not share it (a pass), with
+/// the origin's idle timeout.
+pub type OriginBody = IdleBody<OriginIncoming>;
 
-/// Copies a streamed body into a buffer, up to a limit, and hands it to a [`Sink`] when (and
-/// only when) the stream ended completely.
-pub struct Tee {
-    buf: BytesMut,
-    limit: usize,
-    expected: Option<u64>,
-    sink: Sink,
-}
-
-impl Tee {
-    /// A tee keeping at most `limit` bytes; `expected` is the `Content-Length`, if any.
-    pub fn new(limit: usize, expected: Option<u64>, sink: Sink) -> Self {
-        let cap = expected.map(|n| n.min(limit as u64) as usize).unwrap_or(0);
-        Tee { buf: BytesMut::with_capacity(cap), limit, expected, sink }
-    }
-
-    /// True once `Content-Length` bytes have arrived.
-    fn complete(&self) -> bool {
-        self.expected.is_some_and(|n| n == self.buf.len() as u64)
-    }
-
-    /// Appends `data`; false when the limit is exceeded (the tee must then be dropped).
-    fn push(&mut self, data: &Bytes) -> bool {
-        if self.buf.len() + data.len() > self.limit {
-            return false;
-        }
-        self.buf.extend_from_slice(data);
-        true
-    }
-
-    /// The stream ended: store when complete.
-    fn finish(self) {
-        if let Some(n) = self.expected {
-            if n != self.buf.len() as u64 {
-                let detail = Detail::Incomplete.as_str();
-                tracing::debug!(expected = n, got = self.buf.len(), detail, "body length mismatch; not stored");
-                return;
-            }
-        }
-        // Keep no unused capacity in a stored body.
-        let body = if self.buf.capacity() > self.buf.len() + self.buf.len() / 8 {
-            Bytes::copy_from_slice(&self.buf)
-        } else {
-            self.buf.freeze()
-        };
-        (self.sink)(body);
-    }
-}
-
-/// The origin's response body on its way to the client, optionally teed into the cache.
-pub struct OriginBody {
-    inner: IdleBody<OriginIncoming>,
-    tee: Option<Tee>,
-}
-
-impl OriginBody {
-    /// Streams `inner` (with an idle timeout), storing a complete copy through `tee`.
-    pub fn new(inner: OriginIncoming, idle: Duration, mut tee: Option<Tee>) -> Self {
-        // A body known to be empty (204, Content-Length: 0) may never be polled: store it now.
-        if inner.is_end_stream() {
-            if let Some(tee) = tee.take() {
-                tee.finish();
-            }
-        }
-        OriginBody { inner: IdleBody::new(inner, idle), tee }
-    }
-}
-
-impl Body for OriginBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(tee), Some(data)) = (this.tee.as_mut(), frame.data_ref()) {
-                    if !tee.push(data) {
-                        tracing::debug!(detail = Detail::TooLarge.as_str(), "body over max_object_size; not stored");
-                        this.tee = None;
-                    } else if tee.complete() || this.inner.is_end_stream() {
-                        // The whole body is here: the writer may never poll for the end.
-                        if let Some(tee) = this.tee.take() {
-                            tee.finish();
-                        }
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.tee = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                if let Some(tee) = this.tee.take() {
-                    tee.finish();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.tee.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Reads `body` to its end, discarding the data (a tee inside still stores it).
+/// Reads `body` to its end, discarding the data: a HEAD's answer, whose origin connection goes
+/// back to the pool only once its body has been read.
 pub async fn drain(mut body: OriginBody) {
     use http_body_util::BodyExt;
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
             return;
-        }
-    }
-}
-
-/// The body of every response the proxy sends.
-pub enum ProxyBody {
-    /// A complete body held in memory (stored hits, local errors), sent in one frame.
-    Full(Option<Bytes>),
-    /// Streamed from the origin.
-    Origin(Box<OriginBody>),
-    /// Read from a fill shared with other clients.
-    Shared(Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>>),
-}
-
-impl ProxyBody {
-    /// An empty body.
-    pub fn empty() -> Self {
-        ProxyBody::Full(None)
-    }
-
-    /// A complete body.
-    pub fn full(b: impl Into<Bytes>) -> Self {
-        let b = b.into();
-        ProxyBody::Full((!b.is_empty()).then_some(b))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
-            ProxyBody::Shared(s) => s.as_mut().poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Origin(b) => b.is_end_stream(),
-            ProxyBody::Shared(_) => false,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Origin(b) => b.size_hint(),
-            ProxyBody::Shared(_) => SizeHint::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::entry::Entry;
-use super::policy::{secs32, Freshness, Times};
+use crate::http::policy::{secs32, Freshness, Times};
 
 const MAGIC: &[u8; 3] = b"ECE";
 /// The envelope version this build writes and reads.
@@ -190,7 +190,7 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("b"));
         Entry {
             status: StatusCode::OK,
-            headers: crate::cache::headers::StoredHeaders::from_map(&headers),
+            headers: crate::store::headers::StoredHeaders::from_map(&headers),
             body: Bytes::from_static(b"hello"),
             vary: vec![
                 (HeaderName::from_static("accept-language"), Some("fr".into())),

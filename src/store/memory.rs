@@ -17,8 +17,8 @@ use moka::sync::Cache;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
-use super::vary;
 use crate::clock::{Clock, Millis};
+use crate::http::vary;
 
 /// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
 const PER_URL: usize = 320;

@@ -104,6 +104,11 @@ impl CacheKey {
         &self.0
     }
 
+    /// The first 8 bytes of the digest in hex: enough to tell keys apart in logs.
+    pub fn short(&self) -> impl fmt::Display {
+        hex::encode(&self.0[..8])
+    }
+
     /// Parses the hex form written by `Display`.
     pub fn from_hex(s: &str) -> Option<CacheKey> {
         let mut out = [0u8; 32];

@@ -6,10 +6,10 @@
 use http::header::{HeaderMap, AUTHORIZATION, DATE, ETAG, EXPIRES, LAST_MODIFIED, SET_COOKIE};
 use http::{Method, StatusCode};
 
-use super::control::{CacheControl, Delta};
+use super::cache_control::{CacheControl, Delta};
 use super::vary;
 use crate::clock::Millis;
-use crate::status::{Detail, Fwd};
+use crate::status::{Fwd, NotStored};
 
 /// Cache settings the policy needs.
 #[derive(Debug, Clone)]
@@ -92,60 +92,73 @@ pub fn response_cache_control(resp: &HeaderMap, opts: &PolicyOptions) -> CacheCo
             }
         }
     }
-    if let Some(cc) = super::control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
+    if let Some(cc) = super::cache_control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
         return cc;
     }
     CacheControl::from_headers(resp, &http::header::CACHE_CONTROL)
 }
 
+/// A request, as storability sees it.
+pub struct Req<'a> {
+    /// The method the response answers (a HEAD is fetched as GET).
+    pub method: &'a Method,
+    /// Its header fields.
+    pub headers: &'a HeaderMap,
+    /// Its `Cache-Control`.
+    pub cc: &'a CacheControl,
+}
+
+/// A response, as storability sees it.
+pub struct Resp<'a> {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its header fields.
+    pub headers: &'a HeaderMap,
+    /// Its `Cache-Control` (or the targeted field that replaces it).
+    pub cc: &'a CacheControl,
+}
+
 /// Whether a response may be stored (RFC 9111 §3, as a shared cache), or the reason it may not.
-#[allow(clippy::too_many_arguments)]
-pub fn storable(
-    method: &Method,
-    req: &HeaderMap,
-    req_cc: &CacheControl,
-    status: StatusCode,
-    resp: &HeaderMap,
-    resp_cc: &CacheControl,
-    opts: &PolicyOptions,
-) -> Result<(), Detail> {
+pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
+    let (method, req_cc, status, resp_cc) = (req.method, req.cc, resp.status, resp.cc);
+    let (req, resp) = (req.headers, resp.headers);
     if method != Method::GET {
-        return Err(Detail::Method);
+        return Err(NotStored::Method);
     }
     if req.contains_key(http::header::RANGE) || status == StatusCode::PARTIAL_CONTENT {
-        return Err(Detail::Partial);
+        return Err(NotStored::Partial);
     }
     if req_cc.no_store {
-        return Err(Detail::RequestNoStore);
+        return Err(NotStored::RequestNoStore);
     }
     if resp_cc.no_store {
-        return Err(Detail::NoStore);
+        return Err(NotStored::NoStore);
     }
     // §3: a shared cache does not store private responses (qualified or not).
     if resp_cc.private {
-        return Err(Detail::Private);
+        return Err(NotStored::Private);
     }
     // §3.5: a request with Authorization only if the response explicitly allows sharing.
     if req.contains_key(AUTHORIZATION) && !(resp_cc.public || resp_cc.s_maxage.is_some() || resp_cc.must_revalidate) {
-        return Err(Detail::Authorization);
+        return Err(NotStored::Authorization);
     }
     if vary::vary_names(resp).is_err() {
-        return Err(Detail::VaryStar);
+        return Err(NotStored::VaryStar);
     }
     if !opts.store_set_cookie && resp.contains_key(SET_COOKIE) {
-        return Err(Detail::SetCookie);
+        return Err(NotStored::SetCookie);
     }
     // §3: 206 needs range assembly and 304 is not a representation; with must-understand,
     // only status codes this cache knows (§5.2.2.3).
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational() {
-        return Err(Detail::Status);
+        return Err(NotStored::Status);
     }
     if resp_cc.must_understand && !understood(status) {
-        return Err(Detail::Status);
+        return Err(NotStored::Status);
     }
     let explicit = resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
     if !explicit && !resp_cc.public && !heuristically_cacheable(status) {
-        return Err(Detail::Status);
+        return Err(NotStored::Status);
     }
     Ok(())
 }
@@ -215,21 +228,21 @@ thread_local! {
 
 /// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
 /// `Age` this cache cannot read (not a non-negative integer, a parameter, or several field
-/// lines) makes the response's age unknown: it is taken as [`DELTA_MAX`](super::control::DELTA_MAX),
+/// lines) makes the response's age unknown: it is taken as [`DELTA_MAX`](super::cache_control::DELTA_MAX),
 /// so the response is stale and gets revalidated rather than served on a guess.
 pub fn age_value(h: &HeaderMap) -> u64 {
     let mut lines = h.get_all(http::header::AGE).iter();
     let Some(v) = lines.next() else { return 0 };
     if lines.next().is_some() {
-        return super::control::DELTA_MAX;
+        return super::cache_control::DELTA_MAX;
     }
     let Ok(s) = v.to_str() else {
-        return super::control::DELTA_MAX;
+        return super::cache_control::DELTA_MAX;
     };
     let first = s.split(',').next().unwrap_or("").trim();
-    match super::control::parse_delta(first) {
+    match super::cache_control::parse_delta(first) {
         Delta::Secs(secs) if !first.starts_with('"') => secs,
-        _ => super::control::DELTA_MAX,
+        _ => super::cache_control::DELTA_MAX,
     }
 }
 
@@ -260,7 +273,7 @@ pub fn freshness(
 
 /// Seconds as stored: capped at 2^31 (RFC 9111 §1.2.2), so they fit in 32 bits.
 pub fn secs32(secs: u64) -> u32 {
-    secs.min(super::control::DELTA_MAX) as u32
+    secs.min(super::cache_control::DELTA_MAX) as u32
 }
 
 /// Freshness lifetime in seconds (§4.2.1): s-maxage, then max-age, then Expires − Date, then a
@@ -339,7 +352,7 @@ impl Freshness {
 
     /// Current age in whole seconds, as sent in `Age` (§5.1), capped at 2^31.
     pub fn age_secs(&self, now: Millis) -> u64 {
-        (self.current_age_ms(now) / 1000).min(super::control::DELTA_MAX)
+        (self.current_age_ms(now) / 1000).min(super::cache_control::DELTA_MAX)
     }
 
     /// Remaining freshness in milliseconds: positive while fresh.
@@ -533,30 +546,33 @@ mod tests {
         let check = |req: &[(&'static str, &str)], status: u16, resp: &[(&'static str, &str)]| {
             let (rq, rs) = (headers(req), headers(resp));
             storable(
-                &Method::GET,
-                &rq,
-                &request_cache_control(&rq),
-                StatusCode::from_u16(status).unwrap(),
-                &rs,
-                &response_cache_control(&rs, &opts),
+                &Req { method: &Method::GET, headers: &rq, cc: &request_cache_control(&rq) },
+                &Resp {
+                    status: StatusCode::from_u16(status).unwrap(),
+                    headers: &rs,
+                    cc: &response_cache_control(&rs, &opts),
+                },
                 &opts,
             )
         };
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5")]), Ok(()));
-        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5, private")]), Err(Detail::Private));
-        assert_eq!(check(&[], 200, &[("cache-control", "No-Store")]), Err(Detail::NoStore));
-        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]), Err(Detail::VaryStar));
-        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]), Err(Detail::SetCookie));
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5, private")]), Err(NotStored::Private));
+        assert_eq!(check(&[], 200, &[("cache-control", "No-Store")]), Err(NotStored::NoStore));
+        assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]), Err(NotStored::VaryStar));
+        assert_eq!(
+            check(&[], 200, &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]),
+            Err(NotStored::SetCookie)
+        );
         assert_eq!(
             check(&[("authorization", "x")], 200, &[("cache-control", "max-age=5")]),
-            Err(Detail::Authorization)
+            Err(NotStored::Authorization)
         );
         assert_eq!(check(&[("authorization", "x")], 200, &[("cache-control", "s-maxage=5")]), Ok(()));
-        assert_eq!(check(&[], 302, &[]), Err(Detail::Status));
+        assert_eq!(check(&[], 302, &[]), Err(NotStored::Status));
         assert_eq!(check(&[], 302, &[("cache-control", "max-age=5")]), Ok(()));
         assert_eq!(
             check(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=5")]),
-            Err(Detail::RequestNoStore)
+            Err(NotStored::RequestNoStore)
         );
     }
 }

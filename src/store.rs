@@ -1,0 +1,18 @@
+//! What is stored and where: the cache key, stored entries and their header blocks, the memory
+//! tier, the shared tier (Redis), fills in flight and hit-for-pass, and the tiers' read and
+//! write paths.
+
+pub mod entry;
+pub mod envelope;
+pub mod fill;
+pub mod headers;
+pub mod hit_for_pass;
+pub mod key;
+pub mod memory;
+pub mod ready;
+pub mod shared;
+pub mod tiers;
+
+pub use entry::Entry;
+pub use key::CacheKey;
+pub use memory::MemoryTier;

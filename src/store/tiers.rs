@@ -1,0 +1,117 @@
+//! The tiers together: a lookup reads memory, then the shared tier (promoting what it finds into
+//! memory); a write goes to both. How long an entry is kept is decided here, for both tiers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::entry::Entry;
+use super::key::CacheKey;
+use super::memory::{MemoryTier, Variants};
+use super::shared::SharedTier;
+use crate::clock::{Clock, Millis};
+use crate::http::policy::Freshness;
+use crate::http::vary;
+
+/// The memory tier and the optional shared tier.
+#[derive(Clone)]
+pub struct Tiers {
+    memory: MemoryTier,
+    shared: Option<SharedTier>,
+    /// How long an entry is kept past its freshness and stale windows, for revalidation.
+    keep_stale: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+/// What the memory tier holds for a key, and the variant a request selects.
+pub struct InMemory {
+    /// Every stored variant of the key, when any.
+    pub variants: Option<Variants>,
+    /// The variant the request selects.
+    pub selected: Option<Arc<Entry>>,
+}
+
+impl Tiers {
+    /// The tiers: `memory`, and `shared` when configured.
+    pub fn new(memory: MemoryTier, shared: Option<SharedTier>, keep_stale: Duration, clock: Arc<dyn Clock>) -> Self {
+        Tiers { memory, shared, keep_stale, clock }
+    }
+
+    /// The memory tier.
+    pub fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    /// The shared tier, when configured.
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.shared.as_ref()
+    }
+
+    /// How long, from `now`, an entry with freshness `fresh` can be useful: its remaining
+    /// freshness, its stale windows, and `cache.keep_stale` for revalidation.
+    pub fn keep_for(&self, fresh: &Freshness, now: Millis) -> Duration {
+        let ttl = fresh.ttl_ms(now).max(0) as u64;
+        let windows = u64::from(fresh.stale_while_revalidate.max(fresh.stale_if_error)) * 1000;
+        Duration::from_millis(ttl.saturating_add(windows)) + self.keep_stale
+    }
+
+    /// The memory tier's variants of `key` at `now`, and the one `req` selects.
+    pub fn in_memory(&self, key: &CacheKey, req: &HeaderMap, now: Millis) -> InMemory {
+        let variants = self.memory.get_at(key, now);
+        let selected = variants.as_ref().and_then(|v| v.select(req)).cloned();
+        InMemory { variants, selected }
+    }
+
+    /// Looks the URL `canonical` up in the shared tier; every variant found is promoted into
+    /// memory for its remaining useful life. Returns the variant `req` selects.
+    pub async fn in_shared(&self, key: &CacheKey, canonical: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+        let shared = self.shared.as_ref()?;
+        let found = shared.get(key, canonical).await;
+        let now = self.clock.now_millis();
+        let mut selected = None;
+        for entry in found {
+            let entry = Arc::new(entry);
+            if selected.is_none() && vary::matches(&entry.vary, req) {
+                selected = Some(entry.clone());
+            }
+            self.memory.insert(*key, entry.clone(), self.keep_for(&entry.freshness, now));
+        }
+        selected
+    }
+
+    /// Stores `entry` for the URL `canonical` (key `key`), received at `now`. The URL's text is
+    /// only made when the shared tier needs it.
+    pub fn insert(&self, key: CacheKey, canonical: impl FnOnce() -> String, entry: Arc<Entry>, now: Millis) {
+        let keep_for = self.keep_for(&entry.freshness, now);
+        if let Some(shared) = &self.shared {
+            shared.put(&key, &canonical(), &entry, keep_for);
+        }
+        self.memory.insert(key, entry, keep_for);
+    }
+
+    /// Replaces the variant `old` by `new` (refreshed by a 304 received at `now`).
+    pub fn replace(&self, key: CacheKey, canonical: &str, old: &Arc<Entry>, new: Arc<Entry>, now: Millis) {
+        let keep_for = self.keep_for(&new.freshness, now);
+        if let Some(shared) = &self.shared {
+            shared.put(&key, canonical, &new, keep_for);
+        }
+        self.memory.replace(key, old, new, keep_for);
+    }
+
+    /// Removes one variant.
+    pub fn remove_variant(&self, key: &CacheKey, old: &Arc<Entry>) {
+        if let Some(shared) = &self.shared {
+            shared.remove_variant(key, old);
+        }
+        self.memory.remove_variant(key, old);
+    }
+
+    /// Invalidates the URL here and, through the shared tier, on every node.
+    pub fn invalidate(&self, key: &CacheKey) {
+        if let Some(shared) = &self.shared {
+            shared.invalidate(key);
+        }
+        self.memory.invalidate(key);
+    }
+}
