@@ -122,7 +122,7 @@ impl Proxy {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
         let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone()));
+        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone(), clock.clone()));
         Proxy {
             tiers: Tiers { memory: memory.clone(), shared },
             memory,

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::redis::{key_name, FakeRedis, RedisLink, RedisServer, STREAM};
@@ -17,6 +17,9 @@ use edgecache::cache::CacheKey;
 use edgecache::clock::ManualClock;
 use edgecache::config::RedisConfig;
 use edgecache::Running;
+
+/// `Cache-Status` of a hit found in the shared tier, 60 s left.
+const SHARED_HIT: &str = "edgecache; hit; tier=shared; ttl=60";
 
 /// Every request carries this `Host`: the key includes it, and the nodes listen on other ports.
 const HOST: &str = "www.example";
@@ -299,41 +302,92 @@ async fn redis_killed_under_traffic_fails_no_request_and_the_tier_resumes_after_
     assert!(n(&f.b.stats().hits) > 0, "B found nothing before the kill");
 
     f.redis.restart();
-    // The breaker backs off up to 30 s: keep offering new objects until one crosses over.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut last = String::new();
-    for i in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "the shared tier did not resume within 40 s after Redis restarted; last: {last}; A: {:?}; B: {:?}",
-            f.a.stats(),
-            f.b.stats()
-        );
-        let path = format!("/resume{i}");
-        get(&f.a.c, &path).await;
-        let key = key_name(HOST, &path);
-        let stored = within("poll", async {
-            for _ in 0..50 {
-                if f.redis.cmd::<i64>(&[b"EXISTS", key.as_bytes()]).await == 1 {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+    resume(&f.clock, &[&f.a, &f.b]).await;
+    assert_eq!(get(&f.a.c, "/resume").await.cache_status(), MISS_STORED);
+    wait_stored(&f.redis, "/resume").await;
+    let r = get(&f.b.c, "/resume").await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/resume#1", SHARED_HIT));
+}
+
+/// Waits until the retry (the breaker's probe, or the connector) of every node whose tier is
+/// unavailable is asleep on `clock`, and nothing else is.
+async fn retries_asleep(clock: &ManualClock, nodes: &[&Node]) {
+    let down = || nodes.iter().filter(|node| !node.shared().available()).count();
+    eventually("every retry asleep on the clock", || clock.sleeping() == down()).await;
+}
+
+/// Moves `clock` until every node's tier is available again. Each round waits until the retry of
+/// every tier still unavailable is asleep on the clock, then moves the clock 30 s, past the
+/// longest backoff, so that each tries once more. A probe can fail although Redis is back: the
+/// Redis client's own reconnection, which the probe's PING awaits, backs off in real time.
+async fn resume(clock: &ManualClock, nodes: &[&Node]) {
+    within("the shared tier available again", async {
+        loop {
+            retries_asleep(clock, nodes).await;
+            if nodes.iter().all(|node| node.shared().available()) {
+                return;
             }
-            false
-        })
-        .await;
-        if !stored {
-            last = format!("{path} not written");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
+            advance(clock, 30);
         }
-        let r = get(&f.b.c, &path).await;
-        if r.cache_status().contains("tier=shared") {
-            break;
-        }
-        last = format!("{path} on B: {}", r.cache_status());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_breaker_probes_1_s_after_it_opens_then_2_s_after_a_failed_probe_on_the_clock() {
+    let clock = clock();
+    let mut redis = RedisServer::start();
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, redis.url(), |_| {}).await;
+    node.ready().await;
+    redis.kill();
+    // Three lookups fail: the breaker opens.
+    for i in 0..3 {
+        let path = format!("/o{i}");
+        let r = get(&node.c, &path).await;
+        assert_eq!((r.text(), r.cache_status()), (format!("{path}#1"), MISS_STORED));
     }
+    assert!(!node.shared().available());
+    retries_asleep(&clock, &[&node]).await;
+    assert_eq!(clock.sleeping(), 1);
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(clock.sleeping(), 1, "probed before 1 s");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(clock.sleeping(), 0, "not probed at 1 s");
+    // Redis is still down: the probe fails and sleeps again, for 2 s.
+    eventually("the probe asleep again", || clock.sleeping() == 1).await;
+    assert!(!node.shared().available());
+    clock.advance(Duration::from_millis(1999));
+    assert_eq!(clock.sleeping(), 1, "probed again before 2 s");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(clock.sleeping(), 0, "not probed again at 2 s");
+    eventually("the probe asleep again", || clock.sleeping() == 1).await;
+    assert!(!node.shared().available());
+    redis.restart();
+    resume(&clock, &[&node]).await;
+    assert_eq!(get(&node.c, "/after").await.cache_status(), MISS_STORED);
+    wait_stored(&redis, "/after").await;
+}
+
+#[tokio::test]
+async fn a_redis_unreachable_at_start_is_connected_to_100_ms_later_on_the_clock() {
+    let clock = clock();
+    let redis = RedisServer::start();
+    let link = RedisLink::start(redis.addr()).await;
+    link.cut();
+    let origin = Origin::start(&clock, handler()).await;
+    let node = Node::start(&origin, &clock, link.url(), |_| {}).await;
+    retries_asleep(&clock, &[&node]).await;
+    assert_eq!(clock.sleeping(), 1, "the connector is not waiting to try again");
+    let r = get(&node.c, "/d").await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("/d#1", MISS_STORED));
+    link.restore();
+    clock.advance(Duration::from_millis(99));
+    assert_eq!(clock.sleeping(), 1, "tried again before 100 ms");
+    clock.advance(Duration::from_millis(1));
+    node.ready().await;
+    assert_eq!(get(&node.c, "/e").await.cache_status(), MISS_STORED);
+    wait_stored(&redis, "/e").await;
 }
 
 #[tokio::test]
