@@ -133,7 +133,7 @@ async fn an_authority_form_target_outside_connect_is_400() {
 
 #[tokio::test]
 async fn an_unasked_101_from_the_origin_is_502_and_not_stored() {
-    let origin = RawOrigin::start(|_, _| {
+    let origin = RawOrigin::start(|_| {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n".to_vec()
     })
     .await;

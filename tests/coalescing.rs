@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,8 @@ use bytes::Bytes;
 use common::*;
 use edgecache::cache::CacheKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
 
 /// `Cache-Status` of a client whose miss was collapsed into another client's stored fill.
 const COLLAPSED: &str = "edgecache; fwd=uri-miss; fwd-status=200; stored; collapsed";
@@ -37,63 +36,16 @@ async fn join_all<T: Send + 'static>(what: &str, tasks: Vec<tokio::task::JoinHan
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw origin that holds its response mid-body, and a client that reads a response in steps
+// An origin that holds its response mid-body, and a client that reads a response in steps
 // ---------------------------------------------------------------------------------------------
 
-/// For every request: writes `first` (a response head and the start of its body), waits until
-/// [`HeldOrigin::release`], then writes `rest` and closes. An empty `rest` under a larger
-/// `Content-Length` is a body that ends early.
-struct HeldOrigin {
-    addr: SocketAddr,
-    count: Arc<AtomicUsize>,
-    release: watch::Sender<bool>,
-}
-
-impl HeldOrigin {
-    async fn start(first: Vec<u8>, rest: Vec<u8>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind held origin");
-        let addr = listener.local_addr().unwrap();
-        let count = Arc::new(AtomicUsize::new(0));
-        let (release, rx) = watch::channel(false);
-        let (n, first, rest) = (count.clone(), Arc::new(first), Arc::new(rest));
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (n, first, rest, mut rx) = (n.clone(), first.clone(), rest.clone(), rx.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while find(&buf, b"\r\n\r\n").is_none() {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                    }
-                    n.fetch_add(1, Ordering::SeqCst);
-                    if s.write_all(&first).await.is_err() {
-                        return;
-                    }
-                    let _ = s.flush().await;
-                    let _ = rx.wait_for(|released| *released).await;
-                    let _ = s.write_all(&rest).await;
-                    let _ = s.flush().await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        HeldOrigin { addr, count, release }
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    /// Lets every held response (and every later one) go on.
-    fn release(&self) {
-        self.release.send_replace(true);
-    }
+/// An origin that, for every request, writes `first` (a response head and the start of its
+/// body), waits until [`RawOrigin::release`], then writes `rest` and closes. An empty `rest` under
+/// a larger `Content-Length` is a body that ends early.
+async fn held(first: Vec<u8>, rest: Vec<u8>) -> RawOrigin {
+    let at = first.len();
+    let answer = [first, rest].concat();
+    RawOrigin::builder().hold_after(at).start(move |_| answer.clone()).await
 }
 
 /// A response head for `body_len` bytes, `max-age=60`.
@@ -253,10 +205,9 @@ async fn request_during_a_fill_that_outgrew_the_limit_fetches_on_its_own() {
     let (first, rest) = full.split_at(48 << 10);
     let head =
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    let origin =
-        HeldOrigin::start([head.to_vec(), chunk(first)].concat(), [chunk(rest), b"0\r\n\r\n".to_vec()].concat()).await;
+    let origin = held([head.to_vec(), chunk(first)].concat(), [chunk(rest), b"0\r\n\r\n".to_vec()].concat()).await;
     // The first part alone is past what may be stored: the fill keeps no bytes for late joiners.
-    let p = start_proxy(origin.addr, &clock, |cfg| cfg.cache.max_object_bytes = 16 << 10).await;
+    let p = start_proxy(origin.addr(), &clock, |cfg| cfg.cache.max_object_bytes = 16 << 10).await;
 
     let mut a = Stepwise::get(p.addr(), "/a").await;
     a.read_past_head(first.len()).await;
@@ -283,8 +234,8 @@ async fn waiter_joining_mid_fill_gets_the_whole_body() {
     let clock = clock();
     let full = body_of(128 << 10);
     let (first, rest) = full.split_at(48 << 10);
-    let origin = HeldOrigin::start([head_for(full.len()), first.to_vec()].concat(), rest.to_vec()).await;
-    let p = start_proxy(origin.addr, &clock, |_| {}).await;
+    let origin = held([head_for(full.len()), first.to_vec()].concat(), rest.to_vec()).await;
+    let p = start_proxy(origin.addr(), &clock, |_| {}).await;
 
     let mut a = Stepwise::get(p.addr(), "/a").await;
     // The first part is through the proxy: the origin now holds the rest of the body.
@@ -399,8 +350,8 @@ async fn first_client_disconnecting_mid_body_does_not_cancel_the_fill() {
     let clock = clock();
     let full = body_of(96 << 10);
     let (first, rest) = full.split_at(32 << 10);
-    let origin = HeldOrigin::start([head_for(full.len()), first.to_vec()].concat(), rest.to_vec()).await;
-    let p = start_proxy(origin.addr, &clock, |_| {}).await;
+    let origin = held([head_for(full.len()), first.to_vec()].concat(), rest.to_vec()).await;
+    let p = start_proxy(origin.addr(), &clock, |_| {}).await;
 
     let mut a = Stepwise::get(p.addr(), "/a").await;
     a.read_past_head(first.len()).await;
@@ -453,8 +404,8 @@ async fn failed_fill_fails_every_client_and_stores_nothing() {
     const LEN: usize = 100_000;
     let first = body_of(40_000);
     // Content-Length 100000, 40000 bytes, then the connection closes.
-    let origin = HeldOrigin::start([head_for(LEN), first.to_vec()].concat(), Vec::new()).await;
-    let p = start_proxy(origin.addr, &clock, |_| {}).await;
+    let origin = held([head_for(LEN), first.to_vec()].concat(), Vec::new()).await;
+    let p = start_proxy(origin.addr(), &clock, |_| {}).await;
     let c = Arc::new(Client::new(p.addr()));
 
     let mut streams = Vec::new();
@@ -500,8 +451,8 @@ async fn an_origin_body_stalled_past_the_idle_timeout_fails_and_stores_nothing()
     const LEN: usize = 100_000;
     let first = body_of(40_000);
     // The origin sends part of the body and then nothing, holding the connection open.
-    let origin = HeldOrigin::start([head_for(LEN), first.to_vec()].concat(), Vec::new()).await;
-    let p = start_proxy(origin.addr, &clock, |cfg| cfg.timeouts.idle = Duration::from_millis(300)).await;
+    let origin = held([head_for(LEN), first.to_vec()].concat(), Vec::new()).await;
+    let p = start_proxy(origin.addr(), &clock, |cfg| cfg.timeouts.idle = Duration::from_millis(300)).await;
 
     let mut s = Stepwise::get(p.addr(), "/a").await;
     s.read_past_head(first.len()).await;

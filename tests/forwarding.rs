@@ -201,7 +201,7 @@ async fn an_empty_upstream_cache_status_gives_way_to_ours() {
 #[tokio::test]
 async fn date_is_added_when_the_origin_sends_none() {
     let clock = clock();
-    let origin = RawOrigin::start(|_, _| {
+    let origin = RawOrigin::start(|_| {
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec()
     })
     .await;

@@ -213,7 +213,7 @@ async fn stale_if_error_serves_stale_on_a_5xx_within_its_window_only() {
 #[tokio::test]
 async fn stale_if_error_serves_stale_when_the_origin_closes_the_connection() {
     let clock = clock();
-    let origin = RawOrigin::start(|n, _| match n {
+    let origin = RawOrigin::start(|req| match req.n {
         1 => b"HTTP/1.1 200 OK\r\nCache-Control: max-age=10, stale-if-error=60\r\nContent-Length: 5\r\n\
                Connection: close\r\n\r\nhello"
             .to_vec(),
@@ -368,12 +368,11 @@ async fn origin_closing_every_connection_every_key_is_served_stale() {
     // never uses, which would shift a count.
     let down = Arc::new(AtomicBool::new(false));
     let d = down.clone();
-    let origin = RawOrigin::start(move |_, head| {
+    let origin = RawOrigin::start(move |req| {
         if d.load(Ordering::SeqCst) {
             return Vec::new();
         }
-        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-        let body = format!("body of {path}");
+        let body = format!("body of {}", req.path());
         format!(
             "HTTP/1.1 200 OK\r\nCache-Control: max-age=10, stale-if-error=60\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{body}",

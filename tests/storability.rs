@@ -255,10 +255,10 @@ async fn request_no_store_is_honoured() {
 #[tokio::test]
 async fn truncated_body_is_not_stored() {
     let clock = clock();
-    let origin = RawOrigin::start(|n, _| {
+    let origin = RawOrigin::start(|req| {
         let head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nCache-Control: max-age=60\r\n\
                     Connection: close\r\n\r\n";
-        let body = if n == 1 {
+        let body = if req.n == 1 {
             "x".repeat(50) // then the connection closes: 50 of 100 bytes
         } else {
             "y".repeat(100)

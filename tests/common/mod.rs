@@ -18,7 +18,7 @@ use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
 pub use client::{raw_request, Client, RawResp, Resp, H2};
-pub use origin::{closed_port, Bodies, ClosedPort, Origin, RawOrigin, Reply, Routes, Seen, WireOrigin, WireRequest};
+pub use origin::{closed_port, ClosedPort, Origin, RawOrigin, RawRequest, Reply, Routes, Seen};
 
 /// Upper bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);
