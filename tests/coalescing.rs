@@ -171,7 +171,7 @@ async fn concurrent_misses_for_one_key_make_one_origin_request() {
         })
         .collect();
     let key = CacheKey::new("http", &p.addr().to_string(), "/big");
-    eventually("199 clients waiting on the first one's fill", || p.proxy().joined(&key) == Some(N - 1)).await;
+    eventually("199 clients waiting on the first one's fill", async || p.proxy().joined(&key) == Some(N - 1)).await;
     gate.notify_one();
     let resps = join_all("200 concurrent GETs", tasks).await;
     assert_eq!(origin.count_path("/big"), 1, "concurrent misses were not coalesced");
@@ -186,7 +186,7 @@ async fn concurrent_misses_for_one_key_make_one_origin_request() {
         let expected = if r.cache_status().contains("collapsed") { COLLAPSED } else { MISS_STORED };
         assert_eq!(r.cache_status(), expected);
     }
-    eventually("the coalesced fill is stored", || stored_urls(&p) == 1).await;
+    eventually("the coalesced fill is stored", async || stored_urls(&p) == 1).await;
     let r = c.get("/big").await;
     assert_eq!(r.cache_status(), hit(60));
     assert!(r.body == body);
@@ -215,7 +215,7 @@ async fn request_during_a_fill_that_outgrew_the_limit_fetches_on_its_own() {
     // be given the bytes already passed, and asks the origin itself instead of waiting.
     let mut b = Stepwise::get(p.addr(), "/a").await;
     b.read_past_head(0).await;
-    eventually("B's own origin request", || origin.count() == 2).await;
+    origin.wait_count(2).await; // B's own origin request
     origin.release();
 
     for (who, s) in [("first", a), ("later", b)] {
@@ -258,7 +258,7 @@ async fn waiter_joining_mid_fill_gets_the_whole_body() {
         assert!(body == full.as_ref(), "{who}: got {} bytes, not the whole body", body.len());
     }
     assert_eq!(origin.count(), 1);
-    eventually("the fill is stored", || stored_urls(&p) == 1).await;
+    eventually("the fill is stored", async || stored_urls(&p) == 1).await;
     let r = Client::new(p.addr()).get("/a").await;
     assert_eq!((r.cache_status(), r.body.len()), (hit(60).as_str(), full.len()));
     assert!(r.body == full);
@@ -289,7 +289,7 @@ async fn response_that_may_not_be_shared_under_concurrency_then_hit_for_pass() {
         })
         .collect();
     let key = CacheKey::new("http", &p.addr().to_string(), "/me");
-    eventually("the other requests waiting on the first", || p.proxy().joined(&key) == Some(N - 1)).await;
+    eventually("the other requests waiting on the first", async || p.proxy().joined(&key) == Some(N - 1)).await;
     gate.notify_one();
     let resps = join_all("concurrent requests for a private response", tasks).await;
     let mut bodies: Vec<String> = resps.iter().map(|r| r.text()).collect();
@@ -363,7 +363,7 @@ async fn first_client_disconnecting_mid_body_does_not_cancel_the_fill() {
 
     let (_, body, complete) = b.finish().await;
     assert!(complete && body == full.as_ref(), "the waiter got {} bytes (complete: {complete})", body.len());
-    eventually("the fill is stored", || stored_urls(&p) == 1).await;
+    eventually("the fill is stored", async || stored_urls(&p) == 1).await;
     let r = Client::new(p.addr()).get("/a").await;
     assert_eq!(r.cache_status(), hit(60));
     assert!(r.body == full);
@@ -393,7 +393,7 @@ async fn first_client_aborted_before_the_response_does_not_cancel_the_fill() {
     assert!(r.body == body, "the second client got {} bytes", r.body.len());
     // B either waited on the fill A started or, arriving late, was served what it stored.
     assert!(r.cache_status() == COLLAPSED || r.cache_status() == hit(60), "{}", r.cache_status());
-    eventually("the fill is stored", || stored_urls(&p) == 1).await;
+    eventually("the fill is stored", async || stored_urls(&p) == 1).await;
     assert_eq!(c.get("/a").await.cache_status(), hit(60));
     assert_eq!(origin.count(), 1);
 }
@@ -494,7 +494,7 @@ async fn a_thousand_keys_expiring_together_are_revalidated_once_each() {
     for r in join_all("priming", tasks).await {
         assert_eq!(r.cache_status(), MISS_STORED);
     }
-    eventually("every key stored", || stored_urls(&p) == KEYS as u64).await;
+    eventually("every key stored", async || stored_urls(&p) == KEYS as u64).await;
     assert_eq!(origin.count(), KEYS);
 
     advance(&clock, 11);
@@ -538,14 +538,10 @@ async fn coalescing_off_sends_every_miss_to_the_origin() {
     let clock = clock();
     let off = |cfg: &mut edgecache::Config| cfg.coalescing.enabled = false;
     // Every answer is held until all ten requests are at the origin: they overlap.
-    let gates: Arc<std::sync::Mutex<Vec<Arc<Notify>>>> = Arc::default();
+    let gates: Vec<Arc<Notify>> = (0..10).map(|_| Arc::new(Notify::new())).collect();
     let g = gates.clone();
-    let (origin, _p, c) = serve_with(&clock, off, move |_, n| {
-        let gate = Arc::new(Notify::new());
-        g.lock().unwrap().push(gate.clone());
-        Reply::ok(format!("v{n}")).cc("max-age=60").gate(gate)
-    })
-    .await;
+    let (origin, _p, c) =
+        serve_with(&clock, off, move |_, n| Reply::ok(format!("v{n}")).cc("max-age=60").gate(g[n - 1].clone())).await;
     let c = Arc::new(c);
     let tasks = (0..10)
         .map(|_| {
@@ -553,8 +549,8 @@ async fn coalescing_off_sends_every_miss_to_the_origin() {
             tokio::spawn(async move { c.get("/a").await })
         })
         .collect();
-    eventually("ten requests held at the origin", || gates.lock().unwrap().len() == 10).await;
-    for gate in gates.lock().unwrap().iter() {
+    origin.wait_count(10).await;
+    for gate in &gates {
         gate.notify_one();
     }
     for r in join_all("10 concurrent GETs", tasks).await {

@@ -92,7 +92,7 @@ impl Node {
 
     /// Waits until the tier is connected with its breaker closed.
     async fn ready(&self) {
-        eventually("shared tier connected", || self.shared().available()).await;
+        eventually("shared tier connected", async || self.shared().available()).await;
     }
 
     /// True when the memory tier holds something for `path`.
@@ -139,7 +139,7 @@ async fn exists(redis: &RedisServer, path: &str) -> bool {
 async fn what_a_stored_is_a_shared_hit_on_b_with_age_from_a_times() {
     let f = fleet().await;
     assert_eq!(get(&f.a.c, "/a").await.cache_status(), MISS_STORED);
-    eventually("A's write reached Redis", || n(&f.a.stats().writes) >= 1).await;
+    eventually("A's write reached Redis", async || n(&f.a.stats().writes) >= 1).await;
     assert!(exists(&f.redis, "/a").await);
     advance(&f.clock, 5);
     let r = get(&f.b.c, "/a").await;
@@ -182,7 +182,7 @@ async fn an_invalidation_on_a_reaches_b() {
     assert!(get(&f.b.c, "/i").await.cache_status().contains("tier=shared"));
     assert_eq!(get(&f.b.c, "/i").await.cache_status(), hit(60));
     assert_eq!(post(&f.a.c, "/i").await.status, 200);
-    eventually("B applied A's invalidation", || n(&f.b.stats().remote_invalidations) == 1).await;
+    eventually("B applied A's invalidation", async || n(&f.b.stats().remote_invalidations) == 1).await;
     assert!(!f.b.in_memory("/i"));
     let r = get(&f.b.c, "/i").await;
     assert_eq!((r.text().as_str(), r.cache_status()), ("/i#2", MISS_STORED));
@@ -227,7 +227,7 @@ async fn a_disconnected_node_replays_the_invalidations_it_missed() {
     // B cannot have seen it.
     assert!(get(&f.b.c, "/r").await.is_hit());
     link.restore();
-    eventually("B replayed the missed invalidation", || n(&f.b.stats().remote_invalidations) == 1).await;
+    eventually("B replayed the missed invalidation", async || n(&f.b.stats().remote_invalidations) == 1).await;
     assert!(!f.b.in_memory("/r"));
     assert!(f.b.in_memory("/keep"), "B dropped more than it missed");
     let r = get(&f.b.c, "/r").await;
@@ -248,7 +248,7 @@ async fn a_stream_trimmed_past_the_nodes_position_drops_its_whole_memory_tier() 
     // The seed (B's position) and A's first entry are trimmed away.
     f.redis.cmd::<i64>(&[b"XTRIM", STREAM.as_bytes(), b"MAXLEN", b"1"]).await;
     link.restore();
-    eventually("B read the stream again", || n(&f.b.stats().remote_invalidations) >= 1).await;
+    eventually("B read the stream again", async || n(&f.b.stats().remote_invalidations) >= 1).await;
     for p in ["/r", "/s", "/keep"] {
         assert!(!f.b.in_memory(p), "{p} kept although B may have missed its invalidation");
     }
@@ -267,7 +267,7 @@ async fn a_node_that_never_saw_an_entry_also_drops_its_memory_when_the_stream_wa
     redis.until::<i64>("A's invalidations in the stream", &[b"XLEN", STREAM.as_bytes()], |n| *n == 2).await;
     redis.cmd::<i64>(&[b"XTRIM", STREAM.as_bytes(), b"MAXLEN", b"1"]).await;
     link.restore();
-    eventually("B read the stream again", || n(&b.stats().remote_invalidations) >= 1).await;
+    eventually("B read the stream again", async || n(&b.stats().remote_invalidations) >= 1).await;
     assert!(!b.in_memory("/r"), "/r kept although its invalidation was trimmed before B could read it");
 }
 
@@ -313,7 +313,7 @@ async fn redis_killed_under_traffic_fails_no_request_and_the_tier_resumes_after_
 /// unavailable is asleep on `clock`, and nothing else is.
 async fn retries_asleep(clock: &ManualClock, nodes: &[&Node]) {
     let down = || nodes.iter().filter(|node| !node.shared().available()).count();
-    eventually("every retry asleep on the clock", || clock.sleeping() == down()).await;
+    eventually("every retry asleep on the clock", async || clock.sleeping() == down()).await;
 }
 
 /// Moves `clock` until every node's tier is available again. Each round waits until the retry of
@@ -355,13 +355,13 @@ async fn the_breaker_probes_1_s_after_it_opens_then_2_s_after_a_failed_probe_on_
     clock.advance(Duration::from_millis(1));
     assert_eq!(clock.sleeping(), 0, "not probed at 1 s");
     // Redis is still down: the probe fails and sleeps again, for 2 s.
-    eventually("the probe asleep again", || clock.sleeping() == 1).await;
+    eventually("the probe asleep again", async || clock.sleeping() == 1).await;
     assert!(!node.shared().available());
     clock.advance(Duration::from_millis(1999));
     assert_eq!(clock.sleeping(), 1, "probed again before 2 s");
     clock.advance(Duration::from_millis(1));
     assert_eq!(clock.sleeping(), 0, "not probed again at 2 s");
-    eventually("the probe asleep again", || clock.sleeping() == 1).await;
+    eventually("the probe asleep again", async || clock.sleeping() == 1).await;
     assert!(!node.shared().available());
     redis.restart();
     resume(&clock, &[&node]).await;

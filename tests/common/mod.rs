@@ -53,11 +53,16 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
-/// Polls `cond` until it holds, for at most [`WAIT`] (a condition wait, not a sleep).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// Waits (bounded by [`WAIT`]) until `check` holds. `check` is async, so it can ask the proxy,
+/// Redis or anything else; it is re-checked every millisecond. The last resort, for state that
+/// announces no change (the proxy's tables and counters, Redis): where a change is announced,
+/// wait on it instead ([`Origin::wait_count`], [`RawOrigin::wait_count`], a `watch` channel).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !check().await {
+            tick.tick().await;
         }
     })
     .await
