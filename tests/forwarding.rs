@@ -242,8 +242,8 @@ async fn concurrent_requests_are_all_answered() {
         }
     })
     .await;
-    // Every path reached the origin at least once; later ones may have been hits.
-    assert!((8..=64).contains(&origin.count()));
+    // One origin request per path: the others joined it, or were hits once it was stored.
+    assert_eq!(origin.count(), 8);
     for i in 0..8 {
         assert!(c.get(&format!("/p{i}")).await.is_hit());
     }

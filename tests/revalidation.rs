@@ -206,7 +206,7 @@ async fn stale_entry_is_served_when_the_origin_is_unreachable() {
     let r = c.get("/a").await;
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
     assert_eq!(r.cache_status(), "edgecache; hit; fwd=stale; ttl=-5; detail=stale-if-error");
-    assert!(origin.count() >= 2);
+    assert_eq!(origin.count(), 2);
 }
 
 #[tokio::test]
@@ -224,9 +224,10 @@ async fn must_revalidate_entry_is_not_served_when_the_origin_is_unreachable() {
     c.get("/a").await;
     advance(&clock, 30);
     let r = c.get("/a").await;
-    assert!(matches!(r.status, 502 | 504), "got {} {:?}", r.status, r.text());
+    assert_eq!(r.status, 502);
     assert_ne!(r.text(), "hello");
     assert_eq!(r.cache_status(), "edgecache; fwd=stale; detail=origin-unreachable");
+    assert_eq!(origin.count(), 2);
 }
 
 #[tokio::test]
