@@ -1,7 +1,7 @@
 //! Malformed and unusual input, from clients (raw bytes) and from the origin: answered with the
 //! right error, never a panic, never a shared hit built from garbage.
 
-mod common;
+pub mod common;
 
 use bytes::Bytes;
 use common::*;

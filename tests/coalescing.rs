@@ -2,7 +2,7 @@
 //! whose response is streamed to every client (waiters that join mid-fill included); responses
 //! that may not be shared, slow fills, disconnecting clients and failing origins.
 
-mod common;
+pub mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Conditional requests answered from the store (RFC 9111 §4.3.2, RFC 9110 §13) and HEAD
 //! answered from a stored GET.
 
-mod common;
+pub mod common;
 
 use common::*;
 

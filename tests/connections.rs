@@ -3,7 +3,7 @@
 //! connection cannot open more than its streams allow, and the origin never sees more
 //! connections than configured.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Forwarding (RFC 9110 §7.6): hop-by-hop fields, `Via`, `X-Forwarded-*`, `Host`, request bodies,
 //! and what the client gets when the origin is unreachable or too slow.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

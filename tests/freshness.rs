@@ -1,7 +1,7 @@
 //! Freshness (RFC 9111 §4.2, §5.2): lifetimes, age, and the request directives that limit what
 //! a stored response may answer. Time moves only through the shared `ManualClock`.
 
-mod common;
+pub mod common;
 
 use common::*;
 

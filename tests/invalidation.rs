@@ -1,7 +1,7 @@
 //! Invalidation (RFC 9111 §4.4): a non-error response to an unsafe method invalidates the
 //! target URI and the same-origin URIs in `Location` and `Content-Location`.
 
-mod common;
+pub mod common;
 
 use std::sync::{Arc, Mutex};
 

@@ -4,7 +4,7 @@
 //! connection, an unknown transfer coding is refused, and a slow upload is not mistaken for a
 //! slow origin.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

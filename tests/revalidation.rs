@@ -1,7 +1,7 @@
 //! Revalidation of stored responses (RFC 9111 §4.3): conditional requests built from the stored
 //! validators, 304 merges, full replacements, `no-cache` and `must-revalidate`.
 
-mod common;
+pub mod common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! other's invalidations (replaying what they missed while disconnected), and keep serving when
 //! Redis is down, killed, silent or full of garbage. Needs `redis-server` (never skipped).
 
-mod common;
+pub mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! by one node under keys spread over every hash slot are shared hits on the other, and an
 //! invalidation reaches it. Needs `redis-server` and `redis-cli` (never skipped).
 
-mod common;
+pub mod common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! `stale-if-error` (RFC 5861 §4, from the response or the request), the configured grace, and
 //! what `must-revalidate` forbids.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

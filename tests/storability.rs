@@ -1,7 +1,7 @@
 //! What a shared cache may store (RFC 9111 §3): each refusal names its reason in `Cache-Status`
 //! and the next request goes to the origin again.
 
-mod common;
+pub mod common;
 
 use common::*;
 

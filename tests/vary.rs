@@ -1,7 +1,7 @@
 //! Vary (RFC 9111 §4.1): variants stored side by side and selected by the request's fields,
 //! with list fields normalized before comparison.
 
-mod common;
+pub mod common;
 
 use common::*;
 

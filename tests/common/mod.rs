@@ -3,7 +3,11 @@
 //! `ManualClock`, a small HTTP client and a raw-TCP client.
 //!
 //! Everything binds `127.0.0.1:0`; every wait is bounded by [`WAIT`].
-#![allow(dead_code, unused_imports)]
+//!
+//! Every test file is a crate of its own that compiles this module, and uses only some of it.
+//! Each declares it `pub mod common;`: its items are then the test crate's public items, which the
+//! dead-code lint does not flag in the test files that do not use them. A helper no test file
+//! uses is not flagged either: remove it with its last use.
 
 mod client;
 mod origin;
@@ -17,8 +21,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
-pub use client::{raw_request, Client, RawResp, Resp, H2};
-pub use origin::{closed_port, ClosedPort, Origin, RawOrigin, RawRequest, Reply, Routes, Seen};
+pub use client::{raw_request, Client, Resp, H2};
+pub use origin::{closed_port, Origin, RawOrigin, RawRequest, Reply, Seen};
 
 /// Upper bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{eventually, within, WAIT};
+use super::{eventually, within};
 
 /// Where `redis-server` is: `PATH`, then `/usr/bin`, `/usr/local/bin`.
 fn redis_server_path() -> PathBuf {
@@ -139,7 +139,7 @@ impl RedisServer {
         within("connect to redis", client.get_multiplexed_async_connection()).await.expect("connect to redis")
     }
 
-    /// Runs one command (bounded by [`WAIT`]); panics on an error.
+    /// Runs one command (bounded by [`WAIT`](super::WAIT)); panics on an error.
     pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&[u8]]) -> T {
         let mut c = self.conn().await;
         let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name"));
@@ -150,7 +150,7 @@ impl RedisServer {
         within(&what, cmd.query_async::<T>(&mut c)).await.unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
-    /// Waits (bounded by [`WAIT`]) until `cond` holds for the result of `args`, asked again
+    /// Waits (bounded by [`WAIT`](super::WAIT)) until `cond` holds for the result of `args`, asked again
     /// every millisecond: Redis announces no change to a client that is not subscribed.
     pub async fn until<T: redis::FromRedisValue>(&self, what: &str, args: &[&[u8]], cond: impl Fn(&T) -> bool) {
         let mut c = self.conn().await;
