@@ -17,5 +17,8 @@ pub mod server;
 pub mod status;
 pub mod upstream;
 
+#[cfg(test)]
+mod testing;
+
 pub use config::Config;
 pub use server::{start, Running};
