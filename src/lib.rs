@@ -15,5 +15,8 @@ pub mod status;
 pub mod store;
 pub mod upstream;
 
+#[cfg(test)]
+mod testing;
+
 pub use config::Config;
 pub use server::{start, Running};

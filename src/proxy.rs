@@ -77,7 +77,7 @@ impl Proxy {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
         let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone()));
+        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone(), clock.clone()));
         Proxy {
             tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
             inflight: Inflight::default(),

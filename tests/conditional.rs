@@ -1,7 +1,7 @@
 //! Conditional requests answered from the store (RFC 9111 §4.3.2, RFC 9110 §13) and HEAD
 //! answered from a stored GET.
 
-mod common;
+pub mod common;
 
 use common::*;
 
@@ -133,7 +133,7 @@ async fn head_on_a_miss_fetches_with_get_and_stores_for_later_gets() {
     assert_eq!(r.header("content-length"), Some("5"));
     assert_eq!(r.cache_status(), MISS_STORED);
     assert_eq!(origin.last().method, http::Method::GET);
-    eventually("the GET fetched for HEAD is stored", || stored_urls(&p) == 1).await;
+    eventually("the GET fetched for HEAD is stored", async || stored_urls(&p) == 1).await;
     let r = c.get("/a").await;
     assert_eq!((r.text().as_str(), r.is_hit()), ("hello", true));
     assert_eq!(origin.count(), 1);
@@ -151,7 +151,7 @@ async fn conditional_on_a_miss_is_answered_locally_and_the_object_stored() {
     let seen = origin.last();
     assert_eq!(seen.header("if-none-match"), None, "the client's validator reached the origin");
     assert_eq!(seen.header("if-modified-since"), None);
-    eventually("the full response is stored", || stored_urls(&p) == 1).await;
+    eventually("the full response is stored", async || stored_urls(&p) == 1).await;
     let r = c.get("/a").await;
     assert_eq!((r.status, r.text().as_str(), r.is_hit()), (200, "hello", true));
     assert_eq!(origin.count(), 1);

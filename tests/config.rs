@@ -1,7 +1,7 @@
 //! The binary: `--check-config` on good and bad files, command-line overrides, the process-wide
 //! memory setting, and graceful shutdown on SIGTERM with a request in flight.
 
-mod common;
+pub mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

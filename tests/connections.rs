@@ -3,7 +3,7 @@
 //! connection cannot open more than its streams allow, and the origin never sees more
 //! connections than configured.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,9 +68,9 @@ async fn past_max_connections_new_connections_wait_for_one_to_close() {
         held.push(TcpStream::connect(p.addr()).await.unwrap());
     }
     let stats = p.stats().clone();
-    eventually("three connections open", || stats.open.load(Ordering::Relaxed) == 3).await;
+    eventually("three connections open", async || stats.open.load(Ordering::Relaxed) == 3).await;
     let waiting = tokio::spawn(async move { c.get("/a").await.status });
-    eventually("the accept loop at its limit", || stats.at_limit.load(Ordering::Relaxed) >= 1).await;
+    eventually("the accept loop at its limit", async || stats.at_limit.load(Ordering::Relaxed) >= 1).await;
     assert!(!waiting.is_finished(), "a fourth connection was served while three were open");
     drop(held.pop());
     assert_eq!(within("the waiting request", waiting).await.unwrap(), 200);

@@ -1,7 +1,7 @@
 //! Forwarding (RFC 9110 §7.6): hop-by-hop fields, `Via`, `X-Forwarded-*`, `Host`, request bodies,
 //! and what the client gets when the origin is unreachable or too slow.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,7 @@ async fn an_empty_upstream_cache_status_gives_way_to_ours() {
 #[tokio::test]
 async fn date_is_added_when_the_origin_sends_none() {
     let clock = clock();
-    let origin = RawOrigin::start(|_, _| {
+    let origin = RawOrigin::start(|_| {
         b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec()
     })
     .await;
@@ -242,8 +242,8 @@ async fn concurrent_requests_are_all_answered() {
         }
     })
     .await;
-    // Every path reached the origin at least once; later ones may have been hits.
-    assert!((8..=64).contains(&origin.count()));
+    // One origin request per path: the others joined it, or were hits once it was stored.
+    assert_eq!(origin.count(), 8);
     for i in 0..8 {
         assert!(c.get(&format!("/p{i}")).await.is_hit());
     }

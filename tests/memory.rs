@@ -1,6 +1,6 @@
 //! The memory tier's byte budget (`cache.memory`) holds, whatever is stored.
 
-mod common;
+pub mod common;
 
 use common::*;
 

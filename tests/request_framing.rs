@@ -4,7 +4,7 @@
 //! connection, an unknown transfer coding is refused, and a slow upload is not mistaken for a
 //! slow origin.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
@@ -15,8 +15,19 @@ use common::*;
 /// sends `Host: s.example` then `X-P: …` (fields keep their order; `Host` is replaced in place).
 const VICTIM_PREFIX: &str = "GET /victim HTTP/1.1\r\nhost: s.example\r\nx-p: ";
 
-fn echo_path(req: &WireRequest) -> Vec<u8> {
-    WireOrigin::ok(req.path())
+/// A 200 with `body`, `Cache-Control: max-age=60` and a `Content-Length`.
+fn ok(body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+fn echo_path(req: &RawRequest) -> Vec<u8> {
+    ok(req.path())
+}
+
+/// An origin on one kept-alive connection that reads each body by its framing before answering
+/// with the request's path.
+async fn framed_origin() -> RawOrigin {
+    RawOrigin::builder().keep_alive().start(echo_path).await
 }
 
 /// The attack found from outside: a GET whose `Content-Length` covers the start of the next
@@ -25,7 +36,7 @@ fn echo_path(req: &WireRequest) -> Vec<u8> {
 /// the proxy would store `/poison`'s answer under `/victim`.
 #[tokio::test]
 async fn a_get_with_a_body_cannot_poison_the_next_request_on_the_origin_connection() {
-    let origin = WireOrigin::start(Bodies::AnswerFirst, echo_path).await;
+    let origin = RawOrigin::builder().keep_alive().answer_first().start(echo_path).await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let body = "x".repeat(VICTIM_PREFIX.len());
     let a = format!(
@@ -48,7 +59,7 @@ async fn a_get_with_a_body_cannot_poison_the_next_request_on_the_origin_connecti
 
 #[tokio::test]
 async fn a_get_with_a_body_reaches_the_origin_with_exactly_that_body_and_is_not_stored() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let req = b"GET /q HTTP/1.1\r\nHost: s.example\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
     let r = raw_request(p.addr(), req).await;
@@ -66,7 +77,7 @@ async fn a_get_with_a_body_reaches_the_origin_with_exactly_that_body_and_is_not_
 
 #[tokio::test]
 async fn a_chunked_get_body_is_forwarded_chunked() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let req = b"GET /c HTTP/1.1\r\nHost: s.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
                 3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
@@ -80,10 +91,10 @@ async fn a_chunked_get_body_is_forwarded_chunked() {
 
 #[tokio::test]
 async fn a_head_with_a_body_is_forwarded_with_it() {
-    let origin = WireOrigin::start(Bodies::Framed, |_| {
-        b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 4\r\n\r\n".to_vec()
-    })
-    .await;
+    let origin = RawOrigin::builder()
+        .keep_alive()
+        .start(|_| b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 4\r\n\r\n".to_vec())
+        .await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let req = b"HEAD /h HTTP/1.1\r\nHost: s.example\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
     let r = raw_request(p.addr(), req).await;
@@ -95,7 +106,7 @@ async fn a_head_with_a_body_is_forwarded_with_it() {
 
 #[tokio::test]
 async fn a_get_with_an_empty_body_is_an_ordinary_get() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let req = b"GET /e HTTP/1.1\r\nHost: s.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_request(p.addr(), req).await.header("cache-status"), Some(MISS_STORED));
@@ -105,7 +116,7 @@ async fn a_get_with_an_empty_body_is_an_ordinary_get() {
 
 #[tokio::test]
 async fn an_http2_get_with_a_body_is_forwarded_with_it_and_not_stored() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let mut h2 = H2::connect(p.addr()).await;
     let r = h2.send("GET", "/h2", &[("content-length", "5")], Bytes::from_static(b"hello")).await;
@@ -120,7 +131,7 @@ async fn an_http2_get_with_a_body_is_forwarded_with_it_and_not_stored() {
 
 #[tokio::test]
 async fn a_post_is_framed_by_the_body_it_sends() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let c = Client::new(p.addr());
     let r = c.post("/form", "a=1&b=2").await;
@@ -138,7 +149,7 @@ async fn a_post_is_framed_by_the_body_it_sends() {
 /// connection is used, and the kept connection stays usable.
 #[tokio::test]
 async fn a_malformed_chunked_body_is_400_and_costs_no_origin_connection() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let c = Client::new(p.addr());
     assert_eq!(c.get("/warm").await.status, 200);
@@ -164,7 +175,7 @@ async fn a_malformed_chunked_body_is_400_and_costs_no_origin_connection() {
 
 #[tokio::test]
 async fn a_transfer_coding_other_than_chunked_is_501_before_the_origin() {
-    let origin = WireOrigin::start(Bodies::Framed, echo_path).await;
+    let origin = framed_origin().await;
     let p = start_proxy(origin.addr(), &clock(), |_| {}).await;
     let req = b"POST /g HTTP/1.1\r\nHost: s.example\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n\
                 3\r\nabc\r\n0\r\n\r\n";

@@ -2,7 +2,7 @@
 //! by one node under keys spread over every hash slot are shared hits on the other, and an
 //! invalidation reaches it. Needs `redis-server` and `redis-cli` (never skipped).
 
-mod common;
+pub mod common;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ async fn a_cluster_shares_objects_across_slots_and_invalidations() {
     let a = start_proxy(origin.addr(), &clock, move |cfg| cfg.redis = Some(ra)).await;
     let b = start_proxy(origin.addr(), &clock, move |cfg| cfg.redis = Some(rb)).await;
     for p in [&a, &b] {
-        eventually("shared tier connected", || p.proxy().shared().unwrap().available()).await;
+        eventually("shared tier connected", async || p.proxy().shared().unwrap().available()).await;
     }
     let (ca, cb) = (Arc::new(Client::new(a.addr())), Client::new(b.addr()));
 
@@ -39,7 +39,7 @@ async fn a_cluster_shares_objects_across_slots_and_invalidations() {
         assert_eq!(t.await.unwrap().status, 200);
     }
     let stats = a.proxy().shared().unwrap().stats();
-    eventually("A's writes reached the cluster", || {
+    eventually("A's writes reached the cluster", async || {
         stats.writes.load(std::sync::atomic::Ordering::Relaxed) >= N as u64
     })
     .await;
@@ -55,7 +55,7 @@ async fn a_cluster_shares_objects_across_slots_and_invalidations() {
     let r = ca.send("POST", "/k/3", &[("host", HOST)], Bytes::from_static(b"x")).await;
     assert_eq!(r.status, 200);
     let b_stats = b.proxy().shared().unwrap().stats();
-    eventually("B saw A's invalidation", || {
+    eventually("B saw A's invalidation", async || {
         b_stats.remote_invalidations.load(std::sync::atomic::Ordering::Relaxed) >= 1
     })
     .await;

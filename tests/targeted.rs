@@ -2,7 +2,7 @@
 //! (`Edgecache-Control` by default) and `Surrogate-Control` (W3C Edge Architecture) replace
 //! `Cache-Control` for this cache; which of them reach the client.
 
-mod common;
+pub mod common;
 
 use common::*;
 use http::HeaderName;

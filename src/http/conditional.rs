@@ -122,15 +122,8 @@ impl<'a> Iterator for EntityTags<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::headers as req;
     use http::HeaderValue;
-
-    fn req(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
 
     #[test]
     fn weak_comparison_and_lists() {

@@ -417,6 +417,7 @@ pub fn has_validator(resp: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::headers;
     use http::HeaderValue;
 
     const T0: Millis = 1_700_000_000_000;
@@ -441,14 +442,6 @@ mod tests {
             }
         }
         assert_eq!(header_date(&HeaderMap::new(), DATE), None);
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
     }
 
     fn date(ms: Millis) -> String {

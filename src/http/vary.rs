@@ -77,15 +77,7 @@ pub fn normalized(name: &HeaderName, req: &HeaderMap) -> Option<Box<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn req(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::testing::headers as req;
 
     #[test]
     fn star_and_names() {

@@ -30,7 +30,7 @@ use http_body_util::BodyExt;
 use super::body::ProxyBody;
 use super::origin::{content_length, Ask, OriginResponse};
 use super::request::Ctx;
-use super::respond::{not_modified_headers, only_if_cached, upstream_failure, Answer};
+use super::respond::{local_with, not_modified_headers, only_if_cached, upstream_failure, Answer};
 use super::Proxy;
 use crate::clock::Millis;
 use crate::http::cache_control::CacheControl;
@@ -185,6 +185,13 @@ impl Proxy {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
+                if head.whole_first && fill.settled() == Some(Settled::NotStored(NotStored::Incomplete)) {
+                    // The body failed before the head went out: no response is better than a
+                    // truncated one presented as the origin's.
+                    tracing::warn!(%key, path = %ctx.target.path_and_query, "origin body failed before the head was sent");
+                    status.detail = Some(NotStored::Incomplete.into());
+                    return local_with(StatusCode::BAD_GATEWAY, "origin response incomplete\n", status);
+                }
                 status.stored = head.whole_first && fill.settled() == Some(Settled::Stored);
                 // The outcome's hold on the head goes, so the head's fields can be moved when
                 // this is the last hold (see `forget_outcome_if_unjoined` above).

@@ -181,7 +181,8 @@ pub(super) fn local(code: StatusCode, msg: &'static str, why: Failure, fwd: Fwd)
     local_with(code, msg, cs)
 }
 
-fn local_with(code: StatusCode, msg: &'static str, cs: CacheStatus) -> Answer {
+/// A response made by the proxy itself with `cs` as its `Cache-Status`.
+pub(super) fn local_with(code: StatusCode, msg: &'static str, cs: CacheStatus) -> Answer {
     let mut headers = HeaderMap::with_capacity(4);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -6,7 +6,7 @@
 //!   miss. After consecutive failures a circuit breaker stops calling Redis and probes again later
 //!   (backing off up to 30 s). Connecting happens in the background: a Redis that is down, or
 //!   that accepts connections and never answers, never delays startup or a request beyond the
-//!   budget.
+//!   budget. The breaker's probes and the connection attempts wait on the proxy's [`Clock`].
 //! - **Writes off the client's path.** Stores go through a bounded queue to one writer task that
 //!   batches them; when the queue is full a write is dropped and counted, never waited for.
 //! - **Checked reads.** Values are [envelopes](super::envelope) with a version and the canonical
@@ -36,6 +36,7 @@ use super::entry::Entry;
 use super::envelope;
 use super::key::CacheKey;
 use super::memory::MemoryTier;
+use crate::clock::Clock;
 use crate::config::RedisConfig;
 
 /// Entries kept in the invalidation stream (approximately).
@@ -118,6 +119,8 @@ struct Inner {
     breaker: Mutex<Breaker>,
     stats: Stats,
     node: String,
+    /// What the probe and the connector wait on between tries.
+    clock: Arc<dyn Clock>,
 }
 
 /// A handle on the shared tier; cheap to clone.
@@ -129,8 +132,8 @@ pub struct SharedTier {
 
 impl SharedTier {
     /// Starts the tier: connects in the background, and runs the writer and the invalidation
-    /// reader (which drops invalidated URLs from `memory`).
-    pub fn start(cfg: RedisConfig, memory: MemoryTier) -> SharedTier {
+    /// reader (which drops invalidated URLs from `memory`). Retries wait on `clock`.
+    pub fn start(cfg: RedisConfig, memory: MemoryTier, clock: Arc<dyn Clock>) -> SharedTier {
         let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
         let node = node_id();
         let inner = Arc::new(Inner {
@@ -139,8 +142,9 @@ impl SharedTier {
             breaker: Mutex::new(Breaker { failures: 0, open: false }),
             stats: Stats::default(),
             node,
+            clock,
         });
-        tokio::spawn(connector(Arc::downgrade(&inner)));
+        tokio::spawn(connector(Arc::downgrade(&inner), inner.clock.clone()));
         tokio::spawn(writer(inner.clone(), rx));
         tokio::spawn(invalidation_reader(Arc::downgrade(&inner), memory));
         SharedTier { inner, writes: tx }
@@ -274,7 +278,7 @@ impl Inner {
         if b.failures >= BREAKER_THRESHOLD {
             b.open = true;
             tracing::warn!(error = what, "shared tier unavailable; circuit open, probing in the background");
-            tokio::spawn(probe(Arc::downgrade(self)));
+            tokio::spawn(probe(Arc::downgrade(self), self.clock.clone()));
         }
     }
 
@@ -318,12 +322,12 @@ impl Inner {
     }
 }
 
-/// While the circuit is open: probes Redis after 1 s, then backing off to 30 s, and closes the
-/// circuit at the first answer.
-async fn probe(inner: std::sync::Weak<Inner>) {
+/// While the circuit is open: probes Redis after 1 s on `clock`, then backing off to 30 s, and
+/// closes the circuit at the first answer.
+async fn probe(inner: std::sync::Weak<Inner>, clock: Arc<dyn Clock>) {
     let mut wait = Duration::from_secs(1);
     loop {
-        tokio::time::sleep(wait).await;
+        clock.sleep(wait).await;
         let Some(me) = inner.upgrade() else { return };
         if me.ping().await {
             let mut b = me.breaker.lock().unwrap_or_else(|e| e.into_inner());
@@ -336,8 +340,9 @@ async fn probe(inner: std::sync::Weak<Inner>) {
     }
 }
 
-/// Connects in the background, retrying until it succeeds; never blocks a request.
-async fn connector(inner: std::sync::Weak<Inner>) {
+/// Connects in the background, retrying (backing off on `clock`) until it succeeds; never blocks
+/// a request.
+async fn connector(inner: std::sync::Weak<Inner>, clock: Arc<dyn Clock>) {
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(me) = inner.upgrade() else { return };
@@ -355,7 +360,7 @@ async fn connector(inner: std::sync::Weak<Inner>) {
             Err(_) => tracing::warn!(url = %me.cfg.url, "shared tier: connect timed out; retrying"),
         }
         drop(me);
-        tokio::time::sleep(delay).await;
+        clock.sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

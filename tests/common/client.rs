@@ -13,6 +13,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{find, within};
+
+/// Header fields from (name, value) pairs, in order, repeated names kept.
+fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    map
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP client
 // ---------------------------------------------------------------------------------------------
@@ -107,12 +120,7 @@ impl Client {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::from_bytes(method.as_bytes()).expect("method");
         *req.uri_mut() = format!("http://{}{}", self.base, path).parse().expect("uri");
-        for (k, v) in headers {
-            req.headers_mut().append(
-                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
-                HeaderValue::from_str(v).expect("header value"),
-            );
-        }
+        *req.headers_mut() = header_map(headers);
         within(&format!("{method} {path}"), async {
             let resp = self.inner.request(req).await.map_err(|e| {
                 let mut msg = e.to_string();
@@ -261,12 +269,7 @@ impl H2 {
         *req.method_mut() = Method::from_bytes(method.as_bytes()).expect("method");
         *req.uri_mut() = format!("http://{}{}", self.base, path).parse().expect("uri");
         *req.version_mut() = http::Version::HTTP_2;
-        for (k, v) in headers {
-            req.headers_mut().append(
-                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
-                HeaderValue::from_str(v).expect("header value"),
-            );
-        }
+        *req.headers_mut() = header_map(headers);
         within(&format!("h2 {method} {path}"), async {
             self.sender.ready().await.expect("h2 connection ready");
             let resp = self.sender.send_request(req).await.expect("h2 response");

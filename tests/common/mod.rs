@@ -3,7 +3,11 @@
 //! `ManualClock`, a small HTTP client and a raw-TCP client.
 //!
 //! Everything binds `127.0.0.1:0`; every wait is bounded by [`WAIT`].
-#![allow(dead_code, unused_imports)]
+//!
+//! Every test file is a crate of its own that compiles this module, and uses only some of it.
+//! Each declares it `pub mod common;`: its items are then the test crate's public items, which the
+//! dead-code lint does not flag in the test files that do not use them. A helper no test file
+//! uses is not flagged either: remove it with its last use.
 
 mod client;
 mod origin;
@@ -17,8 +21,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
-pub use client::{raw_request, Client, RawResp, Resp, H2};
-pub use origin::{closed_port, Bodies, ClosedPort, Origin, RawOrigin, Reply, Routes, Seen, WireOrigin, WireRequest};
+pub use client::{raw_request, Client, Resp, H2};
+pub use origin::{closed_port, Origin, RawOrigin, RawRequest, Reply, Seen};
 
 /// Upper bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -53,11 +57,16 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
-/// Polls `cond` until it holds, for at most [`WAIT`] (a condition wait, not a sleep).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// Waits (bounded by [`WAIT`]) until `check` holds. `check` is async, so it can ask the proxy,
+/// Redis or anything else; it is re-checked every millisecond. The last resort, for state that
+/// announces no change (the proxy's tables and counters, Redis): where a change is announced,
+/// wait on it instead ([`Origin::wait_count`], [`RawOrigin::wait_count`], a `watch` channel).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     within(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !check().await {
+            tick.tick().await;
         }
     })
     .await

@@ -1,5 +1,6 @@
 //! The origins: [`Origin`] (hyper, records and counts every request, answers with a closure or a
-//! route table) and [`RawOrigin`] (exact bytes, or no answer at all).
+//! route table) and [`RawOrigin`] (raw TCP: records every request's bytes, answers with exact
+//! bytes, part of them held back, or none at all).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -291,162 +292,26 @@ fn build_response(reply: Reply, clock: &ManualClock) -> Response<OriginBody> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A raw-TCP origin: exact bytes, then close
+// The raw-TCP origin: every request's exact bytes, exact bytes back
 // ---------------------------------------------------------------------------------------------
 
-/// An origin that reads a request head and writes exactly the bytes its closure returns, then
-/// closes the connection; or, from [`RawOrigin::hang`], accepts and never answers.
-pub struct RawOrigin {
-    addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl RawOrigin {
-    /// `reply(n, head)` gives the bytes for the `n`th request (1-based).
-    pub async fn start(reply: impl Fn(usize, &str) -> Vec<u8> + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw origin");
-        let addr = listener.local_addr().unwrap();
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (h, a) = (heads.clone(), accepted.clone());
-        let reply = Arc::new(reply);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                a.fetch_add(1, Ordering::SeqCst);
-                let (h, reply) = (h.clone(), reply.clone());
-                tokio::spawn(async move {
-                    let Some(head) = read_head(&mut stream).await else {
-                        return;
-                    };
-                    let n = {
-                        let mut heads = h.lock().unwrap();
-                        heads.push(head.clone());
-                        heads.len()
-                    };
-                    let bytes = reply(n, &head);
-                    let _ = stream.write_all(&bytes).await;
-                    let _ = stream.flush().await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        RawOrigin { addr, heads, accepted }
-    }
-
-    /// Accepts connections, reads what comes, and never answers.
-    pub async fn hang() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw origin");
-        let addr = listener.local_addr().unwrap();
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (h, a) = (heads.clone(), accepted.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                a.fetch_add(1, Ordering::SeqCst);
-                let h = h.clone();
-                tokio::spawn(async move {
-                    if let Some(head) = read_head(&mut stream).await {
-                        h.lock().unwrap().push(head);
-                    }
-                    // Hold the connection open without answering until the peer goes away.
-                    let mut sink = [0u8; 1024];
-                    while let Ok(n) = stream.read(&mut sink).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        RawOrigin { addr, heads, accepted }
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Request heads received so far.
-    pub fn count(&self) -> usize {
-        self.heads.lock().unwrap().len()
-    }
-
-    /// The request heads, as text.
-    pub fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            return Some(String::from_utf8_lossy(&buf[..end + 4]).into_owned());
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A loopback port held by a socket that is bound but never listens: a connect to it is refused,
-/// and no other socket can take the port while this value lives (a port found free and then
-/// released could be taken by the next test's listener or an outgoing connection).
-pub struct ClosedPort {
-    _socket: tokio::net::TcpSocket,
-    addr: SocketAddr,
-}
-
-impl ClosedPort {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-/// A [`ClosedPort`]; keep it alive while the port must stay closed.
-pub fn closed_port() -> ClosedPort {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
-    let addr = socket.local_addr().expect("local addr");
-    ClosedPort { _socket: socket, addr }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A wire-level origin: every request's exact bytes, keep-alive, two ways of reading bodies
-// ---------------------------------------------------------------------------------------------
-
-/// How a [`WireOrigin`] reads a request's body.
+/// How a [`RawOrigin`] reads a request's body.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Bodies {
+enum Bodies {
     /// By its framing (`Content-Length` or chunked), before answering.
     Framed,
-    /// Answer as soon as the head is read, then discard `Content-Length` bytes: what nginx and
-    /// Go servers do with a GET's body. A request announcing a length it does not send makes
-    /// this origin eat the start of the next request on the connection.
+    /// Answer as soon as the head is read, then discard `Content-Length` bytes.
     AnswerFirst,
 }
 
-/// One request as it crossed the wire.
+/// One request as a [`RawOrigin`] received it.
 #[derive(Debug, Clone)]
-pub struct WireRequest {
+pub struct RawRequest {
+    /// Its number among every request the origin received (1-based, in arrival order).
+    pub n: usize,
     /// The request line and header fields, as text.
     pub head: String,
-    /// The body, decoded from its framing (empty for [`Bodies::AnswerFirst`]).
+    /// The body, decoded from its framing (empty when the origin answers first).
     pub body: Vec<u8>,
     /// Every byte of the request as received: head, framing and body.
     pub raw: Vec<u8>,
@@ -454,7 +319,7 @@ pub struct WireRequest {
     pub connection: usize,
 }
 
-impl WireRequest {
+impl RawRequest {
     /// The request line.
     pub fn line(&self) -> &str {
         self.head.split("\r\n").next().unwrap_or("")
@@ -476,47 +341,102 @@ impl WireRequest {
     }
 }
 
-/// An HTTP/1.1 origin on raw TCP that parses requests itself, records each one's exact bytes,
-/// and answers each with the bytes its closure returns, keeping the connection open.
-pub struct WireOrigin {
+type RawReply = Arc<dyn Fn(&RawRequest) -> Vec<u8> + Send + Sync>;
+
+/// An HTTP/1.1 origin on raw TCP for byte-exact and misbehaving origins: it parses each request
+/// itself, records its exact bytes, and writes back exactly the bytes its closure returns (none
+/// at all: it closes without answering). Built with [`RawOrigin::builder`]; by default it reads
+/// a request's body by its framing, answers, and closes the connection.
+pub struct RawOrigin {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<WireRequest>>>,
+    requests: Arc<Mutex<Vec<RawRequest>>>,
     count: watch::Receiver<usize>,
     accepted: Arc<AtomicUsize>,
+    release: watch::Sender<bool>,
 }
 
-type WireReply = Arc<dyn Fn(&WireRequest) -> Vec<u8> + Send + Sync>;
+/// How a [`RawOrigin`] behaves; [`RawBuilder::start`] or [`RawBuilder::silent`] starts it.
+pub struct RawBuilder {
+    bodies: Bodies,
+    keep_alive: bool,
+    hold_after: Option<usize>,
+}
 
-impl WireOrigin {
-    /// Starts it; `reply` gives the bytes of the answer to each request.
-    pub async fn start(bodies: Bodies, reply: impl Fn(&WireRequest) -> Vec<u8> + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind wire origin");
+impl RawBuilder {
+    /// Answers every request of a connection and keeps it open, instead of closing it after the
+    /// first answer.
+    pub fn keep_alive(mut self) -> Self {
+        self.keep_alive = true;
+        self
+    }
+
+    /// Answers as soon as a request's head is read, then discards `Content-Length` bytes: what
+    /// nginx and Go servers do with a GET's body. A request announcing a length it does not send
+    /// makes the origin eat the start of the next request on the connection.
+    pub fn answer_first(mut self) -> Self {
+        self.bodies = Bodies::AnswerFirst;
+        self
+    }
+
+    /// Writes the first `n` bytes of every answer, then the rest (if any) once
+    /// [`RawOrigin::release`] is called (at once, for an answer that starts after that); the
+    /// connection stays open until then.
+    pub fn hold_after(mut self, n: usize) -> Self {
+        self.hold_after = Some(n);
+        self
+    }
+
+    /// Starts the origin; `reply` gives the bytes of the answer to each request.
+    pub async fn start(self, reply: impl Fn(&RawRequest) -> Vec<u8> + Send + Sync + 'static) -> RawOrigin {
+        self.spawn(Some(Arc::new(reply))).await
+    }
+
+    /// Starts an origin that reads requests and never answers, holding every connection open
+    /// until the peer closes it.
+    pub async fn silent(self) -> RawOrigin {
+        self.spawn(None).await
+    }
+
+    async fn spawn(self, reply: Option<RawReply>) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw origin");
         let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<WireRequest>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<RawRequest>>> = Arc::default();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = watch::channel(0usize);
-        let tx = Arc::new(tx);
-        let reply: WireReply = Arc::new(reply);
-        let (r, a) = (requests.clone(), accepted.clone());
+        let (count_tx, count) = watch::channel(0usize);
+        let (release, released) = watch::channel(false);
+        let conn = Arc::new(RawConn { how: self, reply, requests: requests.clone(), count: count_tx, released });
+        let a = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
-                let (r, tx, reply) = (r.clone(), tx.clone(), reply.clone());
+                let conn = conn.clone();
                 tokio::spawn(async move {
-                    let _ = serve_wire(stream, bodies, connection, r, tx, reply).await;
+                    let _ = conn.serve(Wire { stream, buf: Vec::new() }, connection).await;
                 });
             }
         });
-        WireOrigin { addr, requests, count: rx, accepted }
+        RawOrigin { addr, requests, count, accepted, release }
+    }
+}
+
+impl RawOrigin {
+    /// A builder: by default the origin reads a body by its framing, answers, and closes.
+    pub fn builder() -> RawBuilder {
+        RawBuilder { bodies: Bodies::Framed, keep_alive: false, hold_after: None }
     }
 
-    /// A 200 with `body`, `Cache-Control: max-age=60` and a `Content-Length`.
-    pub fn ok(body: &str) -> Vec<u8> {
-        format!("HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-            .into_bytes()
+    /// Starts the default origin: `reply` gives the bytes of the answer to each request, and the
+    /// connection is closed after them.
+    pub async fn start(reply: impl Fn(&RawRequest) -> Vec<u8> + Send + Sync + 'static) -> RawOrigin {
+        Self::builder().start(reply).await
+    }
+
+    /// Starts an origin that accepts connections and never answers.
+    pub async fn hang() -> RawOrigin {
+        Self::builder().silent().await
     }
 
     /// Where it listens.
@@ -524,8 +444,13 @@ impl WireOrigin {
         self.addr
     }
 
-    /// Requests parsed so far, in order.
-    pub fn requests(&self) -> Vec<WireRequest> {
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RawRequest> {
         self.requests.lock().unwrap().clone()
     }
 
@@ -534,10 +459,93 @@ impl WireOrigin {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Waits (bounded) until at least `n` requests were parsed.
+    /// Waits (bounded) until at least `n` requests were received.
     pub async fn wait_count(&self, n: usize) {
         let mut rx = self.count.clone();
-        within("wire origin request count", rx.wait_for(|c| *c >= n)).await.expect("origin task alive");
+        within("raw origin request count", rx.wait_for(|c| *c >= n)).await.expect("origin task alive");
+    }
+
+    /// Lets every answer held by [`RawBuilder::hold_after`] (and every later one) go on.
+    pub fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+/// What every connection of a [`RawOrigin`] shares.
+struct RawConn {
+    how: RawBuilder,
+    reply: Option<RawReply>,
+    requests: Arc<Mutex<Vec<RawRequest>>>,
+    count: watch::Sender<usize>,
+    released: watch::Receiver<bool>,
+}
+
+impl RawConn {
+    async fn serve(&self, mut wire: Wire, connection: usize) -> Option<()> {
+        loop {
+            let req = self.read(&mut wire, connection).await?;
+            let length = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+            let Some(reply) = &self.reply else {
+                // Silent: hold the connection until the peer closes it.
+                while wire.fill().await.is_some() {}
+                return None;
+            };
+            let answer = reply(&req);
+            let at = self.how.hold_after.map_or(answer.len(), |n| n.min(answer.len()));
+            wire.stream.write_all(&answer[..at]).await.ok()?;
+            if self.how.hold_after.is_some() {
+                wire.stream.flush().await.ok()?;
+                let mut released = self.released.clone();
+                released.wait_for(|r| *r).await.ok()?;
+                wire.stream.write_all(&answer[at..]).await.ok()?;
+            }
+            wire.stream.flush().await.ok()?;
+            if self.how.bodies == Bodies::AnswerFirst {
+                if let Some(n) = length {
+                    wire.take(n).await?;
+                }
+            }
+            if !self.how.keep_alive {
+                let _ = wire.stream.shutdown().await;
+                return Some(());
+            }
+        }
+    }
+
+    /// Reads the next request and records it.
+    async fn read(&self, wire: &mut Wire, connection: usize) -> Option<RawRequest> {
+        let head_bytes = wire.until(b"\r\n\r\n").await?;
+        let head = String::from_utf8_lossy(&head_bytes).into_owned();
+        let mut req = RawRequest { n: 0, head, body: Vec::new(), raw: head_bytes, connection };
+        if self.how.bodies == Bodies::Framed {
+            let chunked = req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            if chunked {
+                loop {
+                    let line = wire.until(b"\r\n").await?;
+                    req.raw.extend_from_slice(&line);
+                    let text = String::from_utf8_lossy(&line);
+                    let size = usize::from_str_radix(text.trim().split(';').next()?.trim(), 16).ok()?;
+                    let data = wire.take(size + 2).await?;
+                    req.raw.extend_from_slice(&data);
+                    if size == 0 {
+                        break;
+                    }
+                    req.body.extend_from_slice(&data[..size]);
+                }
+            } else if let Some(n) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                let data = wire.take(n).await?;
+                req.raw.extend_from_slice(&data);
+                req.body = data;
+            }
+        }
+        let n = {
+            let mut all = self.requests.lock().unwrap();
+            req.n = all.len() + 1;
+            all.push(req.clone());
+            all.len()
+        };
+        self.count.send_replace(n);
+        Some(req)
     }
 }
 
@@ -576,53 +584,24 @@ impl Wire {
     }
 }
 
-async fn serve_wire(
-    stream: TcpStream,
-    bodies: Bodies,
-    connection: usize,
-    requests: Arc<Mutex<Vec<WireRequest>>>,
-    count: Arc<watch::Sender<usize>>,
-    reply: WireReply,
-) -> Option<()> {
-    let mut wire = Wire { stream, buf: Vec::new() };
-    loop {
-        let head_bytes = wire.until(b"\r\n\r\n").await?;
-        let head = String::from_utf8_lossy(&head_bytes).into_owned();
-        let mut req = WireRequest { head, body: Vec::new(), raw: head_bytes, connection };
-        let length = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
-        let chunked = req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if bodies == Bodies::Framed {
-            if chunked {
-                loop {
-                    let line = wire.until(b"\r\n").await?;
-                    req.raw.extend_from_slice(&line);
-                    let text = String::from_utf8_lossy(&line);
-                    let size = usize::from_str_radix(text.trim().split(';').next()?.trim(), 16).ok()?;
-                    let data = wire.take(size + 2).await?;
-                    req.raw.extend_from_slice(&data);
-                    if size == 0 {
-                        break;
-                    }
-                    req.body.extend_from_slice(&data[..size]);
-                }
-            } else if let Some(n) = length {
-                let data = wire.take(n).await?;
-                req.raw.extend_from_slice(&data);
-                req.body = data;
-            }
-        }
-        let answer = reply(&req);
-        let n = {
-            let mut all = requests.lock().unwrap();
-            all.push(req);
-            all.len()
-        };
-        count.send_replace(n);
-        wire.stream.write_all(&answer).await.ok()?;
-        if bodies == Bodies::AnswerFirst {
-            if let Some(n) = length {
-                wire.take(n).await?;
-            }
-        }
+/// A loopback port held by a socket that is bound but never listens: a connect to it is refused,
+/// and no other socket can take the port while this value lives (a port found free and then
+/// released could be taken by the next test's listener or an outgoing connection).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
+}
+
+/// A [`ClosedPort`]; keep it alive while the port must stay closed.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = socket.local_addr().expect("local addr");
+    ClosedPort { _socket: socket, addr }
 }

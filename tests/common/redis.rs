@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{within, WAIT};
+use super::{eventually, within};
 
 /// Where `redis-server` is: `PATH`, then `/usr/bin`, `/usr/local/bin`.
 fn redis_server_path() -> PathBuf {
@@ -139,7 +139,7 @@ impl RedisServer {
         within("connect to redis", client.get_multiplexed_async_connection()).await.expect("connect to redis")
     }
 
-    /// Runs one command (bounded by [`WAIT`]); panics on an error.
+    /// Runs one command (bounded by [`WAIT`](super::WAIT)); panics on an error.
     pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&[u8]]) -> T {
         let mut c = self.conn().await;
         let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name"));
@@ -150,22 +150,16 @@ impl RedisServer {
         within(&what, cmd.query_async::<T>(&mut c)).await.unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 
-    /// Polls (bounded by [`WAIT`]) until `cond` holds for the result of `args`.
-    pub async fn until<T: redis::FromRedisValue>(&self, what: &str, args: &[&[u8]], cond: impl Fn(&T) -> bool) -> T {
+    /// Waits (bounded by [`WAIT`](super::WAIT)) until `cond` holds for the result of `args`, asked again
+    /// every millisecond: Redis announces no change to a client that is not subscribed.
+    pub async fn until<T: redis::FromRedisValue>(&self, what: &str, args: &[&[u8]], cond: impl Fn(&T) -> bool) {
         let mut c = self.conn().await;
-        within(what, async {
-            loop {
-                let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name"));
-                for a in &args[1..] {
-                    cmd.arg(*a);
-                }
-                if let Ok(v) = cmd.query_async::<T>(&mut c).await {
-                    if cond(&v) {
-                        return v;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+        eventually(what, async || {
+            let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name"));
+            for a in &args[1..] {
+                cmd.arg(*a);
             }
+            cmd.query_async::<T>(&mut c).await.is_ok_and(|v| cond(&v))
         })
         .await
     }
