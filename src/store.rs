@@ -3,7 +3,7 @@
 //! write paths.
 
 pub mod entry;
-pub mod envelope;
+
 pub mod fill;
 pub mod headers;
 pub mod hit_for_pass;

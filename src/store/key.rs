@@ -84,18 +84,10 @@ impl CacheKey {
         let mut h = Sha256::new();
         h.update(KEY_VERSION);
         for part in [scheme, host, path] {
-            h.update((part.len() as u32).to_be_bytes());
-            h.update(part.as_bytes());
+            frame_part(&mut h, part.as_bytes());
         }
         // "/p" and "/p?" are different URLs: the query's presence is part of the key.
-        match query {
-            Some(q) => {
-                h.update([1]);
-                h.update((q.len() as u32).to_be_bytes());
-                h.update(q.as_bytes());
-            }
-            None => h.update([0]),
-        }
+        frame_optional(&mut h, query.map(str::as_bytes));
         CacheKey(h.finalize().into())
     }
 
@@ -114,6 +106,24 @@ impl CacheKey {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(CacheKey(out))
+    }
+}
+
+/// Feeds `part` to a digest with its length first: no two sequences of parts make the same
+/// bytes (`("a/b", "c")` and `("a", "/bc")` differ).
+pub fn frame_part(h: &mut Sha256, part: &[u8]) {
+    h.update((part.len() as u32).to_be_bytes());
+    h.update(part);
+}
+
+/// [`frame_part`] for a part that may be absent: absent and empty differ.
+pub fn frame_optional(h: &mut Sha256, part: Option<&[u8]>) {
+    match part {
+        Some(p) => {
+            h.update([1]);
+            frame_part(h, p);
+        }
+        None => h.update([0]),
     }
 }
 

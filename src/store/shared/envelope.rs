@@ -22,8 +22,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
-use super::entry::Entry;
 use crate::http::policy::{secs32, Freshness, Times};
+use crate::store::entry::Entry;
 
 const MAGIC: &[u8; 3] = b"ECE";
 /// The envelope version this build writes and reads.
@@ -145,7 +145,7 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
         return Err(DecodeError::Malformed);
     }
     let body = value.slice(start..start + n);
-    let headers = super::headers::StoredHeaders::from_map(&headers);
+    let headers = crate::store::headers::StoredHeaders::from_map(&headers);
     Ok(Entry { status, headers, body, vary: vary.into_boxed_slice(), freshness })
 }
 
