@@ -4,6 +4,8 @@
 #
 #   cargo build --release && benches/instructions.sh [hit|inm|miss] [BIN ...]
 #   ORIGIN=nginx benches/instructions.sh miss [BIN ...]
+#   KEEP=DIR benches/instructions.sh hit BIN    also keeps each callgrind dump in DIR, for
+#                                               callgrind_annotate --inclusive=yes
 #
 # The origin runs natively: node A (`--demo`, /bytes/1024/<path>, itself an edgecache, so its
 # responses carry `Via` and `Cache-Status` as in a tiered setup), or with ORIGIN=nginx an nginx
@@ -87,6 +89,7 @@ for bin in "${BINS[@]}"; do
   callgrind_control -d $B >/dev/null 2>&1
   reqs=$(echo "$out" | awk '/requests in/{print $1}')
   dump=$(ls "$TMP"/cg.out.* | head -1)
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP"; cp "$dump" "$KEEP/$SC-$(basename "$bin").callgrind"; fi
   ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1; exit}')
   per=$(awk -v a="$ir" -v b="$reqs" 'BEGIN { printf "%.0f", a / b }')
   printf '%-5s %-40s %7d requests  %7s instructions/request\n' "$SC" "$bin" "$reqs" "$per"

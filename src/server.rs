@@ -333,6 +333,8 @@ impl Connection {
         let mut drain_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
+                // The connection first: it is what wakes this task nearly every time.
+                biased;
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");

@@ -111,12 +111,14 @@ impl CacheKey {
 
 /// Feeds `part` to a digest with its length first: no two sequences of parts make the same
 /// bytes (`("a/b", "c")` and `("a", "/bc")` differ).
+#[inline]
 pub fn frame_part(h: &mut Sha256, part: &[u8]) {
     h.update((part.len() as u32).to_be_bytes());
     h.update(part);
 }
 
 /// [`frame_part`] for a part that may be absent: absent and empty differ.
+#[inline]
 pub fn frame_optional(h: &mut Sha256, part: Option<&[u8]>) {
     match part {
         Some(p) => {
