@@ -38,6 +38,23 @@ pub struct Config {
     pub targeted: Targeted,
     /// The shared tier (Redis), when configured.
     pub redis: Option<RedisConfig>,
+    /// How client addresses are passed on to the origin.
+    pub forwarding: Forwarding,
+}
+
+/// How client addresses are passed on to the origin.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    /// Peers whose `X-Forwarded-For` is kept (and extended with their address): the load
+    /// balancers in front of this proxy. Anyone else's is replaced with their own address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Forwarding {
+    /// True when `peer` is one of the trusted proxies.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
 }
 
 /// The shared tier: Redis, standalone or Cluster.
@@ -57,6 +74,27 @@ pub struct RedisConfig {
     pub ttl_cap: Duration,
     /// Writes waiting to be sent; beyond it writes are dropped (and counted).
     pub write_queue: usize,
+    /// ACL user name (`AUTH user password`), when not in the URL.
+    pub username: Option<String>,
+    /// Password, read from `password_file` or the environment variable `password_env` at load.
+    pub password: Option<Secret>,
+}
+
+/// A secret read from outside proxy.toml: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Default for RedisConfig {
@@ -69,6 +107,8 @@ impl Default for RedisConfig {
             key_prefix: "ec".into(),
             ttl_cap: Duration::from_secs(86_400),
             write_queue: 4096,
+            username: None,
+            password: None,
         }
     }
 }
@@ -165,7 +205,7 @@ pub struct Timeouts {
 }
 
 /// Limits on client input.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request head accepted (HTTP/1.1 read buffer / HTTP/2 header list).
     pub max_header_bytes: usize,
@@ -241,6 +281,7 @@ impl Default for Config {
                 forward_surrogate_control: false,
             },
             redis: None,
+            forwarding: Forwarding::default(),
         }
     }
 }
@@ -341,11 +382,37 @@ impl Config {
     }
 }
 
+/// `[forwarding]`: every key read from `t`, bad ones reported.
+fn forwarding_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let f = &mut cfg.forwarding;
+    w.take(t, "forwarding", "trusted_proxies", |w, p, v| {
+        let Some(list) = v.as_array() else {
+            w.bad(p, format!("expected a list of addresses or networks like [\"10.0.0.0/8\"], found {}", v.type_str()));
+            return None;
+        };
+        for (i, item) in list.iter().enumerate() {
+            let path = format!("{p}[{i}]");
+            match item.as_str().map(|s| {
+                (s, s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)))
+            }) {
+                Some((_, Ok(net))) => f.trusted_proxies.push(net),
+                Some((s, Err(_))) => {
+                    w.bad(&path, format!("expected an address or a network like \"10.0.0.0/8\", found {s:?}"))
+                }
+                None => w.bad(&path, format!("expected a string, found {}", item.type_str())),
+            }
+        }
+        Some(())
+    });
+    w.unknown(t, "forwarding");
+}
+
 /// A table of the file and the function that reads it into the configuration.
 type Section = fn(&mut Walker, &mut Table, &mut Config);
 
 /// The tables, in the order they are read.
 const SECTIONS: &[(&str, Section)] = &[
+    ("forwarding", forwarding_section),
     ("cache", cache_section),
     ("timeouts", timeouts_section),
     ("limits", limits_section),
@@ -533,6 +600,63 @@ fn redis_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
         Some(())
     });
     w.take(t, "redis", "write_queue", |w, p, v| w.integer(p, v, 1, 1_000_000).map(|n| r.write_queue = n as usize));
+    w.take(t, "redis", "username", |w, p, v| match v.as_str() {
+        Some(s) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+            r.username = Some(s.to_string());
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected a user name without spaces".into());
+            None
+        }
+    });
+    // The password never sits in proxy.toml: a file (mode 0600, a secret mount) or the
+    // environment (a systemd credential, a container secret) holds it.
+    let mut from = Vec::new();
+    w.take(t, "redis", "password_file", |w, p, v| {
+        let Some(path) = v.as_str() else {
+            w.bad(p, format!("expected a file path, found {}", v.type_str()));
+            return None;
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
+                r.password = Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
+                from.push(p.to_string());
+                Some(())
+            }
+            Ok(_) => {
+                w.bad(p, format!("{path} is empty"));
+                None
+            }
+            Err(e) => {
+                w.bad(p, format!("cannot read {path}: {e}"));
+                None
+            }
+        }
+    });
+    w.take(t, "redis", "password_env", |w, p, v| {
+        let Some(name) = v.as_str() else {
+            w.bad(p, format!("expected an environment variable name, found {}", v.type_str()));
+            return None;
+        };
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => {
+                r.password = Some(Secret(value));
+                from.push(p.to_string());
+                Some(())
+            }
+            _ => {
+                w.bad(p, format!("the environment variable {name} is not set"));
+                None
+            }
+        }
+    });
+    if from.len() > 1 {
+        w.bad("redis.password_env", "give the password once: password_file or password_env".into());
+    }
+    if r.password.is_some() && url::Url::parse(&r.url).is_ok_and(|u| u.password().is_some()) {
+        w.bad("redis.url", "has a password, and so does password_file/password_env: give it once".into());
+    }
     w.unknown(t, "redis");
     cfg.redis = Some(r);
 }

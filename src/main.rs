@@ -97,6 +97,7 @@ fn main() -> ExitCode {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
     raise_file_limit(&cfg);
+    warn_if_public_without_limits(&cfg);
     if let Err(e) = alloc::set_transparent_huge_pages(cfg.cache.transparent_huge_pages) {
         tracing::warn!(error = %e, "cannot set transparent huge pages for the process; the system's policy applies");
     }
@@ -151,6 +152,18 @@ fn main() -> ExitCode {
         edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// A node on a public address faces clients nobody vetted: its limits should be sized for it,
+/// not left at the defaults.
+fn warn_if_public_without_limits(cfg: &Config) {
+    if !cfg.listen.ip().is_loopback() && cfg.limits == Config::default().limits {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "listening on a public address with the default [limits] (max_connections, \
+             max_concurrent_streams, origin_connections, max_header_size): size them for this node"
+        );
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:

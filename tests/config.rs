@@ -46,6 +46,9 @@ max_connections = 10000
 max_concurrent_streams = 100
 origin_connections = 256
 
+[forwarding]
+trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
+
 [log]
 access = true
 format = "json"
@@ -109,6 +112,8 @@ max_header_size = "1KiB"
 max_connections = 0
 max_concurrent_streams = "many"
 origin_connections = -1
+[forwarding]
+trusted_proxies = ["10.0.0.0/33"]
 [log]
 format = "xml"
 "#,
@@ -131,6 +136,7 @@ format = "xml"
         "limits.max_connections",
         "limits.max_concurrent_streams",
         "limits.origin_connections",
+        "forwarding.trusted_proxies[0]",
         "log.format",
     ];
     for field in expected {
@@ -479,4 +485,43 @@ async fn the_access_log_says_how_a_streamed_body_ended() {
     let line = p.wait_log("path=/huge").await;
     assert!(line.contains("cache=\"miss\" detail=\"too-large\" stored=false"), "{line}");
     assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test]
+async fn the_redis_password_comes_from_a_file_or_the_environment_and_errors_name_the_field() {
+    let missing = write_config(
+        "redis-password.toml",
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\npassword_file = \"/nonexistent/edgecache-password\"\n",
+    );
+    let out = run(&["--config", missing.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("redis.password_file: cannot read /nonexistent/edgecache-password"),
+        "{}",
+        text(&out.stderr)
+    );
+    let unset = write_config("redis-env.toml", "[redis]\npassword_env = \"EDGECACHE_TEST_UNSET_VARIABLE\"\n");
+    let out = run(&["--config", unset.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("redis.password_env: the environment variable EDGECACHE_TEST_UNSET_VARIABLE is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+    let twice =
+        write_config("redis-twice.toml", "[redis]\nurl = \"redis://:pw@127.0.0.1:6379\"\npassword_env = \"PATH\"\n");
+    let out = run(&["--config", twice.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("redis.url: has a password, and so does"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_public_listener_with_default_limits_is_warned_about() {
+    let origin = Origin::start(&clock(), |_, _| Reply::ok("x")).await;
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--listen", "0.0.0.0:0", "--origin", &format!("http://{}", origin.addr()), "--no-access-log"]);
+    let p = spawn_command(cmd).await;
+    let warned = p.passed.iter().any(|l| l.contains("WARN") && l.contains("public address with the default [limits]"));
+    assert!(warned, "{:?}", p.passed);
 }

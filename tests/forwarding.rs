@@ -78,8 +78,37 @@ async fn via_and_x_forwarded_fields_are_added() {
     let r = c.get_with("/b", &[("via", "1.0 fred"), ("x-forwarded-for", "10.0.0.1")]).await;
     let seen = origin.last();
     assert_eq!(seen.header("via"), Some("1.0 fred, 1.1 edgecache"));
-    assert_eq!(seen.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+    // The client is not a trusted proxy: what it claims is replaced by its own address.
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(r.header("via"), Some("1.1 upstream, 1.1 edgecache"));
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_a_trusted_proxy_is_kept_and_extended() {
+    let clock = clock();
+    let (origin, _p, c) = serve_with(
+        &clock,
+        |cfg| cfg.forwarding.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()],
+        |_, _| Reply::ok("x"),
+    )
+    .await;
+    c.get_with("/a", &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(origin.last().header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    c.get("/b").await;
+    assert_eq!(origin.last().header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_anyone_else_is_replaced() {
+    let clock = clock();
+    let (origin, _p, c) = serve_with(
+        &clock,
+        |cfg| cfg.forwarding.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()],
+        |_, _| Reply::ok("x"),
+    )
+    .await;
+    c.get_with("/a", &[("x-forwarded-for", "203.0.113.7"), ("x-forwarded-for", "198.51.100.1")]).await;
+    assert_eq!(origin.last().header_all("x-forwarded-for"), vec!["127.0.0.1".to_string()]);
 }
 
 #[tokio::test]

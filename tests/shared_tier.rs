@@ -504,3 +504,42 @@ async fn objects_larger_than_the_redis_limit_stay_in_memory_only() {
     assert_eq!(n(&node.stats().dropped_writes), 0);
     assert_eq!(origin.count(), 2);
 }
+
+/// A Redis that requires a password (`requirepass`): the password comes from a file named in
+/// proxy.toml, never from the file itself, and the nodes share through it.
+#[tokio::test]
+async fn a_redis_with_a_password_is_reached_with_the_password_file() {
+    let clock = clock();
+    let redis = RedisServer::start_with_password("s3cret-for-tests");
+    let origin = Origin::start(&clock, handler()).await;
+    let dir = std::env::temp_dir().join(format!("edgecache-redis-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("redis-password");
+    std::fs::write(&file, "s3cret-for-tests\n").unwrap();
+    let toml = format!("[redis]\nurl = \"{}\"\npassword_file = \"{}\"\n", redis.url(), file.display());
+    let r = edgecache::Config::parse(&toml).expect("valid").redis.expect("[redis]");
+    assert_eq!(format!("{:?}", r.password), "Some(Secret(..))", "the password is never printed");
+    let (ra, rb) = (r.clone(), r);
+    let a = Node::start(&origin, &clock, redis.url(), move |c| *c = ra).await;
+    let b = Node::start(&origin, &clock, redis.url(), move |c| *c = rb).await;
+    a.ready().await;
+    b.ready().await;
+    assert_eq!(get(&a.c, "/auth").await.cache_status(), MISS_STORED);
+    wait_stored(&redis, "/auth").await;
+    assert_eq!(get(&b.c, "/auth").await.cache_status(), SHARED_HIT);
+    assert_eq!(origin.count(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_fails_open() {
+    let clock = clock();
+    let redis = RedisServer::start_with_password("right");
+    let origin = Origin::start(&clock, handler()).await;
+    let a = Node::start(&origin, &clock, redis.url(), |c| {
+        c.password = edgecache::Config::parse("[redis]\npassword_env = \"PATH\"\n").unwrap().redis.unwrap().password;
+    })
+    .await;
+    assert_eq!(get(&a.c, "/x").await.cache_status(), MISS_STORED);
+    assert_eq!(get(&a.c, "/x").await.cache_status(), hit(60));
+    assert!(!a.shared().available(), "connected with a wrong password");
+}

@@ -45,7 +45,8 @@ impl Proxy {
         body: UpBody,
         ask: Ask<'_>,
     ) -> Request<UpBody> {
-        let mut headers = forwarded(&parts.headers, parts.version, target.host.value(), peer.ip(), &body);
+        let trusted = self.cfg.forwarding.trusts(peer.ip());
+        let mut headers = forwarded(&parts.headers, parts.version, target.host.value(), peer.ip(), trusted, &body);
         if !matches!(ask, Ask::AsIs) {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);

@@ -36,10 +36,14 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// The pid of the `redis-server` answering on `port` (from `INFO server`), if one answers.
-fn pid_on(port: u16) -> Option<u32> {
+/// The pid of the `redis-server` answering on `port` (from `INFO server`), if one answers;
+/// `password` is sent first when the server requires one.
+fn pid_on(port: u16, password: Option<&str>) -> Option<u32> {
     let mut s = StdStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    if let Some(pw) = password {
+        s.write_all(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len()).as_bytes()).ok()?;
+    }
     s.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -80,8 +84,9 @@ fn spawn_redis(port: Option<u16>, dir: &dyn Fn(u16) -> PathBuf, args: &[&str]) -
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
+        let password = args.iter().position(|a| *a == "--requirepass").map(|i| args[i + 1]);
         for _ in 0..200 {
-            if pid_on(port) == Some(child.id()) {
+            if pid_on(port, password) == Some(child.id()) {
                 return (port, child);
             }
             if child.try_wait().ok().flatten().is_some() {
@@ -99,13 +104,20 @@ fn spawn_redis(port: Option<u16>, dir: &dyn Fn(u16) -> PathBuf, args: &[&str]) -
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits (bounded) until it answers.
     pub fn start() -> RedisServer {
         let (port, child) = spawn_redis(None, &|_| std::env::temp_dir(), &[]);
-        RedisServer { port, child: Some(child) }
+        RedisServer { port, child: Some(child), password: None }
+    }
+
+    /// [`RedisServer::start`], requiring `password` from every client (`requirepass`).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        let (port, child) = spawn_redis(None, &|_| std::env::temp_dir(), &["--requirepass", password]);
+        RedisServer { port, child: Some(child), password: Some(password.to_string()) }
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -133,9 +145,13 @@ impl RedisServer {
         self.child = Some(child);
     }
 
-    /// A new connection for the test's own commands.
+    /// A new connection for the test's own commands (with the password, when there is one).
     pub async fn conn(&self) -> MultiplexedConnection {
-        let client = redis::Client::open(self.url()).expect("redis url");
+        let url = match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        let client = redis::Client::open(url).expect("redis url");
         within("connect to redis", client.get_multiplexed_async_connection()).await.expect("connect to redis")
     }
 

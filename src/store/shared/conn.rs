@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, Pipeline};
+use redis::{FromRedisValue, IntoConnectionInfo, Pipeline};
 
 use super::Inner;
 use crate::clock::Clock;
@@ -80,10 +80,27 @@ pub(super) async fn connect(cfg: &RedisConfig, response_timeout: Option<Duration
         if let Some(t) = response_timeout {
             builder = builder.response_timeout(t);
         }
+        if let Some(user) = &cfg.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &cfg.password {
+            builder = builder.password(password.expose());
+        }
         let client = builder.build()?;
         Ok(Conn::Cluster(client.get_async_connection().await?))
     } else {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        let mut info = cfg.url.as_str().into_connection_info()?;
+        if cfg.username.is_some() || cfg.password.is_some() {
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = &cfg.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &cfg.password {
+                settings = settings.set_password(password.expose());
+            }
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout(cfg)))
             .set_response_timeout(response_timeout)
