@@ -30,16 +30,24 @@
 //! # Memory
 //!
 //! While a fill may still be stored, its whole body is kept (it is bounded by
-//! `max_object_size`). Once a body of unknown length outgrows that, storing is abandoned, no new
-//! client joins, chunks every reader has passed are dropped, and the origin is read no faster
-//! than the slowest reader (at most [`WINDOW`] bytes ahead), so a huge response never sits in
-//! memory.
+//! `max_object_size`): each chunk is copied, as it arrives, into one buffer that becomes the
+//! stored body, and the chunk itself is dropped once every reader has passed it. The chunks are
+//! slices of the origin connection's read buffer; held until the body ended, they kept every
+//! buffer the connection read the body into, so it had to take a new one for each read (a
+//! 4 MiB body went through about ten of 256-512 KiB), and what the connections still held
+//! afterwards pinned the allocator's pages those had shared. Released as they are read, the
+//! connection reads into the same buffer again. A client that joins mid-body gets the bytes so
+//! far from the kept copy.
+//!
+//! Once a body of unknown length outgrows `max_object_size`, storing is abandoned, the copy is
+//! dropped, no new client joins, and the origin is read no faster than the slowest reader (at
+//! most [`WINDOW`] bytes ahead), so a huge response never sits in memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::Notify;
 
@@ -93,6 +101,7 @@ impl Head {
 
 struct State {
     outcome: Option<Arc<Outcome>>,
+    /// Chunks some reader has yet to read, oldest first.
     chunks: VecDeque<Bytes>,
     /// Index (in the whole body) of `chunks[0]`.
     first: usize,
@@ -106,9 +115,22 @@ struct State {
     retain: bool,
 }
 
+/// The body so far, copied from its chunks while it is kept whole.
+#[derive(Default)]
+struct Kept {
+    /// Leading parts handed to readers that joined mid-body, in order; the body goes on in
+    /// `tail`.
+    given: Vec<Bytes>,
+    /// The rest of the body so far.
+    tail: BytesMut,
+}
+
 /// One in-flight origin request and its response body, shared by every client of the key.
 pub struct Fill {
     state: Mutex<State>,
+    /// Locked before `state` by whoever takes both: the filler copies a chunk in here without
+    /// holding `state`, so readers taking their chunks do not wait for the copy.
+    kept: Mutex<Kept>,
     notify: Notify,
     /// Requests that joined this fill as waiters.
     joined: AtomicUsize,
@@ -126,6 +148,7 @@ impl Fill {
                 readers: Vec::new(),
                 retain: true,
             }),
+            kept: Mutex::new(Kept::default()),
             notify: Notify::new(),
             joined: AtomicUsize::new(0),
         }
@@ -135,6 +158,41 @@ impl Fill {
         // A panic while holding this lock cannot leave the state half-updated in a way that
         // matters more than losing the fill; recover the guard.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // As for `lock`: losing the copy loses at most the store of this body.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a chunk: copied into the kept body while it may be stored (until more than
+    /// `max_retained` bytes have arrived), and queued for the readers.
+    fn append(&self, chunk: Bytes, max_retained: u64) {
+        let mut kept = self.lock_kept();
+        let (retain, received, first) = {
+            let st = self.lock();
+            let received = st.received + chunk.len() as u64;
+            // The first bytes: room for the length the response announced, or for this chunk.
+            let first = (st.retain && st.received == 0).then(|| {
+                let announced = st.outcome.as_deref().and_then(announced_length);
+                announced.filter(|&n| n <= max_retained).unwrap_or(chunk.len() as u64)
+            });
+            (st.retain && received <= max_retained, received, first)
+        };
+        if retain {
+            if let Some(room) = first {
+                kept.tail.reserve(room as usize);
+            }
+            kept.tail.extend_from_slice(&chunk);
+        } else {
+            // Storing is abandoned: what was copied goes now.
+            *kept = Kept::default();
+        }
+        let mut st = self.lock();
+        st.received = received;
+        st.retain = retain;
+        st.chunks.push_back(chunk);
+        trim(&mut st);
     }
 
     /// Publishes the outcome and wakes every waiting client.
@@ -174,17 +232,7 @@ impl Fill {
     /// Appends a chunk of the body. Returns false when nobody can use the rest any more (storing
     /// was abandoned and every reader left): the filler should stop.
     pub async fn push(&self, chunk: Bytes, max_retained: u64) -> bool {
-        {
-            let mut st = self.lock();
-            st.received += chunk.len() as u64;
-            st.chunks.push_back(chunk);
-            if st.retain && st.received > max_retained {
-                st.retain = false;
-            }
-            if !st.retain {
-                trim(&mut st);
-            }
-        }
+        self.append(chunk, max_retained);
         self.notify.notify_waiters();
         // Backpressure once the body is no longer kept whole.
         loop {
@@ -216,18 +264,26 @@ impl Fill {
     /// whole body first, then calls [`Fill::complete`], so no client can have the complete
     /// response before the store does.
     pub fn push_last(&self, chunk: Bytes, max_retained: u64) {
-        let mut st = self.lock();
-        st.received += chunk.len() as u64;
-        st.chunks.push_back(chunk);
-        if st.retain && st.received > max_retained {
-            st.retain = false;
-        }
+        self.append(chunk, max_retained);
     }
 
-    /// The whole body, when it was kept.
+    /// The whole body, when it was kept: handed over (to be stored), so the fill no longer keeps
+    /// it, and a client asking for a reader from now on is told to go elsewhere (a new request
+    /// for the key starts a new fill, which first looks in the store).
     pub fn whole(&self) -> Option<Bytes> {
-        let st = self.lock();
-        st.retain.then(|| concat(&st.chunks, st.received))
+        let mut kept = self.lock_kept();
+        let mut st = self.lock();
+        if !st.retain {
+            return None;
+        }
+        st.retain = false;
+        drop(st);
+        let Kept { mut given, tail } = std::mem::take(&mut *kept);
+        if given.is_empty() {
+            return Some(exact(tail));
+        }
+        given.push(tail.freeze());
+        Some(concat(&given))
     }
 
     /// The body ended completely: readers get its end.
@@ -245,21 +301,34 @@ impl Fill {
     /// A reader of the body from its first byte, or `None` when the fill no longer keeps it
     /// whole (the caller then goes to the origin on its own).
     pub fn reader(self: &Arc<Self>) -> Option<FillReader> {
+        let mut kept = self.lock_kept();
         let mut st = self.lock();
         if !st.retain {
             return None;
         }
+        // The chunks so far may be gone: this reader starts after them, with their bytes from
+        // the kept copy.
+        let next = st.first + st.chunks.len();
+        let mut prefix = VecDeque::new();
+        if st.received > 0 {
+            if !kept.tail.is_empty() {
+                let part = kept.tail.split().freeze();
+                kept.given.push(part);
+            }
+            prefix.extend(kept.given.iter().cloned());
+        }
+        drop(kept);
         let slot = match st.readers.iter().position(Option::is_none) {
             Some(i) => {
-                st.readers[i] = Some(0);
+                st.readers[i] = Some(next);
                 i
             }
             None => {
-                st.readers.push(Some(0));
+                st.readers.push(Some(next));
                 st.readers.len() - 1
             }
         };
-        Some(FillReader { fill: self.clone(), slot, done: false })
+        Some(FillReader { fill: self.clone(), slot, prefix, done: false })
     }
 }
 
@@ -277,12 +346,27 @@ fn trim(st: &mut State) {
     }
 }
 
-/// The body in one allocation of its own: chunks are slices of the connection's read buffers,
-/// and a stored slice would keep a whole buffer alive, unaccounted.
-fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
-    let mut buf = bytes::BytesMut::with_capacity(len as usize);
-    for c in chunks {
-        buf.extend_from_slice(c);
+/// The length a streamed response announced (`Content-Length`), if any.
+fn announced_length(outcome: &Outcome) -> Option<u64> {
+    let Outcome::Stream(head) = outcome else { return None };
+    head.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The kept body as stored: in an allocation of exactly its length (what the byte budget counts,
+/// and a block whose handle needs no allocation of its own), copied when it has room to spare.
+fn exact(tail: BytesMut) -> Bytes {
+    if tail.capacity() == tail.len() {
+        tail.freeze()
+    } else {
+        Bytes::copy_from_slice(&tail)
+    }
+}
+
+/// Parts of the body in one allocation of their own.
+fn concat(parts: &[Bytes]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        buf.extend_from_slice(p);
     }
     buf.freeze()
 }
@@ -291,6 +375,8 @@ fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
 pub struct FillReader {
     fill: Arc<Fill>,
     slot: usize,
+    /// The body's first bytes, for a reader that joined mid-body: read before its chunks.
+    prefix: VecDeque<Bytes>,
     done: bool,
 }
 
@@ -301,7 +387,7 @@ impl FillReader {
     /// handle stays unshared until a hit needs it.
     pub fn complete_body(&mut self) -> Option<Bytes> {
         let st = self.fill.lock();
-        if self.done || st.readers[self.slot] != Some(0) || !matches!(st.end, Some(Ok(()))) {
+        if self.done || !self.prefix.is_empty() || st.readers[self.slot] != Some(0) || !matches!(st.end, Some(Ok(()))) {
             return None;
         }
         if st.chunks.len() != 1 {
@@ -318,6 +404,9 @@ impl FillReader {
         if self.done {
             return None;
         }
+        if let Some(part) = self.prefix.pop_front() {
+            return Some(Ok(part));
+        }
         loop {
             let notified = self.fill.notify.notified();
             tokio::pin!(notified);
@@ -328,8 +417,8 @@ impl FillReader {
                 if pos >= st.first && pos < st.first + st.chunks.len() {
                     let chunk = st.chunks[pos - st.first].clone();
                     st.readers[self.slot] = Some(pos + 1);
+                    trim(&mut st);
                     if !st.retain {
-                        trim(&mut st);
                         drop(st);
                         // The filler may be waiting for readers to advance.
                         self.fill.notify.notify_waiters();
@@ -359,9 +448,7 @@ impl Drop for FillReader {
         if let Some(slot) = st.readers.get_mut(self.slot) {
             *slot = None;
         }
-        if !st.retain {
-            trim(&mut st);
-        }
+        trim(&mut st);
         drop(st);
         self.fill.notify.notify_waiters();
     }
@@ -461,6 +548,47 @@ mod tests {
         one.complete();
         assert_eq!(r.complete_body().unwrap(), Bytes::from_static(b"whole"));
         assert!(r.next().await.is_none(), "nothing after the whole body");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_read_by_every_reader_is_let_go_while_the_body_is_kept() {
+        // A chunk is a slice of the origin connection's read buffer.
+        let read_buffer = Bytes::from(vec![b'a'; 1000]);
+        let fill = Arc::new(Fill::new());
+        let mut r = fill.reader().unwrap();
+        assert!(fill.push(read_buffer.slice(..600), 10_000).await);
+        assert_eq!(r.next().await.unwrap().unwrap(), read_buffer.slice(..600));
+        assert!(fill.retained());
+        assert!(read_buffer.is_unique(), "the fill still holds a slice of the connection's read buffer");
+        // A client joining now gets the bytes so far from the kept copy, then the rest.
+        let mut late = fill.reader().unwrap();
+        fill.push_last(read_buffer.slice(600..), 10_000);
+        assert_eq!(fill.whole().unwrap(), read_buffer);
+        assert!(fill.reader().is_none(), "the body was handed over to be stored");
+        fill.complete();
+        assert_eq!(r.next().await.unwrap().unwrap(), read_buffer.slice(600..));
+        assert!(r.next().await.is_none());
+        let mut got = Vec::new();
+        while let Some(c) = late.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, read_buffer);
+    }
+
+    #[tokio::test]
+    async fn the_stored_body_is_one_exact_allocation_of_its_own() {
+        let read_buffer = Bytes::from(vec![b'b'; 1000]);
+        let fill = Arc::new(Fill::new());
+        let _r = fill.reader().unwrap();
+        assert!(fill.push(read_buffer.slice(..300), 10_000).await);
+        fill.push_last(read_buffer.slice(300..), 10_000);
+        let whole = fill.whole().unwrap();
+        assert_eq!(whole, read_buffer);
+        assert_ne!(whole.as_ptr(), read_buffer.as_ptr(), "a copy, not the connection's buffer");
+        // Unique and of its exact length: turned back into a Vec without copying.
+        let ptr = whole.as_ptr();
+        let v = Vec::from(whole);
+        assert_eq!((v.as_ptr(), v.capacity()), (ptr, 1000));
     }
 
     #[tokio::test]
