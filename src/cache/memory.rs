@@ -12,7 +12,7 @@
 //! 300 ms have passed since the last run, checked only at a write). Until then, a stored value
 //! past the budget is still held: 64 waiting objects of 4 MiB are 256 MiB over the budget, and a
 //! node that goes idle keeps them. The tier therefore also runs the maintenance itself once the
-//! bytes stored since its last run reach a sixteenth of the budget ([`MemoryTier::put`]).
+//! bodies stored since its last run reach a sixteenth of the budget ([`MemoryTier::put`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,10 +79,10 @@ pub struct MemoryTier {
     /// Writes so far (any key): a lookup that saw this count, repeated while it is unchanged,
     /// would find nothing new.
     writes: Arc<AtomicU64>,
-    /// Bytes stored since the tier last ran moka's maintenance.
+    /// Bytes of bodies stored since the tier last ran moka's maintenance.
     unapplied: Arc<AtomicU64>,
-    /// How many bytes may be stored before the tier runs the maintenance: evicted values are
-    /// held beyond the budget by at most this much.
+    /// How many bytes of bodies may be stored before the tier runs the maintenance: evicted
+    /// values are held beyond the budget by about this much at most.
     max_unapplied: u64,
 }
 
@@ -111,13 +111,14 @@ impl MemoryTier {
     }
 
     /// Stores `variants` under `key`, then counts the write. Runs moka's maintenance (which
-    /// applies evictions) once the bytes stored since its last run reach `max_unapplied`: moka
-    /// itself waits for 64 writes, which for large objects is several budgets.
+    /// applies evictions) once the bodies stored since its last run reach `max_unapplied` bytes:
+    /// moka itself waits for 64 writes, which for large objects is several budgets. The body
+    /// counted is the newest variant's (the one this write stores).
     fn put(&self, key: CacheKey, variants: Variants) {
-        let weight = u64::from(variants.weight());
+        let bytes = variants.entries().first().map_or(0, |e| e.body.len() as u64);
         self.cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
-        if self.unapplied.fetch_add(weight, Ordering::Relaxed) + weight >= self.max_unapplied {
+        if self.unapplied.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.max_unapplied {
             self.unapplied.store(0, Ordering::Relaxed);
             self.cache.run_pending_tasks();
         }
