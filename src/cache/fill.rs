@@ -123,6 +123,10 @@ struct Kept {
     given: Vec<Bytes>,
     /// The rest of the body so far.
     tail: BytesMut,
+    /// Bytes received so far (as `State::received`, which only the filler changes too).
+    received: u64,
+    /// The body is no longer kept (`!State::retain`).
+    stopped: bool,
 }
 
 /// One in-flight origin request and its response body, shared by every client of the key.
@@ -166,33 +170,35 @@ impl Fill {
     }
 
     /// Appends a chunk: copied into the kept body while it may be stored (until more than
-    /// `max_retained` bytes have arrived), and queued for the readers.
-    fn append(&self, chunk: Bytes, max_retained: u64) {
+    /// `max_retained` bytes have arrived), and queued for the readers. `last`: no chunk follows.
+    fn append(&self, chunk: Bytes, max_retained: u64, last: bool) {
         let mut kept = self.lock_kept();
-        let (retain, received, first) = {
-            let st = self.lock();
-            let received = st.received + chunk.len() as u64;
-            // The first bytes: room for the length the response announced, or for this chunk.
-            let first = (st.retain && st.received == 0).then(|| {
-                let announced = st.outcome.as_deref().and_then(announced_length);
-                announced.filter(|&n| n <= max_retained).unwrap_or(chunk.len() as u64)
-            });
-            (st.retain && received <= max_retained, received, first)
-        };
-        if retain {
-            if let Some(room) = first {
-                kept.tail.reserve(room as usize);
+        let received = kept.received + chunk.len() as u64;
+        let keep = !kept.stopped && received <= max_retained;
+        if keep {
+            if kept.received == 0 {
+                // The first bytes: room for the whole body when its length is known.
+                let room = if last { chunk.len() as u64 } else { self.announced_length().unwrap_or(0) };
+                kept.tail = BytesMut::with_capacity(room.min(max_retained) as usize);
             }
             kept.tail.extend_from_slice(&chunk);
-        } else {
+        } else if !kept.stopped {
             // Storing is abandoned: what was copied goes now.
-            *kept = Kept::default();
+            *kept = Kept { stopped: true, ..Kept::default() };
         }
+        kept.received = received;
         let mut st = self.lock();
         st.received = received;
-        st.retain = retain;
+        st.retain = keep;
         st.chunks.push_back(chunk);
         trim(&mut st);
+    }
+
+    /// The length the streamed response announced (`Content-Length`), if any.
+    fn announced_length(&self) -> Option<u64> {
+        let st = self.lock();
+        let Some(Outcome::Stream(head)) = st.outcome.as_deref() else { return None };
+        head.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
     }
 
     /// Publishes the outcome and wakes every waiting client.
@@ -232,7 +238,7 @@ impl Fill {
     /// Appends a chunk of the body. Returns false when nobody can use the rest any more (storing
     /// was abandoned and every reader left): the filler should stop.
     pub async fn push(&self, chunk: Bytes, max_retained: u64) -> bool {
-        self.append(chunk, max_retained);
+        self.append(chunk, max_retained, false);
         self.notify.notify_waiters();
         // Backpressure once the body is no longer kept whole.
         loop {
@@ -264,7 +270,7 @@ impl Fill {
     /// whole body first, then calls [`Fill::complete`], so no client can have the complete
     /// response before the store does.
     pub fn push_last(&self, chunk: Bytes, max_retained: u64) {
-        self.append(chunk, max_retained);
+        self.append(chunk, max_retained, true);
     }
 
     /// The whole body, when it was kept: handed over (to be stored), so the fill no longer keeps
@@ -272,13 +278,12 @@ impl Fill {
     /// for the key starts a new fill, which first looks in the store).
     pub fn whole(&self) -> Option<Bytes> {
         let mut kept = self.lock_kept();
-        let mut st = self.lock();
-        if !st.retain {
+        if kept.stopped {
             return None;
         }
-        st.retain = false;
-        drop(st);
-        let Kept { mut given, tail } = std::mem::take(&mut *kept);
+        let Kept { mut given, tail, .. } = std::mem::replace(&mut *kept, Kept { stopped: true, ..Kept::default() });
+        self.lock().retain = false;
+        drop(kept);
         if given.is_empty() {
             return Some(exact(tail));
         }
@@ -301,23 +306,26 @@ impl Fill {
     /// A reader of the body from its first byte, or `None` when the fill no longer keeps it
     /// whole (the caller then goes to the origin on its own).
     pub fn reader(self: &Arc<Self>) -> Option<FillReader> {
-        let mut kept = self.lock_kept();
         let mut st = self.lock();
+        let mut prefix = VecDeque::new();
+        if st.received > 0 {
+            // The chunks so far may be gone: this reader starts after them, with their bytes
+            // from the kept copy (the kept lock comes first).
+            drop(st);
+            let mut kept = self.lock_kept();
+            st = self.lock();
+            if st.retain {
+                if !kept.tail.is_empty() {
+                    let part = kept.tail.split().freeze();
+                    kept.given.push(part);
+                }
+                prefix.extend(kept.given.iter().cloned());
+            }
+        }
         if !st.retain {
             return None;
         }
-        // The chunks so far may be gone: this reader starts after them, with their bytes from
-        // the kept copy.
         let next = st.first + st.chunks.len();
-        let mut prefix = VecDeque::new();
-        if st.received > 0 {
-            if !kept.tail.is_empty() {
-                let part = kept.tail.split().freeze();
-                kept.given.push(part);
-            }
-            prefix.extend(kept.given.iter().cloned());
-        }
-        drop(kept);
         let slot = match st.readers.iter().position(Option::is_none) {
             Some(i) => {
                 st.readers[i] = Some(next);
@@ -344,12 +352,6 @@ fn trim(st: &mut State) {
         st.chunks.pop_front();
         st.first += 1;
     }
-}
-
-/// The length a streamed response announced (`Content-Length`), if any.
-fn announced_length(outcome: &Outcome) -> Option<u64> {
-    let Outcome::Stream(head) = outcome else { return None };
-    head.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// The kept body as stored: in an allocation of exactly its length (what the byte budget counts,
