@@ -79,19 +79,22 @@ wait $W 2>/dev/null || true
 [[ -e $TMP/done ]] || { echo "the fill did not finish" >&2; cat "$TMP/wrk.out" >&2; exit 1; }
 after=$(rss_kib $B)
 read -r faults1 ticks1 < <(faults_ticks $B)
-# Idle: no request reaches B (the status request below comes after the idle reading).
+# Idle: no request reaches B (the status request below comes after the idle reading). The
+# allocator hands memory back on its own schedule: RSS a quarter of a second after, too.
+sleep 0.25
+soon=$(rss_kib $B)
 sleep "$IDLE"
 idle=$(rss_kib $B)
 peak=$(hwm_kib $B)
 reqs=$KEYS
 status=$(curl -s -D - -o /dev/null "http://127.0.0.1:$BPORT/bytes/$SIZE/1" | tr -d '\r' | awk -F': ' 'tolower($1)=="cache-status"{print $2}')
-python3 - "$BUDGET" "$SIZE" "$KEYS" "$reqs" "$before" "$after" "$status" "$idle" "$IDLE" "$peak" \
+python3 - "$BUDGET" "$SIZE" "$KEYS" "$reqs" "$before" "$after" "$status" "$idle" "$IDLE" "$peak" "$soon" \
   $((faults1 - faults0)) $((ticks1 - ticks0)) "$(getconf CLK_TCK)" <<'PY'
 import sys
-budget, size, keys, reqs, before, after, status, idle, idle_s, peak, faults, ticks, hz = sys.argv[1:]
+budget, size, keys, reqs, before, after, status, idle, idle_s, peak, soon, faults, ticks, hz = sys.argv[1:]
 faults, ticks, hz = int(faults), int(ticks), int(hz)
 budget, size, keys, reqs, before, after = int(budget), int(size), int(keys), int(reqs), int(before), int(after)
-idle, peak = int(idle), int(peak)
+idle, peak, soon = int(idle), int(peak), int(soon)
 held = budget * 1024 * 1024 / size
 print(f"budget            {budget} MiB (bodies alone: {held:,.0f} objects of {size} B)")
 print(f"requested         {reqs:,} distinct URLs ({reqs / held:.1f}x what the budget holds)")
@@ -99,6 +102,7 @@ print(f"RSS before        {before / 1024:.1f} MiB")
 print(f"RSS after         {after / 1024:.1f} MiB")
 print(f"growth            {(after - before) / 1024:.1f} MiB = {(after - before) / 1024 / budget:.2f}x the budget")
 print(f"RSS after, beyond the budget  {after / 1024 - budget:.1f} MiB")
+print(f"RSS 0.25 s after  {soon / 1024:.1f} MiB")
 print(f"RSS after {idle_s} s idle  {idle / 1024:.1f} MiB")
 print(f"RSS peak (VmHWM)  {peak / 1024:.1f} MiB")
 print(f"B's CPU per miss  {ticks / hz / reqs * 1e6:.1f} us ({ticks / hz:.2f} s for the fill)")
