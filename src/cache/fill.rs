@@ -33,11 +33,10 @@
 //! `max_object_size`): each chunk is copied, as it arrives, into one buffer that becomes the
 //! stored body, and the chunk itself is dropped once every reader has passed it. The chunks are
 //! slices of the origin connection's read buffer; held until the body ended, they kept every
-//! buffer the connection read the body into, so it had to take a new one for each read (a
-//! 4 MiB body went through about ten of 256-512 KiB), and what the connections still held
-//! afterwards pinned the allocator's pages those had shared. Released as they are read, the
-//! connection reads into the same buffer again. A client that joins mid-body gets the bytes so
-//! far from the kept copy.
+//! buffer the connection read the body into, so it had to take a new one (up to about 400 KiB)
+//! for each read, and the buffers the connections still held afterwards pinned allocator pages
+//! shared with the freed ones. Released as they are read, the connection reads into the same
+//! buffer again. A client that joins mid-body gets the bytes so far from the kept copy.
 //!
 //! Once a body of unknown length outgrows `max_object_size`, storing is abandoned, the copy is
 //! dropped, no new client joins, and the origin is read no faster than the slowest reader (at
