@@ -112,6 +112,8 @@ fn main() -> ExitCode {
             ms = started.elapsed().as_millis() as u64,
             "memory budget preallocated"
         );
+    } else if let Err(e) = alloc::start_purging() {
+        tracing::warn!(error = %e, "cannot start the thread that hands freed memory back to the system");
     }
     // One worker per CPU this process may run on (tokio reads the affinity mask).
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -396,6 +396,7 @@ impl Proxy {
         let vary = template.vary.clone();
         let head = Arc::new(Head { status: rp.status, headers: rp.headers, vary, last_modified, whole_first });
         writer.publish(Fetched::Stream(head));
+        writer.announce(expected);
 
         let max = self.cfg.cache.max_object_bytes;
         let mut body = IdleBody::new(body, self.cfg.timeouts.idle);

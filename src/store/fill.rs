@@ -20,16 +20,23 @@
 //!
 //! # Memory
 //!
-//! While a fill may still be stored, its whole body is kept (bounded by `max_object_size`). Once
-//! a body outgrows that, storing is abandoned, no new reader joins, chunks every reader has passed
-//! are dropped, and the origin is read no faster than the slowest reader (at most [`WINDOW`]
+//! While a fill may still be stored, its whole body is kept (bounded by `max_object_size`): each
+//! chunk is copied, as it arrives, into one buffer that becomes the stored body, and the chunk
+//! itself is dropped once every reader has passed it. Chunks are slices of the origin
+//! connection's read buffer: held until the body ended, they kept every buffer the connection
+//! read the body into, so it took a new one (up to about 400 KiB) for each read, and the buffers
+//! pinned allocator pages past the byte budget. A client that joins mid-body gets the bytes so
+//! far from the kept copy.
+//!
+//! Once a body outgrows `max_object_size`, storing is abandoned, the copy is dropped, no new
+//! reader joins, and the origin is read no faster than the slowest reader (at most [`WINDOW`]
 //! bytes ahead), so a huge response never sits in memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::key::{BuildKeyHasher, CacheKey};
@@ -54,6 +61,7 @@ pub enum Settled {
 
 struct State<O> {
     outcome: Option<Arc<O>>,
+    /// Chunks some reader has yet to read, oldest first.
     chunks: VecDeque<Bytes>,
     /// Index (in the whole body) of `chunks[0]`.
     first: usize,
@@ -71,9 +79,28 @@ struct State<O> {
     abandoned: bool,
 }
 
+/// The body so far, copied from its chunks while it is kept whole.
+#[derive(Default)]
+struct Kept {
+    /// Leading parts handed to readers that joined mid-body, in order; the body goes on in
+    /// `tail`.
+    given: Vec<Bytes>,
+    /// The rest of the body so far.
+    tail: BytesMut,
+    /// Bytes received so far (as `State::received`).
+    received: u64,
+    /// The length the response announced, for the copy's first allocation.
+    announced: Option<u64>,
+    /// The body is no longer kept (`!State::retain`).
+    stopped: bool,
+}
+
 /// One origin fetch and its response body, shared by every client of the key.
 pub struct Fill<O> {
     state: Mutex<State<O>>,
+    /// Locked before `state` by whoever takes both: the writer copies a chunk in here without
+    /// holding `state`, so readers taking their chunks do not wait for the copy.
+    kept: Mutex<Kept>,
     notify: Notify,
     /// Requests that joined this fill as waiters.
     joined: AtomicUsize,
@@ -93,6 +120,7 @@ impl<O> Default for Fill<O> {
                 settled: None,
                 abandoned: false,
             }),
+            kept: Mutex::new(Kept::default()),
             notify: Notify::new(),
             joined: AtomicUsize::new(0),
         }
@@ -106,9 +134,14 @@ impl<O> Fill<O> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // As for `lock`: losing the copy loses at most the store of this body.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The writer's handle: whoever fills holds it until the fill has finished.
     pub fn writer(self: &Arc<Self>) -> FillWriter<O> {
-        FillWriter { fill: self.clone() }
+        FillWriter { fill: self.clone(), finished: false }
     }
 
     /// The outcome, once published; [`Abandoned`] when the writer went away without one.
@@ -184,20 +217,36 @@ impl<O> Fill<O> {
     /// whole (the caller then fetches on its own).
     pub fn reader(self: &Arc<Self>) -> Option<FillReader<O>> {
         let mut st = self.lock();
+        let mut prefix = VecDeque::new();
+        if st.received > 0 {
+            // The chunks so far may be gone: this reader starts after them, with their bytes
+            // from the kept copy (the kept lock comes first).
+            drop(st);
+            let mut kept = self.lock_kept();
+            st = self.lock();
+            if st.retain {
+                if !kept.tail.is_empty() {
+                    let part = kept.tail.split().freeze();
+                    kept.given.push(part);
+                }
+                prefix.extend(kept.given.iter().cloned());
+            }
+        }
         if !st.retain {
             return None;
         }
+        let next = st.first + st.chunks.len();
         let slot = match st.readers.iter().position(Option::is_none) {
             Some(i) => {
-                st.readers[i] = Some(0);
+                st.readers[i] = Some(next);
                 i
             }
             None => {
-                st.readers.push(Some(0));
+                st.readers.push(Some(next));
                 st.readers.len() - 1
             }
         };
-        Some(FillReader { fill: self.clone(), slot, done: false })
+        Some(FillReader { fill: self.clone(), slot, prefix, done: false })
     }
 }
 
@@ -205,6 +254,8 @@ impl<O> Fill<O> {
 /// [`FillWriter::fail`], it marks the fill abandoned.
 pub struct FillWriter<O> {
     fill: Arc<Fill<O>>,
+    /// Set by the calls that finish the fill: dropped without it, the fill is abandoned.
+    finished: bool,
 }
 
 impl<O> FillWriter<O> {
@@ -214,22 +265,45 @@ impl<O> FillWriter<O> {
         self.fill.notify.notify_waiters();
     }
 
+    /// The length the response announced (`Content-Length`): the kept copy is allocated at it.
+    pub fn announce(&self, length: Option<u64>) {
+        self.fill.lock_kept().announced = length;
+    }
+
+    /// Appends a chunk: copied into the kept body while it may be stored (until more than
+    /// `max_retained` bytes have arrived), and queued for the readers. `last`: no chunk follows.
+    fn append(&self, chunk: Bytes, max_retained: u64, last: bool) {
+        let fill = &self.fill;
+        let mut kept = fill.lock_kept();
+        let received = kept.received + chunk.len() as u64;
+        let keep = !kept.stopped && received <= max_retained;
+        if keep {
+            if kept.received == 0 {
+                // The first bytes: room for the whole body when its length is known.
+                let room = if last { chunk.len() as u64 } else { kept.announced.unwrap_or(0) };
+                kept.tail = BytesMut::with_capacity(room.min(max_retained) as usize);
+            }
+            kept.tail.extend_from_slice(&chunk);
+        } else if !kept.stopped {
+            // Storing is abandoned: what was copied goes now.
+            *kept = Kept { stopped: true, ..Kept::default() };
+        }
+        kept.received = received;
+        let mut st = fill.lock();
+        st.received = received;
+        if st.retain && !keep {
+            st.settled = Some(Settled::NotStored(NotStored::TooLarge));
+        }
+        st.retain = keep;
+        st.chunks.push_back(chunk);
+        trim(&mut st);
+    }
+
     /// Appends a chunk of the body. Returns false when nobody can use the rest any more (storing
     /// was abandoned and every reader left): the filler should stop.
     pub async fn push(&self, chunk: Bytes, max_retained: u64) -> bool {
         let fill = &self.fill;
-        {
-            let mut st = fill.lock();
-            st.received += chunk.len() as u64;
-            st.chunks.push_back(chunk);
-            if st.retain && st.received > max_retained {
-                st.retain = false;
-                st.settled = Some(Settled::NotStored(NotStored::TooLarge));
-            }
-            if !st.retain {
-                trim(&mut st);
-            }
-        }
+        self.append(chunk, max_retained, false);
         fill.notify.notify_waiters();
         // Backpressure once the body is no longer kept whole.
         loop {
@@ -256,23 +330,30 @@ impl<O> FillWriter<O> {
     /// whole body first, then calls [`FillWriter::complete`], so no client can have the complete
     /// response before the store does.
     pub fn push_last(&self, chunk: Bytes, max_retained: u64) {
-        let mut st = self.fill.lock();
-        st.received += chunk.len() as u64;
-        st.chunks.push_back(chunk);
-        if st.retain && st.received > max_retained {
-            st.retain = false;
-            st.settled = Some(Settled::NotStored(NotStored::TooLarge));
-        }
+        self.append(chunk, max_retained, true);
     }
 
-    /// The whole body, when it was kept.
+    /// The whole body, when it was kept: handed over (to be stored), so the fill no longer keeps
+    /// it, and a client asking for a reader from now on is told to go elsewhere (a new request
+    /// for the key starts a new fill, which first looks in the store).
     pub fn whole(&self) -> Option<Bytes> {
-        let st = self.fill.lock();
-        st.retain.then(|| concat(&st.chunks, st.received))
+        let fill = &self.fill;
+        let mut kept = fill.lock_kept();
+        if kept.stopped {
+            return None;
+        }
+        let Kept { mut given, tail, .. } = std::mem::replace(&mut *kept, Kept { stopped: true, ..Kept::default() });
+        fill.lock().retain = false;
+        drop(kept);
+        if given.is_empty() {
+            return Some(exact(tail));
+        }
+        given.push(tail.freeze());
+        Some(concat(&given))
     }
 
     /// The body ended completely, `stored` or not: readers get its end.
-    pub fn complete(self, stored: Result<(), NotStored>) {
+    pub fn complete(mut self, stored: Result<(), NotStored>) {
         {
             let mut st = self.fill.lock();
             st.end = Some(Ok(()));
@@ -282,29 +363,32 @@ impl<O> FillWriter<O> {
             });
         }
         self.fill.notify.notify_waiters();
-        std::mem::forget(self);
+        self.finished = true;
     }
 
     /// The fill is over without a body to read (a revalidation, a response not shared, an
     /// origin failure): the outcome says it all.
-    pub fn finish(self) {
-        std::mem::forget(self);
+    pub fn finish(mut self) {
+        self.finished = true;
     }
 
     /// The body failed: every reader ends with an error.
-    pub fn fail(self, why: &str) {
+    pub fn fail(mut self, why: &str) {
         {
             let mut st = self.fill.lock();
             st.end = Some(Err(Arc::from(why)));
             st.settled = Some(Settled::NotStored(NotStored::Incomplete));
         }
         self.fill.notify.notify_waiters();
-        std::mem::forget(self);
+        self.finished = true;
     }
 }
 
 impl<O> Drop for FillWriter<O> {
     fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
         {
             let mut st = self.fill.lock();
             if st.outcome.is_none() {
@@ -333,12 +417,21 @@ fn trim<O>(st: &mut State<O>) {
     }
 }
 
-/// The body in one allocation of its own: chunks are slices of the connection's read buffers,
-/// and a stored slice would keep a whole buffer alive, unaccounted.
-fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
-    let mut buf = bytes::BytesMut::with_capacity(len as usize);
-    for c in chunks {
-        buf.extend_from_slice(c);
+/// The kept body as stored: in an allocation of exactly its length (what the byte budget counts,
+/// and a block whose handle needs no allocation of its own), copied when it has room to spare.
+fn exact(tail: BytesMut) -> Bytes {
+    if tail.capacity() == tail.len() {
+        tail.freeze()
+    } else {
+        Bytes::copy_from_slice(&tail)
+    }
+}
+
+/// Parts of the body in one allocation of their own.
+fn concat(parts: &[Bytes]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        buf.extend_from_slice(p);
     }
     buf.freeze()
 }
@@ -347,6 +440,8 @@ fn concat(chunks: &VecDeque<Bytes>, len: u64) -> Bytes {
 pub struct FillReader<O> {
     fill: Arc<Fill<O>>,
     slot: usize,
+    /// The body's first bytes, for a reader that joined mid-body: read before its chunks.
+    prefix: VecDeque<Bytes>,
     done: bool,
 }
 
@@ -362,7 +457,8 @@ impl<O> FillReader<O> {
     /// handle stays unshared until a hit needs it.
     pub fn complete_body(&mut self) -> Option<Bytes> {
         let st = self.fill.lock();
-        if self.done || st.readers[self.slot] != Some(0) || !matches!(st.end, Some(Ok(()))) {
+        let fresh = self.prefix.is_empty() && st.readers[self.slot] == Some(0);
+        if self.done || !fresh || !matches!(st.end, Some(Ok(()))) {
             return None;
         }
         if st.chunks.len() != 1 {
@@ -379,6 +475,9 @@ impl<O> FillReader<O> {
         if self.done {
             return None;
         }
+        if let Some(part) = self.prefix.pop_front() {
+            return Some(Ok(part));
+        }
         loop {
             let notified = self.fill.notify.notified();
             tokio::pin!(notified);
@@ -389,8 +488,8 @@ impl<O> FillReader<O> {
                 if pos >= st.first && pos < st.first + st.chunks.len() {
                     let chunk = st.chunks[pos - st.first].clone();
                     st.readers[self.slot] = Some(pos + 1);
+                    trim(&mut st);
                     if !st.retain {
-                        trim(&mut st);
                         drop(st);
                         // The filler may be waiting for readers to advance.
                         self.fill.notify.notify_waiters();
@@ -420,9 +519,7 @@ impl<O> Drop for FillReader<O> {
         if let Some(slot) = st.readers.get_mut(self.slot) {
             *slot = None;
         }
-        if !st.retain {
-            trim(&mut st);
-        }
+        trim(&mut st);
         drop(st);
         self.fill.notify.notify_waiters();
     }
@@ -534,6 +631,61 @@ mod tests {
         w.complete(Ok(()));
         assert_eq!(r.complete_body().unwrap(), Bytes::from_static(b"whole"));
         assert!(r.next().await.is_none(), "nothing after the whole body");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_read_by_every_reader_is_let_go_while_the_body_is_kept() {
+        // A chunk is a slice of the origin connection's read buffer.
+        let read_buffer = Bytes::from(vec![b'a'; 1000]);
+        let (fill, w) = new_fill();
+        let mut r = fill.reader().unwrap();
+        assert!(w.push(read_buffer.slice(..600), 10_000).await);
+        assert_eq!(r.next().await.unwrap().unwrap(), read_buffer.slice(..600));
+        assert!(fill.retained());
+        assert!(read_buffer.is_unique(), "the fill still holds a slice of the connection's read buffer");
+        // A client joining now gets the bytes so far from the kept copy, then the rest.
+        let mut late = fill.reader().unwrap();
+        w.push_last(read_buffer.slice(600..), 10_000);
+        assert_eq!(w.whole().unwrap(), read_buffer);
+        assert!(fill.reader().is_none(), "the body was handed over to be stored");
+        w.complete(Ok(()));
+        assert_eq!(r.next().await.unwrap().unwrap(), read_buffer.slice(600..));
+        assert!(r.next().await.is_none());
+        let mut got = Vec::new();
+        while let Some(c) = late.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, read_buffer);
+    }
+
+    #[tokio::test]
+    async fn the_stored_body_is_one_exact_allocation_of_its_own() {
+        let read_buffer = Bytes::from(vec![b'b'; 1000]);
+        let (fill, w) = new_fill();
+        let _r = fill.reader().unwrap();
+        assert!(w.push(read_buffer.slice(..300), 10_000).await);
+        w.push_last(read_buffer.slice(300..), 10_000);
+        let whole = w.whole().unwrap();
+        assert_eq!(whole, read_buffer);
+        assert_ne!(whole.as_ptr(), read_buffer.as_ptr(), "a copy, not the connection's buffer");
+        // Unique and of its exact length: turned back into a Vec without copying.
+        let ptr = whole.as_ptr();
+        let v = Vec::from(whole);
+        assert_eq!((v.as_ptr(), v.capacity()), (ptr, 1000));
+    }
+
+    #[test]
+    fn a_finished_writer_lets_go_of_its_fill() {
+        let (fill, w) = new_fill();
+        w.complete(Ok(()));
+        assert_eq!(Arc::strong_count(&fill), 1, "complete kept a hold on the fill");
+        let (fill, w) = new_fill();
+        w.finish();
+        assert_eq!(Arc::strong_count(&fill), 1, "finish kept a hold on the fill");
+        let (fill, w) = new_fill();
+        w.fail("gone");
+        assert_eq!(Arc::strong_count(&fill), 1, "fail kept a hold on the fill");
+        assert!(fill.published().is_none(), "a finished fill is not abandoned");
     }
 
     #[tokio::test]

@@ -7,6 +7,12 @@
 //! per-entry expiry is not used: it keeps a timer-wheel node per URL and runs on its own clock,
 //! and a dead entry needs no timer to go: it is never read again, so the byte budget evicts it
 //! early, and the next store of its URL replaces it.
+//!
+//! moka applies evictions in its maintenance, which a write runs once 64 writes are waiting (or
+//! 300 ms have passed since the last run, checked only at a write). Until then, a stored value
+//! past the budget is still held: 64 waiting objects of 4 MiB are 256 MiB over the budget, and a
+//! node that goes idle keeps them. The tier therefore also runs the maintenance itself once the
+//! bodies stored since its last run reach a sixteenth of the budget ([`MemoryTier::put`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,6 +79,11 @@ pub struct MemoryTier {
     /// Writes so far (any key): a lookup that saw this count, repeated while it is unchanged,
     /// would find nothing new.
     writes: Arc<AtomicU64>,
+    /// Bytes of bodies stored since the tier last ran moka's maintenance.
+    unapplied: Arc<AtomicU64>,
+    /// How many bytes of bodies may be stored before the tier runs the maintenance: evicted
+    /// values are held beyond the budget by about this much at most.
+    max_unapplied: u64,
 }
 
 impl MemoryTier {
@@ -83,7 +94,14 @@ impl MemoryTier {
             .max_capacity(budget_bytes)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
             .build_with_hasher(BuildKeyHasher::default());
-        MemoryTier { cache, max_variants: max_variants.max(1), clock, writes: Arc::default() }
+        MemoryTier {
+            cache,
+            max_variants: max_variants.max(1),
+            clock,
+            writes: Arc::default(),
+            unapplied: Arc::default(),
+            max_unapplied: budget_bytes / 16,
+        }
     }
 
     /// How many writes the tier has had. Read before a lookup; while it is unchanged, the same
@@ -92,10 +110,18 @@ impl MemoryTier {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// Stores `variants` under `key`, then counts the write.
+    /// Stores `variants` under `key`, then counts the write. Runs moka's maintenance (which
+    /// applies evictions) once the bodies stored since its last run reach `max_unapplied` bytes:
+    /// moka itself waits for 64 writes, which for large objects is several budgets. The body
+    /// counted is the newest variant's (the one this write stores).
     fn put(&self, key: CacheKey, variants: Variants) {
+        let bytes = variants.entries().first().map_or(0, |e| e.body.len() as u64);
         self.cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
+        if self.unapplied.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.max_unapplied {
+            self.unapplied.store(0, Ordering::Relaxed);
+            self.cache.run_pending_tasks();
+        }
     }
 
     /// Every stored variant of `key`, while they can be useful.
@@ -230,5 +256,26 @@ mod tests {
         assert!(Arc::ptr_eq(&found.entries()[0], &fresh));
         clock.advance(Duration::from_secs(5));
         assert!(tier.get(&key).is_none());
+    }
+
+    /// Bytes of every URL the tier holds right now, evicted or not yet: what its values keep
+    /// alive. Reads the map without running moka's maintenance.
+    fn held(tier: &MemoryTier) -> u64 {
+        tier.cache.iter().map(|(_, v)| u64::from(v.weight())).sum()
+    }
+
+    #[test]
+    fn large_objects_past_the_budget_are_evicted_as_they_are_stored() {
+        const BUDGET: u64 = 64 << 20;
+        let tier = MemoryTier::new(BUDGET, 4, Arc::new(ManualClock::new()));
+        // One 4 MiB body shared by every entry: each one is weighed (and kept) as 4 MiB.
+        let body = Bytes::from(vec![b'x'; 4 << 20]);
+        for i in 0..48 {
+            let e = Entry::for_tests(&HeaderMap::new(), body.clone(), 60);
+            tier.insert(CacheKey::new("http", "h", &format!("/{i}")), e, Duration::from_secs(60));
+            let held = held(&tier);
+            assert!(held <= BUDGET + BUDGET / 16, "after {} stores of 4 MiB: {held} bytes held", i + 1);
+        }
+        assert!(tier.weighted_size() <= BUDGET);
     }
 }
