@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -273,6 +274,16 @@ impl Drop for InProgress {
     }
 }
 
+/// What woke a connection's task.
+enum Wake {
+    /// The connection ended.
+    Ended(Result<(), Box<dyn std::error::Error + Send + Sync>>),
+    /// The accept loop changed phase (draining, closing).
+    Phase,
+    /// The connection's deadline came.
+    Tick,
+}
+
 /// One client connection and what it needs.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -327,23 +338,60 @@ impl Connection {
         // Looked at every `tick`: a request seen started, or in progress, makes the connection
         // busy as of that look; idle is then noticed between one and two `client_idle` after.
         let tick = header_read.min(client_idle);
-        let mut deadline = accepted + tick;
+        let deadline = accepted + tick;
         let mut busy_at = accepted;
         let mut seen = 0;
         let mut drain_since: Option<tokio::time::Instant> = None;
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        // Polled once after it is set, then only looked at: the timer and the phase's waiter keep
+        // the waker they got, and every other wake-up of this task (nearly all of them: the
+        // connection's) costs two loads instead of two polls.
+        let mut sleep_armed = false;
+        let mut phase = self.phase.clone();
         loop {
-            tokio::select! {
-                // The connection first: it is what wakes this task nearly every time.
-                biased;
-                r = conn.as_mut() => {
+            let wake = {
+                let changed = self.phase.changed();
+                tokio::pin!(changed);
+                let mut changed_armed = false;
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(Wake::Ended(r));
+                    }
+                    if !changed_armed {
+                        if changed.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Phase);
+                        }
+                        changed_armed = true;
+                    } else if phase.has_changed().unwrap_or(true) {
+                        return Poll::Ready(Wake::Phase);
+                    }
+                    if !sleep_armed {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Wake::Tick);
+                        }
+                        sleep_armed = true;
+                    } else if sleep.is_elapsed() {
+                        return Poll::Ready(Wake::Tick);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            match wake {
+                Wake::Ended(r) => {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                     break;
                 }
-                changed = self.phase.changed() => {
-                    let phase = if changed.is_ok() { *self.phase.borrow_and_update() } else { Phase::Closing };
-                    match phase {
+                Wake::Phase => {
+                    let _ = self.phase.borrow_and_update();
+                    let now = match phase.has_changed() {
+                        Ok(_) => *phase.borrow_and_update(),
+                        Err(_) => Phase::Closing,
+                    };
+                    match now {
                         Phase::Serving => {}
                         Phase::Draining => {
                             if drain_since.is_none() {
@@ -354,7 +402,7 @@ impl Connection {
                         Phase::Closing => break,
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                Wake::Tick => {
                     let now = tokio::time::Instant::now();
                     let started = activity.started.load(Ordering::Relaxed);
                     if started != seen || activity.active.load(Ordering::Relaxed) > 0 {
@@ -376,7 +424,8 @@ impl Connection {
                         drain_since = Some(now);
                         conn.as_mut().graceful_shutdown();
                     }
-                    deadline = now + tick;
+                    sleep.as_mut().reset(now + tick);
+                    sleep_armed = false;
                 }
             }
         }
