@@ -45,7 +45,12 @@ impl Proxy {
         body: UpBody,
         ask: Ask<'_>,
     ) -> Request<UpBody> {
-        let mut headers = forwarded(&parts.headers, parts.version, target.host.value(), peer.ip(), &body);
+        let mut headers =
+            forwarded(&parts.headers, parts.version, target.host.value(), target.scheme.as_str(), peer.ip(), &body);
+        if let Some(host) = &self.cfg.origin.host {
+            // `origin.host`: the name the origin serves under, whatever the client asked for.
+            headers.insert(header::HOST, host.clone());
+        }
         if !matches!(ask, Ask::AsIs) {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);

@@ -39,8 +39,15 @@ const UNKEYED_OVERRIDES: &[&str] = &[
 static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
 
 /// The header fields sent to the origin for a client's request with fields `client`, made over
-/// `version` from `peer`, to the normalized `host`, with `body`.
-pub fn forwarded(client: &HeaderMap, version: Version, host: &HeaderValue, peer: IpAddr, body: &UpBody) -> HeaderMap {
+/// `version` and `scheme` (`http` or `https`) from `peer`, to the normalized `host`, with `body`.
+pub fn forwarded(
+    client: &HeaderMap,
+    version: Version,
+    host: &HeaderValue,
+    scheme: &'static str,
+    peer: IpAddr,
+    body: &UpBody,
+) -> HeaderMap {
     // A clone, then room for the fields added below: cloning copies the table as it is,
     // where inserting the client's fields one by one into a new map would hash each again.
     let mut headers = client.clone();
@@ -57,7 +64,7 @@ pub fn forwarded(client: &HeaderMap, version: Version, host: &HeaderValue, peer:
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     append_list(&mut headers, header::VIA, HeaderValue::from_static(via(version)));
     append_list(&mut headers, X_FORWARDED_FOR.clone(), ip_value(peer));
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
     append_list(&mut headers, SURROGATE_CAPABILITY.clone(), HeaderValue::from_static("edgecache=\"Surrogate/1.0\""));
     headers
