@@ -149,13 +149,14 @@ fn main() -> ExitCode {
         for (addr, tls) in addrs.iter().skip(1) {
             tracing::info!(listen = %addr, scheme = if *tls { "https" } else { "http" }, "also listening");
         }
-        let Some(&(listen, _)) = addrs.first() else {
+        let Some(&(listen, tls)) = addrs.first() else {
             eprintln!("edgecache: no listener");
             return ExitCode::FAILURE;
         };
         tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
         if args.demo {
-            tracing::info!("try: curl -si http://{listen}/articles/1");
+            let scheme = if tls { "https" } else { "http" };
+            tracing::info!("try: curl -si {scheme}://{listen}/articles/1");
         }
         if !listeners.certificates().is_empty() {
             reload_certificates_on_sighup(listeners.certificates().clone());
