@@ -6,11 +6,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Table;
 
+mod tls;
 mod walk;
 use walk::Walker;
 pub use walk::{parse_duration, parse_size};
@@ -18,8 +20,12 @@ pub use walk::{parse_duration, parse_size};
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address the proxy listens on.
+    /// Address of the cleartext listener `listen` (or `--listen`).
     pub listen: SocketAddr,
+    /// Whether `listen` is served: false when the file has `[[listener]]` tables and no `listen`.
+    pub listen_enabled: bool,
+    /// The `[[listener]]` tables: more listeners, cleartext or TLS.
+    pub listeners: Vec<ListenerConfig>,
     /// The origin every request is forwarded to.
     pub origin: Origin,
     /// Cache settings.
@@ -150,10 +156,72 @@ pub struct Targeted {
 /// The origin server.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    /// `http://host:port` as configured (no path).
+    /// `http://host:port` or `https://host:port` as configured (no path).
     pub url: String,
     /// `host:port` to connect to.
     pub authority: http::uri::Authority,
+    /// `Host` sent to the origin instead of the client's (`origin.host`).
+    pub host: Option<http::HeaderValue>,
+    /// For an `https://` origin: how its certificate is verified, and the one presented to it.
+    pub tls: Option<OriginTls>,
+}
+
+/// TLS to the origin.
+#[derive(Debug, Clone)]
+pub struct OriginTls {
+    /// Sent as SNI and verified in the origin's certificate (`origin.server_name`, by default
+    /// the URL's host).
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// The CA bundle the origin's certificate is verified against (`None`: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// The client certificate presented when the origin asks for one (mutual TLS).
+    pub client_certificate: Option<crate::tls::PemPair>,
+    /// The rustls client configuration built from the above.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// A `[[listener]]` table.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to listen on.
+    pub address: SocketAddr,
+    /// Present on a TLS listener (`tls = true`).
+    pub tls: Option<ListenerTls>,
+    /// A cleartext listener that answers every request with a 301 to `https://` on this port
+    /// (`redirect_https`, `redirect_port`).
+    pub redirect_https: Option<u16>,
+    /// Its table in the file, e.g. `listener[1]`, for messages.
+    pub field: String,
+}
+
+/// A TLS listener's certificates.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// `[[listener.certificate]]`, chosen per connection by the name the client asks for (SNI)
+    /// among their subjectAltName DNS names.
+    pub certificates: Vec<CertificateConfig>,
+    /// For a client that sends no name, or one no certificate has.
+    pub fallback: Fallback,
+}
+
+/// A `[[listener.certificate]]` table.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    /// The PEM files.
+    pub files: crate::tls::PemPair,
+    /// The certificate of the fallback (by default the first one).
+    pub default: bool,
+    /// Its table in the file, e.g. `listener[1].certificate[0]`, for messages.
+    pub field: String,
+}
+
+/// What a TLS listener does for a client that sends no SNI or a name no certificate has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Serves the default certificate.
+    Default,
+    /// Refuses the handshake.
+    Refuse,
 }
 
 /// Cache settings.
@@ -239,6 +307,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid"),
+            listen_enabled: true,
+            listeners: Vec::new(),
             origin: Origin::parse("http://127.0.0.1:9000").expect("valid"),
             cache: CacheConfig {
                 memory_bytes: 256 << 20,
@@ -287,14 +357,35 @@ impl Default for Config {
 }
 
 impl Origin {
-    /// Parses an origin URL: `http://host[:port]`, nothing after the authority but `/`.
+    /// Parses an origin URL: `http://host[:port]` or `https://host[:port]`, nothing after the
+    /// authority but `/`. An `https://` origin is verified against the system's roots, by its
+    /// URL's host.
     pub fn parse(s: &str) -> Result<Origin, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e}): {s:?}"))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => return Err("https origins are not supported; use http://".into()),
-            other => return Err(format!("unsupported scheme {other:?}; use http://")),
+        let mut origin = Origin::parse_url(s)?;
+        if origin.is_https() {
+            origin.tls = Some(OriginTls::new(&origin, None, None, None).map_err(|(_, e)| e)?);
         }
+        Ok(origin)
+    }
+
+    /// True for an `https://` origin.
+    pub fn is_https(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// A name to send as SNI and verify: a DNS name or an IP address.
+    pub fn server_name(s: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        rustls::pki_types::ServerName::try_from(bare.to_string()).map_err(|e| format!("{s:?}: {e}"))
+    }
+
+    /// The URL alone, without TLS set up.
+    fn parse_url(s: &str) -> Result<Origin, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e}): {s:?}"))?;
+        let scheme = match url.scheme() {
+            scheme @ ("http" | "https") => scheme,
+            other => return Err(format!("unsupported scheme {other:?}; use http:// or https://")),
+        };
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(format!("must have no path, query or fragment: {s:?}"));
         }
@@ -305,7 +396,26 @@ impl Origin {
         let port = url.port_or_known_default().unwrap_or(80);
         let authority: http::uri::Authority =
             format!("{host}:{port}").parse().map_err(|e| format!("invalid authority: {e}"))?;
-        Ok(Origin { url: format!("http://{authority}"), authority })
+        Ok(Origin { url: format!("{scheme}://{authority}"), authority, host: None, tls: None })
+    }
+}
+
+impl OriginTls {
+    /// TLS to `origin`: `server_name` (default: the URL's host) verified against the bundle at
+    /// `ca` (default: the system's roots), `client` presented when asked.
+    pub fn new(
+        origin: &Origin,
+        server_name: Option<rustls::pki_types::ServerName<'static>>,
+        ca: Option<PathBuf>,
+        client: Option<crate::tls::PemPair>,
+    ) -> Result<OriginTls, (crate::tls::OriginField, String)> {
+        let server_name = match server_name {
+            Some(n) => n,
+            None => Origin::server_name(origin.authority.host())
+                .map_err(|e| (crate::tls::OriginField::Ca, format!("the URL's host is not a name to verify: {e}")))?,
+        };
+        let config = crate::tls::client_config(ca.as_deref(), client.as_ref())?;
+        Ok(OriginTls { server_name, ca, client_certificate: client, client: config })
     }
 }
 
@@ -354,19 +464,28 @@ impl Config {
         let mut cfg = Config::default();
         let mut root = table;
 
+        let listen_set = root.contains_key("listen");
         if let Some(v) = root.remove("listen") {
             if let Some(a) = w.socket_addr("listen", &v) {
                 cfg.listen = a;
             }
         }
         if let Some(v) = root.remove("origin") {
-            match v.as_str() {
-                Some(s) => match Origin::parse(s) {
+            match v {
+                toml::Value::String(s) => match Origin::parse(&s) {
                     Ok(o) => cfg.origin = o,
                     Err(e) => w.bad("origin", e),
                 },
-                None => w.bad("origin", format!("expected a URL string, found {}", v.type_str())),
+                toml::Value::Table(t) => {
+                    if let Some(o) = tls::origin_table(&mut w, t) {
+                        cfg.origin = o;
+                    }
+                }
+                v => w.bad("origin", format!("expected a URL string or an [origin] table, found {}", v.type_str())),
             }
+        }
+        if let Some(v) = root.remove("listener") {
+            tls::listeners(&mut w, v, listen_set, &mut cfg);
         }
         for (name, read) in SECTIONS {
             if let Some(mut t) = w.table(&mut root, name) {

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 #[cfg(test)]

@@ -50,7 +50,10 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     if let Some(l) = &args.listen {
         match l.parse::<SocketAddr>() {
-            Ok(a) => cfg.listen = a,
+            Ok(a) => {
+                cfg.listen = a;
+                cfg.listen_enabled = true;
+            }
             Err(_) => {
                 problems.push(("--listen".to_string(), format!("expected an address like 127.0.0.1:8080, found {l:?}")))
             }
@@ -87,7 +90,8 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
-        println!("configuration ok: listen {} origin {}{shared}", cfg.listen, cfg.origin.url);
+        println!("configuration ok: listen {} origin {}{shared}", listen_summary(&cfg), cfg.origin.url);
+        certificate_summary(&cfg);
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -136,22 +140,33 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        let listeners = match edgecache::server::Listeners::bind(&cfg).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("edgecache: cannot listen on {}: {e}", cfg.listen);
+                eprintln!("edgecache: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        // The address bound, not the one asked for: with port 0 the system picks the port.
-        let listen = listener.local_addr().unwrap_or(cfg.listen);
+        // The addresses bound, not the ones asked for: with port 0 the system picks the port.
+        let addrs = listeners.addrs();
+        for (addr, tls) in addrs.iter().skip(1) {
+            tracing::info!(listen = %addr, scheme = if *tls { "https" } else { "http" }, "also listening");
+        }
+        let Some(&(listen, tls)) = addrs.first() else {
+            eprintln!("edgecache: no listener");
+            return ExitCode::FAILURE;
+        };
         tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
         if args.demo {
-            tracing::info!("try: curl -si http://{listen}/articles/1");
+            let scheme = if tls { "https" } else { "http" };
+            tracing::info!("try: curl -si {scheme}://{listen}/articles/1");
+        }
+        if !listeners.certificates().is_empty() {
+            reload_certificates_on_sighup(listeners.certificates().clone());
         }
         let cfg = Arc::new(cfg);
         let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
-        edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
+        edgecache::server::serve_listeners(listeners, proxy, cfg, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }
@@ -166,6 +181,53 @@ fn warn_if_public_without_limits(cfg: &Config) {
              max_concurrent_streams, origin_connections, max_header_size): size them for this node"
         );
     }
+}
+
+/// The listeners for `--check-config`: `listen`, then each `[[listener]]`, TLS ones marked.
+fn listen_summary(cfg: &Config) -> String {
+    let plain = cfg.listen_enabled.then(|| cfg.listen.to_string());
+    let tables = cfg.listeners.iter().map(|l| match (&l.tls, l.redirect_https) {
+        (Some(_), _) => format!("{} (tls)", l.address),
+        (None, Some(_)) => format!("{} (redirect to https)", l.address),
+        (None, None) => l.address.to_string(),
+    });
+    plain.into_iter().chain(tables).collect::<Vec<_>>().join(", ")
+}
+
+/// For `--check-config`: each certificate, its names and when it expires.
+fn certificate_summary(cfg: &Config) {
+    let now = std::time::SystemTime::now();
+    for tls in cfg.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        if let Ok((store, _)) = edgecache::tls::CertStore::load(tls, now) {
+            for c in store.report().certificates {
+                let days = c.not_after.duration_since(now).map(|d| d.as_secs() / 86_400).unwrap_or(0);
+                let expires = httpdate::fmt_http_date(c.not_after);
+                println!("certificate {}: {} (expires {expires}, in {days} days)", c.field, c.names.join(", "));
+            }
+        }
+    }
+}
+
+/// On SIGHUP, reloads the TLS listeners' certificates from their files (off the runtime's
+/// workers: it reads files); each outcome is logged.
+fn reload_certificates_on_sighup(certs: edgecache::server::Certificates) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; certificates are not reloadable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading certificates");
+            let certs = certs.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || certs.reload()).await {
+                tracing::error!(error = %e, "certificate reload failed");
+            }
+        }
+    });
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:

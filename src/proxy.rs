@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 mod body;
+mod endpoint;
 mod fetch;
 mod origin;
 mod pass;
@@ -21,6 +22,7 @@ mod request;
 mod respond;
 
 pub use body::ProxyBody;
+pub use endpoint::{Endpoint, Scheme};
 pub use fetch::FillBody;
 pub use respond::CACHE_STATUS;
 
@@ -107,9 +109,17 @@ impl Proxy {
         self.tiers.memory()
     }
 
-    /// Handles one request from `peer`.
+    /// Handles one request from `peer` on a cleartext listener.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+        self.handle_on(req, peer, Endpoint::PLAIN).await
+    }
+
+    /// Handles one request from `peer` that came in on a listener served as `endpoint`.
+    pub async fn handle_on(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr, endpoint: Endpoint) -> Answer {
         let (parts, body) = req.into_parts();
+        if let Some(port) = endpoint.redirect_https {
+            return endpoint::redirect_https(&parts, port);
+        }
         if parts.method == Method::CONNECT {
             let msg = "CONNECT is not supported\n";
             return local(StatusCode::METHOD_NOT_ALLOWED, msg, Failure::MethodNotAllowed, Fwd::Bypass);
@@ -121,7 +131,7 @@ impl Proxy {
                 return local(code, msg, Failure::BadRequest, Fwd::Bypass);
             }
         }
-        let target = match request::target(&parts) {
+        let target = match request::target(&parts, endpoint.scheme) {
             Ok(t) => t,
             Err(msg) => return local(StatusCode::BAD_REQUEST, msg, Failure::BadRequest, Fwd::Bypass),
         };

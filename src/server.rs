@@ -1,7 +1,8 @@
-//! The accept loop and each client connection: HTTP/1.1 and h2c on one port (hyper-util auto),
-//! header-size limits, a bounded number of connections, deadlines for connections that send no
-//! request or sit idle, one access-log line per request, and graceful shutdown with a hard
-//! deadline.
+//! The accept loops (one per listener, `listeners`) and each client connection: HTTP/1.1 and
+//! h2c on a cleartext port, HTTP/1.1 and HTTP/2 (ALPN) over TLS (hyper-util auto), header-size
+//! limits, a bounded number of connections across all listeners, deadlines for connections that
+//! send no request (the TLS handshake included) or sit idle, one access-log line per request,
+//! and graceful shutdown with a hard deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,21 +18,30 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::proxy::{Endpoint, Proxy};
+use crate::tls::Report;
 
 mod access;
+mod listeners;
 use access::{AccessLog, LoggedBody};
+use listeners::Bound;
+pub use listeners::{Certificates, Listeners};
 
-/// A proxy serving on a bound address, stopped with [`Running::shutdown`].
+/// A proxy serving on bound addresses, stopped with [`Running::shutdown`].
 pub struct Running {
     addr: SocketAddr,
+    /// The `[[listener]]` tables' addresses, in the file's order.
+    listener_addrs: Vec<SocketAddr>,
+    certificates: Certificates,
     proxy: Arc<Proxy>,
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
@@ -39,9 +49,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address it listens on.
+    /// The address of `listen` (when served; else of the first `[[listener]]`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address bound for `cfg.listeners[i]`.
+    pub fn listener_addr(&self, i: usize) -> SocketAddr {
+        self.listener_addrs[i]
+    }
+
+    /// Reloads the TLS listeners' certificates from their files (see [`Certificates::reload`]).
+    pub fn reload_certificates(&self) -> Vec<Report> {
+        self.certificates.reload()
     }
 
     /// The proxy itself (its memory tier, for inspection).
@@ -88,26 +108,45 @@ pub struct ServerStats {
     pub no_request: AtomicU64,
     /// Connections closed after `timeouts.client_idle` without a request.
     pub idle_closed: AtomicU64,
+    /// TLS handshakes that failed (the client refused the certificate, offered nothing this
+    /// server speaks, or is not speaking TLS).
+    pub tls_failed: AtomicU64,
 }
 
-/// Binds `cfg.listen` and serves in a background task.
+/// Binds `cfg.listen` (when served) and every `[[listener]]`, and serves in a background task.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
-    let listener = TcpListener::bind(cfg.listen).await?;
-    let addr = listener.local_addr()?;
+    let listeners = Listeners::bind(&cfg).await?;
+    let mut addrs = listeners.addrs().into_iter().map(|(a, _)| a);
+    let addr = addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
+    let listener_addrs = if cfg.listen_enabled { addrs.collect() } else { [addr].into_iter().chain(addrs).collect() };
+    let certificates = listeners.certificates().clone();
     let cfg = Arc::new(cfg);
     let proxy = Arc::new(Proxy::new(cfg.clone(), clock));
     let stats = Arc::new(ServerStats::default());
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve_with_stats(listener, proxy.clone(), cfg, stats.clone(), async {
+    let task = tokio::spawn(serve_with_stats(listeners, proxy.clone(), cfg, stats.clone(), async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, proxy, stats, stop: Some(tx), task })
+    Ok(Running { addr, listener_addrs, certificates, proxy, stats, stop: Some(tx), task })
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then drains in-flight
 /// connections for at most `timeouts.shutdown`.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, shutdown: impl Future<Output = ()>) {
-    serve_with_stats(listener, proxy, cfg, Arc::default(), shutdown).await
+    match Listeners::plain(listener) {
+        Ok(listeners) => serve_with_stats(listeners, proxy, cfg, Arc::default(), shutdown).await,
+        Err(e) => tracing::error!(error = %e, "cannot serve the listener"),
+    }
+}
+
+/// [`serve`] for every listener of [`Listeners::bind`].
+pub async fn serve_listeners(
+    listeners: Listeners,
+    proxy: Arc<Proxy>,
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with_stats(listeners, proxy, cfg, Arc::default(), shutdown).await
 }
 
 /// What a connection task is told by the accept loop.
@@ -121,7 +160,7 @@ enum Phase {
 }
 
 async fn serve_with_stats(
-    listener: TcpListener,
+    listeners: Listeners,
     proxy: Arc<Proxy>,
     cfg: Arc<Config>,
     stats: Arc<ServerStats>,
@@ -139,61 +178,22 @@ async fn serve_with_stats(
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.limits.max_header_bytes as u32)
         .max_concurrent_streams(cfg.limits.max_concurrent_streams);
-    let builder = Arc::new(builder);
-    // One permit per open connection: at the limit, the loop stops accepting and new
-    // connections wait in the kernel's listen backlog, as nginx and HAProxy do.
+    // One permit per open connection, across all listeners: at the limit, the loops stop
+    // accepting and new connections wait in the kernel's listen backlog, as nginx and HAProxy do.
     let max = cfg.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
-    let mut backoff = AcceptBackoff::default();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let n = stats.at_limit.fetch_add(1, Ordering::Relaxed) + 1;
-                if backoff.may_log() {
-                    tracing::warn!(max_connections = max, times = n, "limits.max_connections reached; not accepting");
-                }
-                tokio::select! {
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = &mut shutdown => break,
-                }
-            }
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => {
-                    backoff.reset();
-                    x
-                }
-                Err(e) => {
-                    stats.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    drop(permit);
-                    backoff.failed(e).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        let conn = Connection {
-            builder: builder.clone(),
-            proxy: proxy.clone(),
-            cfg: cfg.clone(),
-            stats: stats.clone(),
-            phase: phase_rx.clone(),
-            _permit: permit,
-        };
-        // A span per connection at debug level: disabled by default, it costs a level check.
-        tokio::spawn(conn.serve(stream, peer).instrument(tracing::debug_span!("connection", %peer)));
-    }
-    drop(listener);
+    let expiry = tokio::spawn(listeners.certificates().clone().warn_daily());
+    let accept =
+        Accept { builder: Arc::new(builder), proxy, cfg: cfg.clone(), stats, slots: slots.clone(), phase: phase_rx };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loops = futures_util::future::join_all(listeners.bound.into_iter().map(|b| accept.serve(b, stop_rx.clone())));
+    let stop = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    futures_util::future::join(loops, stop).await;
+    expiry.abort();
     tracing::info!("shutting down: waiting for in-flight requests");
     let _ = phase_tx.send(Phase::Draining);
     // Every connection holds a permit until it ends: all of them back means all closed.
@@ -205,6 +205,89 @@ async fn serve_with_stats(
             let _ = phase_tx.send(Phase::Closing);
         }
     }
+}
+
+/// What every accept loop shares.
+struct Accept {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    cfg: Arc<Config>,
+    stats: Arc<ServerStats>,
+    slots: Arc<Semaphore>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Accept {
+    /// Accepts connections on `bound` until `stop` turns true, each served by a task of its own;
+    /// then closes the listener.
+    async fn serve(&self, bound: Bound, mut stop: watch::Receiver<bool>) {
+        let Bound { listener, endpoint, tls, .. } = bound;
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let n = self.stats.at_limit.fetch_add(1, Ordering::Relaxed) + 1;
+                    if backoff.may_log() {
+                        let max = self.cfg.limits.max_connections;
+                        tracing::warn!(
+                            max_connections = max,
+                            times = n,
+                            "limits.max_connections reached; not accepting"
+                        );
+                    }
+                    tokio::select! {
+                        p = self.slots.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => {
+                        backoff.reset();
+                        x
+                    }
+                    Err(e) => {
+                        self.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                        drop(permit);
+                        backoff.failed(e).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut stop) => break,
+            };
+            let accepted = tokio::time::Instant::now();
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats.open.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                builder: self.builder.clone(),
+                proxy: self.proxy.clone(),
+                cfg: self.cfg.clone(),
+                stats: self.stats.clone(),
+                phase: self.phase.clone(),
+                endpoint,
+                _permit: permit,
+            };
+            // A span per connection at debug level: disabled by default, it costs a level check.
+            let span = tracing::debug_span!("connection", %peer);
+            match &tls {
+                None => tokio::spawn(conn.serve(stream, peer, accepted).instrument(span)),
+                Some(acceptor) => {
+                    tokio::spawn(conn.serve_tls(acceptor.clone(), stream, peer, accepted).instrument(span))
+                }
+            };
+        }
+    }
+}
+
+/// Completes once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// How an accept loop that fails (out of file descriptors, most often) waits before the next
@@ -291,11 +374,50 @@ struct Connection {
     cfg: Arc<Config>,
     stats: Arc<ServerStats>,
     phase: watch::Receiver<Phase>,
+    /// How its listener's requests are served.
+    endpoint: Endpoint,
     /// The connection's place under `limits.max_connections`, given back when it ends.
     _permit: OwnedSemaphorePermit,
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Connection {
+    /// The TLS handshake, then [`Connection::serve`]. The handshake counts in the time a
+    /// connection has to send its first request (`timeouts.header_read` from `accepted`); a
+    /// connection still in its handshake when the shutdown begins is closed.
+    async fn serve_tls(
+        mut self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        accepted: tokio::time::Instant,
+    ) {
+        let deadline = accepted + self.cfg.timeouts.header_read;
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+        let stream = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    self.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.stats.no_request.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "no TLS handshake within timeouts.header_read; closing");
+                    return;
+                }
+            },
+            _ = self.phase.wait_for(|p| *p != Phase::Serving) => return,
+        };
+        self.serve(stream, peer, accepted).await
+    }
+
     /// Serves the connection until it ends, the client leaves it silent or idle too long, or
     /// the shutdown closes it.
     ///
@@ -306,10 +428,14 @@ impl Connection {
     /// that, a connection with no request in progress and none started for `timeouts.client_idle`
     /// is shut down gracefully (HTTP/2: GOAWAY); one that is draining (idle, or the process is
     /// shutting down) and has not ended `timeouts.header_read` later is closed.
-    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve<S>(mut self, stream: S, peer: SocketAddr, accepted: tokio::time::Instant)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::default());
         let access = self.cfg.log.access;
         let proxy = self.proxy.clone();
+        let endpoint = self.endpoint;
         let act = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
@@ -320,7 +446,7 @@ impl Connection {
                     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
                     (req.method().clone(), path, Instant::now())
                 });
-                let (resp, cs) = proxy.handle(req, peer).await;
+                let (resp, cs) = proxy.handle_on(req, peer, endpoint).await;
                 let log = log_head.map(|(method, path, start)| {
                     Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, start, peer })
                 });
@@ -334,7 +460,6 @@ impl Connection {
         tokio::pin!(conn);
         let header_read = self.cfg.timeouts.header_read;
         let client_idle = self.cfg.timeouts.client_idle;
-        let accepted = tokio::time::Instant::now();
         // Looked at every `tick`: a request seen started, or in progress, makes the connection
         // busy as of that look; idle is then noticed between one and two `client_idle` after.
         let tick = header_read.min(client_idle);
@@ -429,6 +554,5 @@ impl Connection {
                 }
             }
         }
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -145,6 +145,9 @@ pub enum Failure {
     OriginBusy,
     /// The origin's answer was not a valid response to the request, e.g. an unasked `101` (502).
     OriginInvalid,
+    /// The TLS handshake with an `https://` origin failed: its certificate was not trusted or
+    /// not for its name, it refused the client certificate, or it does not speak TLS (502).
+    OriginTls,
 }
 
 impl Failure {
@@ -159,6 +162,7 @@ impl Failure {
             Failure::OriginTimeout => "origin-timeout",
             Failure::OriginBusy => "origin-busy",
             Failure::OriginInvalid => "origin-invalid",
+            Failure::OriginTls => "origin-tls",
         }
     }
 }

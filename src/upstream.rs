@@ -13,8 +13,11 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsConnector;
 
 use crate::config::Config;
 use body::{BodyTimeout, ClientBodyError, UpBody, Upload};
@@ -40,6 +43,9 @@ pub enum UpstreamError {
     /// The origin answered with something that is not a response to this request.
     #[error("invalid response from origin: {0}")]
     Invalid(&'static str),
+    /// The TLS handshake with an `https://` origin failed.
+    #[error("origin TLS failed: {0}")]
+    Tls(String),
     /// The client's request body stalled past `timeouts.request_body`.
     #[error("client request body timed out")]
     ClientBodyTimeout,
@@ -51,11 +57,14 @@ pub enum UpstreamError {
     Abandoned,
 }
 
-/// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections.
+/// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections (TLS ones for an
+/// `https://` origin).
 #[derive(Clone)]
 pub struct Upstream {
     pool: Arc<Pool>,
     authority: Authority,
+    /// For an `https://` origin: the TLS client and the name sent as SNI and verified.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     connect: Duration,
     first_byte: Duration,
     queue: Duration,
@@ -67,6 +76,7 @@ impl Upstream {
         Upstream {
             pool: Pool::new(cfg.limits.origin_connections, cfg.timeouts.idle),
             authority: cfg.origin.authority.clone(),
+            tls: cfg.origin.tls.as_ref().map(|t| (TlsConnector::from(t.client.clone()), t.server_name.clone())),
             connect: cfg.timeouts.connect,
             first_byte: cfg.timeouts.first_byte,
             queue: cfg.timeouts.origin_queue,
@@ -176,12 +186,14 @@ impl Upstream {
         }
     }
 
-    /// A new connection to the origin, its protocol driven by a task of its own that holds
-    /// `permit` for as long as the connection lives.
+    /// A new connection to the origin (TCP, then TLS for an `https://` origin, both within
+    /// `timeouts.connect`), its protocol driven by a task of its own that holds `permit` for as
+    /// long as the connection lives.
     async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<UpBody>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.connect;
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
-        let stream = match tokio::time::timeout(self.connect, TcpStream::connect((host, port))).await {
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect((host, port))).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => return Err(UpstreamError::Unreachable(format!("connect to {}: {e}", self.authority))),
             Ok(Ok(stream)) => stream,
@@ -189,7 +201,25 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        let Some((connector, name)) = &self.tls else {
+            return self.drive(stream, permit).await;
+        };
+        // Any failure of the handshake is the origin's TLS: the TCP connection was up.
+        match tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => {
+                Err(UpstreamError::Tls(format!("handshake with {} as {}: {e}", self.authority, name.to_str())))
+            }
+            Ok(Ok(stream)) => self.drive(stream, permit).await,
+        }
+    }
+
+    /// HTTP/1.1 over `io`, driven by a task that holds `permit` until the connection ends.
+    async fn drive<T>(&self, io: T, permit: OwnedSemaphorePermit) -> Result<SendRequest<UpBody>, UpstreamError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| UpstreamError::Unreachable(format!("handshake with {}: {e}", self.authority)))?;
         let pool = Arc::downgrade(&self.pool);
@@ -217,8 +247,16 @@ fn classify(e: &hyper::Error) -> UpstreamError {
         if let Some(body) = s.downcast_ref::<ClientBodyError>() {
             return UpstreamError::ClientBody(body.to_string());
         }
-        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return UpstreamError::Timeout;
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return UpstreamError::Timeout;
+            }
+            // A TLS alert or record error after the handshake (with TLS 1.3 a client
+            // certificate the origin refuses is one): the error wraps rustls's, which its
+            // `source()` skips.
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return UpstreamError::Tls(format!("{e}: {tls}"));
+            }
         }
         src = s.source();
     }

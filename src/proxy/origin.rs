@@ -46,7 +46,13 @@ impl Proxy {
         ask: Ask<'_>,
     ) -> Request<UpBody> {
         let trusted = self.cfg.forwarding.trusts(peer.ip());
-        let mut headers = forwarded(&parts.headers, parts.version, target.host.value(), peer.ip(), trusted, &body);
+        let scheme = target.scheme.as_str();
+        let mut headers =
+            forwarded(&parts.headers, parts.version, target.host.value(), scheme, peer.ip(), trusted, &body);
+        if let Some(host) = &self.cfg.origin.host {
+            // `origin.host`: the name the origin serves under, whatever the client asked for.
+            headers.insert(header::HOST, host.clone());
+        }
         if !matches!(ask, Ask::AsIs) {
             headers.remove(header::IF_NONE_MATCH);
             headers.remove(header::IF_MODIFIED_SINCE);

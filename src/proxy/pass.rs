@@ -76,25 +76,26 @@ impl Proxy {
                 continue;
             };
             if let Some(pq) = same_origin_path(v, target) {
-                self.tiers.invalidate(&CacheKey::new("http", &target.host, &pq));
+                self.tiers.invalidate(&CacheKey::new(target.scheme.as_str(), &target.host, &pq));
             }
         }
     }
 }
 
-/// The path and query of `location` when it names the same origin as `host`.
-/// A reference is resolved against the target URI (RFC 9110 §10.2.2, RFC 3986 §5).
+/// The path and query of `location` when it names the same origin (scheme and host) as
+/// `target`. A reference is resolved against the target URI (RFC 9110 §10.2.2, RFC 3986 §5).
 fn same_origin_path(location: &str, target: &Target) -> Option<String> {
-    let base = url::Url::parse(&format!("http://{}{}", target.host, target.path_and_query)).ok()?;
+    let scheme = target.scheme.as_str();
+    let base = url::Url::parse(&format!("{scheme}://{}{}", target.host, target.path_and_query)).ok()?;
     let url = base.join(location.trim()).ok()?;
-    if url.scheme() != "http" {
+    if url.scheme() != scheme {
         return None;
     }
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str()?),
         None => url.host_str()?.to_string(),
     };
-    if normalize_host(&authority, "http")? != *target.host {
+    if normalize_host(&authority, scheme)? != *target.host {
         return None;
     }
     let mut pq = url.path().to_string();

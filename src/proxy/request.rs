@@ -9,6 +9,7 @@ use http::uri::PathAndQuery;
 use http::{request, Method, StatusCode};
 use hyper::body::Incoming;
 
+use super::endpoint::Scheme;
 use crate::http::cache_control::CacheControl;
 use crate::store::key::normalized_host;
 use crate::store::CacheKey;
@@ -27,10 +28,13 @@ pub struct Ctx {
     pub key: CacheKey,
 }
 
-/// Where a request goes, as forwarded: normalized host and the path and query. Both share the
-/// request's own bytes when they are already in normal form (no copy).
+/// Where a request goes, as forwarded: the scheme the client used, normalized host and the path
+/// and query. Host and path share the request's own bytes when they are already in normal form
+/// (no copy).
 #[derive(Clone)]
 pub struct Target {
+    /// The scheme of the listener the request came in on.
+    pub scheme: Scheme,
     /// The normalized host and port.
     pub host: HostValue,
     /// The path and query, as received.
@@ -44,9 +48,10 @@ pub struct Target {
 pub struct HostValue(HeaderValue);
 
 impl HostValue {
-    /// The normal form of `raw` (an authority, or `field`'s text), `None` when it is invalid.
-    fn new(raw: &str, field: Option<&HeaderValue>) -> Option<HostValue> {
-        match (normalized_host(raw, "http")?, field) {
+    /// The normal form of `raw` (an authority, or `field`'s text) for `scheme`, `None` when it
+    /// is invalid.
+    fn new(raw: &str, field: Option<&HeaderValue>, scheme: Scheme) -> Option<HostValue> {
+        match (normalized_host(raw, scheme.as_str())?, field) {
             (Cow::Borrowed(normal), Some(field)) if normal.len() == field.len() => Some(HostValue(field.clone())),
             (normal, _) => HeaderValue::from_str(&normal).ok().map(HostValue),
         }
@@ -70,7 +75,7 @@ impl std::fmt::Display for HostValue {
 impl Target {
     /// The URL as stored in the shared tier's envelopes.
     pub fn canonical(&self) -> String {
-        format!("http://{}{}", self.host, self.path_and_query)
+        format!("{}://{}{}", self.scheme.as_str(), self.host, self.path_and_query)
     }
 }
 
@@ -84,7 +89,7 @@ impl HostValue {
 impl Target {
     /// The cache key of this target.
     pub fn key(&self) -> CacheKey {
-        CacheKey::new("http", &self.host, self.path_and_query.as_str())
+        CacheKey::new(self.scheme.as_str(), &self.host, self.path_and_query.as_str())
     }
 }
 
@@ -117,14 +122,17 @@ pub fn transfer_coding(h: &HeaderMap) -> Result<(), (StatusCode, &'static str)> 
     }
 }
 
-/// Resolves the request target (RFC 9112 §3.2): the authority of an absolute-form target wins
-/// over `Host`; otherwise exactly one valid `Host` is required (HTTP/1.1). Absolute-form is
-/// accepted for `http` only (this listener's scheme), and authority-form only belongs to
-/// CONNECT (refused before this).
-pub fn target(parts: &request::Parts) -> Result<Target, &'static str> {
-    match (parts.uri.scheme(), parts.uri.authority()) {
-        (Some(scheme), _) if *scheme != http::uri::Scheme::HTTP => {
-            return Err("only http:// request targets are served here\n")
+/// Resolves the request target (RFC 9112 §3.2) of a request that came in over `scheme`: the
+/// authority of an absolute-form target wins over `Host`; otherwise exactly one valid `Host` is
+/// required (HTTP/1.1). Absolute-form is accepted for the listener's own scheme only, and
+/// authority-form only belongs to CONNECT (refused before this).
+pub fn target(parts: &request::Parts, scheme: Scheme) -> Result<Target, &'static str> {
+    match (parts.uri.scheme_str(), parts.uri.authority()) {
+        (Some(s), _) if s != scheme.as_str() => {
+            return Err(match scheme {
+                Scheme::Http => "only http:// request targets are served here\n",
+                Scheme::Https => "only https:// request targets are served here\n",
+            })
         }
         (None, Some(_)) => return Err("authority-form is only for CONNECT\n"),
         _ => {}
@@ -144,12 +152,12 @@ pub fn target(parts: &request::Parts) -> Result<Target, &'static str> {
         (None, Some(h)) => (h.to_str().map_err(|_| "Host is not valid\n")?, Some(h)),
         (None, None) => return Err("missing Host\n"),
     };
-    let host = HostValue::new(raw, field).ok_or("Host is not valid\n")?;
+    let host = HostValue::new(raw, field, scheme).ok_or("Host is not valid\n")?;
     let path_and_query = match parts.uri.path_and_query() {
         Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
         Some(pq) if pq.as_str() == "*" && parts.method == Method::OPTIONS => PathAndQuery::from_static("*"),
         None => PathAndQuery::from_static("/"),
         Some(_) => return Err("request target must start with /\n"),
     };
-    Ok(Target { host, path_and_query })
+    Ok(Target { scheme, host, path_and_query })
 }

@@ -210,6 +210,9 @@ pub(super) fn upstream_failure(e: &UpstreamError, fwd: Fwd) -> Answer {
         UpstreamError::Invalid(_) => {
             local(StatusCode::BAD_GATEWAY, "invalid response from origin\n", Failure::OriginInvalid, fwd)
         }
+        UpstreamError::Tls(_) => {
+            local(StatusCode::BAD_GATEWAY, "TLS with the origin failed\n", Failure::OriginTls, fwd)
+        }
         UpstreamError::ClientBodyTimeout => {
             local(StatusCode::REQUEST_TIMEOUT, "request body timed out\n", Failure::RequestTimeout, fwd)
         }

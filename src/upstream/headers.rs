@@ -39,12 +39,14 @@ const UNKEYED_OVERRIDES: &[&str] = &[
 static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
 
 /// The header fields sent to the origin for a client's request with fields `client`, made over
-/// `version` from `peer`, to the normalized `host`, with `body`. The client's `X-Forwarded-For`
-/// is extended when `peer` is a trusted proxy, else replaced: anyone could write one.
+/// `version` and `scheme` (`http` or `https`) from `peer`, to the normalized `host`, with `body`.
+/// The client's `X-Forwarded-For` is extended when `peer` is a trusted proxy, else replaced:
+/// anyone could write one.
 pub fn forwarded(
     client: &HeaderMap,
     version: Version,
     host: &HeaderValue,
+    scheme: &'static str,
     peer: IpAddr,
     trusted_peer: bool,
     body: &UpBody,
@@ -69,7 +71,7 @@ pub fn forwarded(
     } else {
         headers.insert(X_FORWARDED_FOR.clone(), ip_value(peer));
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     // W3C Edge Architecture: tells the origin which `Surrogate-Control` target is ours.
     append_list(&mut headers, SURROGATE_CAPABILITY.clone(), HeaderValue::from_static("edgecache=\"Surrogate/1.0\""));
     headers

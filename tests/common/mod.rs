@@ -12,6 +12,7 @@
 mod client;
 mod origin;
 pub mod redis;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
