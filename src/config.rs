@@ -84,6 +84,9 @@ pub struct RedisConfig {
     pub username: Option<String>,
     /// Password, read from `password_file` or the environment variable `password_env` at load.
     pub password: Option<Secret>,
+    /// CA certificates (PEM) a `rediss://` server's certificate is verified against, read at
+    /// load; `None`: the system's roots.
+    pub ca: Option<Vec<u8>>,
 }
 
 /// A secret read from outside proxy.toml: never printed.
@@ -115,6 +118,7 @@ impl Default for RedisConfig {
             write_queue: 4096,
             username: None,
             password: None,
+            ca: None,
         }
     }
 }
@@ -772,6 +776,29 @@ fn redis_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     });
     if from.len() > 1 {
         w.bad("redis.password_env", "give the password once: password_file or password_env".into());
+    }
+    w.take(t, "redis", "ca", |w, p, v| {
+        let Some(path) = v.as_str() else {
+            w.bad(p, format!("expected a file path, found {}", v.type_str()));
+            return None;
+        };
+        match std::fs::read(path) {
+            Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {
+                r.ca = Some(pem);
+                Some(())
+            }
+            Ok(_) => {
+                w.bad(p, format!("{path} holds no PEM certificate"));
+                None
+            }
+            Err(e) => {
+                w.bad(p, format!("cannot read {path}: {e}"));
+                None
+            }
+        }
+    });
+    if r.ca.is_some() && !r.url.starts_with("rediss://") {
+        w.bad("redis.ca", "only for a rediss:// (TLS) url".into());
     }
     if r.password.is_some() && url::Url::parse(&r.url).is_ok_and(|u| u.password().is_some()) {
         w.bad("redis.url", "has a password, and so does password_file/password_env: give it once".into());

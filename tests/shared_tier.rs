@@ -543,3 +543,36 @@ async fn a_wrong_redis_password_fails_open() {
     assert_eq!(get(&a.c, "/x").await.cache_status(), hit(60));
     assert!(!a.shared().available(), "connected with a wrong password");
 }
+
+/// `rediss://`: the shared tier over TLS, the server's certificate verified against the CA file
+/// named by `redis.ca`; a server whose certificate that CA did not sign is never used.
+#[tokio::test]
+async fn a_redis_over_tls_is_verified_against_the_configured_ca() {
+    use common::tls::{test_dir, TestCa};
+    let clock = clock();
+    let dir = test_dir("rediss");
+    let ca = TestCa::new("redis CA");
+    let (chain, key) = ca.leaf(&["localhost"]).write(&dir, "redis");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let (redis, tls_url) = RedisServer::start_with_tls(&chain, &key, &ca_file);
+    let origin = Origin::start(&clock, handler()).await;
+    let toml = format!("[redis]\nurl = \"{tls_url}\"\nca = \"{}\"\n", ca_file.display());
+    let r = edgecache::Config::parse(&toml).expect("valid").redis.expect("[redis]");
+    let (ra, rb) = (r.clone(), r);
+    let a = Node::start(&origin, &clock, tls_url.clone(), move |c| *c = ra).await;
+    let b = Node::start(&origin, &clock, tls_url.clone(), move |c| *c = rb).await;
+    a.ready().await;
+    b.ready().await;
+    assert_eq!(get(&a.c, "/tls").await.cache_status(), MISS_STORED);
+    wait_stored(&redis, "/tls").await;
+    assert_eq!(get(&b.c, "/tls").await.cache_status(), SHARED_HIT);
+
+    // Another CA: the connection is refused, requests are served without the tier.
+    let other = TestCa::new("someone else");
+    let other_file = other.write(&dir, "other-ca.pem");
+    let toml = format!("[redis]\nurl = \"{tls_url}\"\nca = \"{}\"\n", other_file.display());
+    let r = edgecache::Config::parse(&toml).expect("valid").redis.expect("[redis]");
+    let c = Node::start(&origin, &clock, tls_url, move |cfg| *cfg = r).await;
+    assert_eq!(get(&c.c, "/other").await.cache_status(), MISS_STORED);
+    assert!(!c.shared().available(), "connected to a server the CA did not sign");
+}

@@ -114,6 +114,31 @@ impl RedisServer {
         RedisServer { port, child: Some(child), password: None }
     }
 
+    /// [`RedisServer::start`], also serving TLS on another port with the certificate `chain` and
+    /// `key` (PEM files); returns the server and its `rediss://` URL.
+    pub fn start_with_tls(
+        chain: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> (RedisServer, String) {
+        let tls_port = free_port();
+        let tls_port_arg = tls_port.to_string();
+        let args = [
+            "--tls-port",
+            tls_port_arg.as_str(),
+            "--tls-cert-file",
+            chain.to_str().expect("utf-8 path"),
+            "--tls-key-file",
+            key.to_str().expect("utf-8 path"),
+            "--tls-ca-cert-file",
+            ca.to_str().expect("utf-8 path"),
+            "--tls-auth-clients",
+            "no",
+        ];
+        let (port, child) = spawn_redis(None, &|_| std::env::temp_dir(), &args);
+        (RedisServer { port, child: Some(child), password: None }, format!("rediss://localhost:{tls_port}"))
+    }
+
     /// [`RedisServer::start`], requiring `password` from every client (`requirepass`).
     pub fn start_with_password(password: &str) -> RedisServer {
         let (port, child) = spawn_redis(None, &|_| std::env::temp_dir(), &["--requirepass", password]);

@@ -86,6 +86,9 @@ pub(super) async fn connect(cfg: &RedisConfig, response_timeout: Option<Duration
         if let Some(password) = &cfg.password {
             builder = builder.password(password.expose());
         }
+        if let Some(ca) = &cfg.ca {
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) });
+        }
         let client = builder.build()?;
         Ok(Conn::Cluster(client.get_async_connection().await?))
     } else {
@@ -100,7 +103,13 @@ pub(super) async fn connect(cfg: &RedisConfig, response_timeout: Option<Duration
             }
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)?;
+        let client = match &cfg.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout(cfg)))
             .set_response_timeout(response_timeout)
