@@ -189,8 +189,6 @@ async fn garbage_freshness_from_the_origin_never_gives_another_client_a_hit() {
         ("/cc-commas", vec![("cache-control", b",,, ,private,,max-age=60")], PRIVATE),
         ("/expires-garbage", vec![("expires", b"next tuesday")], NOT_FRESH),
         ("/expires-twice", vec![("expires", b"Thu, 01 Jan 2099 00:00:00 GMT"), ("expires", b"0")], NOT_FRESH),
-        ("/age-negative", vec![("cache-control", b"max-age=60"), ("age", b"-5")], STALE),
-        ("/age-word", vec![("cache-control", b"max-age=60"), ("age", b"old")], STALE),
         ("/lm-garbage", vec![("last-modified", b"a while ago")], STALE),
     ];
     let table = cases.clone();

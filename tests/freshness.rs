@@ -216,6 +216,37 @@ async fn upstream_age_is_counted() {
     assert_eq!(origin.count(), 2);
 }
 
+/// RFC 9111 §5.1: "If the field value (after discarding additional members, as per Section 5.6.1
+/// of [HTTP]) is invalid (e.g., it contains something other than a non-negative integer), a
+/// cache SHOULD ignore the field." A second field line is a second member of the list.
+#[tokio::test]
+async fn an_invalid_age_is_ignored_as_if_absent() {
+    let clock = clock();
+    let cases: &[(&str, &[&str])] = &[
+        ("/word", &["abc"]),
+        ("/negative", &["-7200"]),
+        ("/fraction", &["1.5"]),
+        ("/float", &["7200.0"]),
+        ("/suffix", &["3600abc"]),
+        ("/parameter", &["7200;foo=bar"]),
+        ("/zero-twice", &["0, 0"]),
+        ("/two-lines", &["0", "7200"]),
+        ("/garbage-line-first", &["old", "7200"]),
+    ];
+    let table = cases.to_vec();
+    let (origin, _p, c) = serve(&clock, move |req, _| {
+        let (_, lines) = table.iter().find(|(path, _)| *path == req.path()).expect("known path");
+        lines.iter().fold(Reply::ok("x").cc("max-age=3600"), |r, v| r.header("age", v))
+    })
+    .await;
+    for (path, lines) in cases {
+        c.get(path).await;
+        let r = c.get(path).await;
+        assert_eq!((r.cache_status(), r.header("age")), (hit(3600).as_str(), Some("0")), "Age: {lines:?}");
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn apparent_age_from_an_old_date_is_counted() {
     let clock = clock();

@@ -226,23 +226,20 @@ thread_local! {
         const { std::cell::RefCell::new([(bytes::Bytes::new(), None), (bytes::Bytes::new(), None), (bytes::Bytes::new(), None)]) };
 }
 
-/// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
-/// `Age` this cache cannot read (not a non-negative integer, a parameter, or several field
-/// lines) makes the response's age unknown: it is taken as [`DELTA_MAX`](super::cache_control::DELTA_MAX),
-/// so the response is stale and gets revalidated rather than served on a guess.
+/// The `Age` value in seconds (RFC 9111 §5.1). The field is read as a list: several field lines
+/// are one list (RFC 9110 §5.3), and only its first member counts ("after discarding additional
+/// members"). A first member that is not a non-negative integer (`abc`, `-7200`, `1.5`,
+/// `3600abc`, `7200;foo=bar`, a quoted number) is invalid, and §5.1 says a cache SHOULD then
+/// ignore the field: the response is taken as if it had no `Age` (0).
 pub fn age_value(h: &HeaderMap) -> u64 {
-    let mut lines = h.get_all(http::header::AGE).iter();
-    let Some(v) = lines.next() else { return 0 };
-    if lines.next().is_some() {
-        return super::cache_control::DELTA_MAX;
+    let Some(v) = h.get(http::header::AGE) else { return 0 };
+    let first = v.as_bytes().split(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+    if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
+        return 0;
     }
-    let Ok(s) = v.to_str() else {
-        return super::cache_control::DELTA_MAX;
-    };
-    let first = s.split(',').next().unwrap_or("").trim();
-    match super::cache_control::parse_delta(first) {
-        Delta::Secs(secs) if !first.starts_with('"') => secs,
-        _ => super::cache_control::DELTA_MAX,
+    match super::cache_control::parse_delta(std::str::from_utf8(first).unwrap_or_default()) {
+        Delta::Secs(secs) => secs,
+        Delta::Invalid => 0,
     }
 }
 
@@ -483,6 +480,21 @@ mod tests {
         assert_eq!(f.age_secs(T0 + 10_000), 40);
         assert_eq!(f.usable(&CacheControl::default(), T0 + 69_000), Usable::Fresh);
         assert_eq!(f.usable(&CacheControl::default(), T0 + 70_000), Usable::Revalidate(Fwd::Stale));
+    }
+
+    #[test]
+    fn an_invalid_age_is_ignored_and_a_list_counts_its_first_member() {
+        let age = |lines: &[&str]| age_value(&headers(&lines.iter().map(|v| ("age", *v)).collect::<Vec<_>>()));
+        for bad in ["abc", "-7200", "1.5", "7200.0", "3600abc", "7200;foo=bar", "\"60\"", "", " , 5"] {
+            assert_eq!(age(&[bad]), 0, "Age: {bad:?}");
+        }
+        assert_eq!(age(&["0, 0"]), 0);
+        assert_eq!(age(&["0,7200"]), 0);
+        assert_eq!(age(&["7200,0"]), 7200);
+        assert_eq!(age(&[" 30 "]), 30);
+        assert_eq!(age(&["3600", "0"]), 3600, "a second field line is a second member");
+        assert_eq!(age(&["abc", "60"]), 0);
+        assert_eq!(age(&["99999999999999999999"]), super::super::cache_control::DELTA_MAX);
     }
 
     #[test]
