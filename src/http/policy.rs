@@ -406,9 +406,11 @@ pub enum Usable {
     Revalidate(Fwd),
 }
 
-/// True when the response carries a validator usable for revalidation.
+/// True when the response carries a validator usable for revalidation: an `ETag`, or a
+/// `Last-Modified` that is an HTTP date (one that is not could never be sent back as
+/// `If-Modified-Since`).
 pub fn has_validator(resp: &HeaderMap) -> bool {
-    resp.contains_key(ETAG) || resp.contains_key(LAST_MODIFIED)
+    resp.contains_key(ETAG) || header_date(resp, LAST_MODIFIED).is_some()
 }
 
 #[cfg(test)]
