@@ -101,6 +101,20 @@ async fn if_modified_since_compares_with_last_modified() {
     assert_eq!(origin.count(), 1);
 }
 
+/// RFC 9110 §5.6.7: a recipient "MUST accept all three HTTP-date formats"; RFC 9111 §4.2 asks a
+/// cache to match dates case-insensitively.
+#[tokio::test]
+async fn if_modified_since_is_read_in_every_http_date_format_and_case() {
+    let (clock, origin, _p, c) = etag_origin("\"v1\"").await;
+    let lm = date_at(&clock, -100);
+    let [rfc850, asctime] = obsolete_dates(&lm);
+    for ims in [rfc850.to_lowercase(), asctime.to_uppercase(), lm.to_uppercase()] {
+        let r = c.get_with("/a", &[("if-modified-since", &ims)]).await;
+        assert_eq!((r.status, r.cache_status()), (304, hit(60).as_str()), "If-Modified-Since: {ims}");
+    }
+    assert_eq!(origin.count(), 1);
+}
+
 #[tokio::test]
 async fn if_none_match_takes_precedence_over_if_modified_since() {
     let (clock, _origin, _p, c) = etag_origin("\"v1\"").await;

@@ -198,8 +198,9 @@ pub struct Freshness {
     pub last_modified: Millis,
 }
 
-/// Parses an HTTP date header into milliseconds since the epoch.
-pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Millis> {
+/// Parses an HTTP date header, received at `now`, into milliseconds since the epoch (any of the
+/// three formats, see [`http_date`](crate::clock::http_date)).
+pub fn header_date(h: &HeaderMap, name: http::header::HeaderName, now: Millis) -> Option<Millis> {
     let slot = match name {
         DATE => 0,
         LAST_MODIFIED => 1,
@@ -209,12 +210,14 @@ pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Mill
     let v = h.get(name)?.as_bytes();
     LAST_DATES.with_borrow_mut(|memo| match memo.get_mut(slot) {
         Some(last) if last.0 == v => last.1,
-        Some(last) if v.len() <= 32 => {
-            let parsed = crate::clock::http_date(v);
+        // Only an IMF-fixdate is remembered: its meaning does not depend on `now`, as a
+        // two-digit year's does.
+        Some(last) if v.len() == 29 => {
+            let parsed = crate::clock::http_date(v, now);
             *last = (bytes::Bytes::copy_from_slice(v), parsed);
             parsed
         }
-        _ => crate::clock::http_date(v),
+        _ => crate::clock::http_date(v, now),
     })
 }
 
@@ -253,9 +256,9 @@ pub fn freshness(
     response_time: Millis,
     opts: &PolicyOptions,
 ) -> Freshness {
-    let date = header_date(resp, DATE).unwrap_or(response_time);
+    let date = header_date(resp, DATE, response_time).unwrap_or(response_time);
     let times = Times { request_time, response_time, date, age_value: secs32(age_value(resp)) };
-    let last_modified = header_date(resp, LAST_MODIFIED);
+    let last_modified = header_date(resp, LAST_MODIFIED, response_time);
     Freshness {
         times,
         lifetime: secs32(lifetime(status, resp, cc, date, last_modified, opts)),
@@ -294,7 +297,7 @@ fn lifetime(
         if resp.get_all(EXPIRES).iter().count() > 1 {
             return 0;
         }
-        return match header_date(resp, EXPIRES) {
+        return match header_date(resp, EXPIRES, date) {
             Some(exp) => exp.saturating_sub(date) / 1000,
             None => 0,
         };
@@ -408,9 +411,9 @@ pub enum Usable {
 
 /// True when the response carries a validator usable for revalidation: an `ETag`, or a
 /// `Last-Modified` that is an HTTP date (one that is not could never be sent back as
-/// `If-Modified-Since`).
-pub fn has_validator(resp: &HeaderMap) -> bool {
-    resp.contains_key(ETAG) || header_date(resp, LAST_MODIFIED).is_some()
+/// `If-Modified-Since`). `now`: when the response was received.
+pub fn has_validator(resp: &HeaderMap, now: Millis) -> bool {
+    resp.contains_key(ETAG) || header_date(resp, LAST_MODIFIED, now).is_some()
 }
 
 #[cfg(test)]
@@ -437,10 +440,10 @@ mod tests {
         ] {
             for name in [DATE, LAST_MODIFIED, EXPIRES, http::header::HeaderName::from_static("x-date")] {
                 h.insert(name.clone(), HeaderValue::from_str(&value).unwrap());
-                assert_eq!(header_date(&h, name.clone()), want, "{name}: {value}");
+                assert_eq!(header_date(&h, name.clone(), 1_700_000_000_000), want, "{name}: {value}");
             }
         }
-        assert_eq!(header_date(&HeaderMap::new(), DATE), None);
+        assert_eq!(header_date(&HeaderMap::new(), DATE, 0), None);
     }
 
     fn date(ms: Millis) -> String {

@@ -26,13 +26,14 @@ pub enum RangeAnswer {
 /// Evaluates `range` (the request's `Range` value) and its `If-Range` (§13.1.5) against a stored
 /// body of `len` bytes with the given `etag` (matched only when strong) and `last_modified`
 /// (the stored `Last-Modified` when it is a strong validator, else `None`: a date then never
-/// matches; asked only for an `If-Range` with a date).
+/// matches; asked only for an `If-Range` with a date). `now` places a two-digit year.
 pub fn evaluate(
     range: &str,
     req: &HeaderMap,
     len: u64,
     etag: Option<&str>,
     last_modified: impl FnOnce() -> Option<Millis>,
+    now: Millis,
 ) -> RangeAnswer {
     if let Some(if_range) = req.get(IF_RANGE) {
         let Ok(v) = if_range.to_str() else { return RangeAnswer::Full };
@@ -41,7 +42,7 @@ pub fn evaluate(
             // Strong comparison: weak tags never match.
             etag.is_some_and(|e| !e.starts_with("W/") && e == v)
         } else {
-            crate::clock::http_date(v.as_bytes()).is_some_and(|d| last_modified() == Some(d))
+            crate::clock::http_date(v.as_bytes(), now).is_some_and(|d| last_modified() == Some(d))
         };
         if !matches {
             return RangeAnswer::Full;
@@ -84,7 +85,7 @@ mod tests {
     use super::*;
 
     fn ev(range: &str, len: u64) -> RangeAnswer {
-        evaluate(range, &HeaderMap::new(), len, None, || None)
+        evaluate(range, &HeaderMap::new(), len, None, || None, 0)
     }
 
     #[test]
@@ -105,8 +106,11 @@ mod tests {
     fn if_range_needs_a_strong_match() {
         let mut h = HeaderMap::new();
         h.insert(IF_RANGE, "\"v1\"".parse().unwrap());
-        assert_eq!(evaluate("bytes=0-1", &h, 10, Some("\"v1\""), || None), RangeAnswer::Partial { start: 0, end: 1 });
-        assert_eq!(evaluate("bytes=0-1", &h, 10, Some("\"v2\""), || None), RangeAnswer::Full);
-        assert_eq!(evaluate("bytes=0-1", &h, 10, Some("W/\"v1\""), || None), RangeAnswer::Full);
+        assert_eq!(
+            evaluate("bytes=0-1", &h, 10, Some("\"v1\""), || None, 0),
+            RangeAnswer::Partial { start: 0, end: 1 }
+        );
+        assert_eq!(evaluate("bytes=0-1", &h, 10, Some("\"v2\""), || None, 0), RangeAnswer::Full);
+        assert_eq!(evaluate("bytes=0-1", &h, 10, Some("W/\"v1\""), || None, 0), RangeAnswer::Full);
     }
 }

@@ -275,7 +275,8 @@ impl Proxy {
     ) -> Option<Answer> {
         let code = head.status;
         let etag = head.headers.get(header::ETAG).map(|v| v.as_bytes());
-        if conditional::answer_not_modified(&parts.headers, code, etag, head.last_modified) {
+        let now = self.clock.now_millis();
+        if conditional::answer_not_modified(&parts.headers, code, etag, head.last_modified, now) {
             let headers = not_modified_headers(&head.headers);
             return Some(self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status));
         }
@@ -488,7 +489,11 @@ impl Proxy {
             decision = Err(NotStored::TooLarge);
         }
         let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
-        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
+        if decision.is_ok()
+            && fresh.lifetime == 0
+            && !fresh.no_cache
+            && !policy::has_validator(&rp.headers, response_time)
+        {
             decision = Err(NotStored::NoFreshness);
         }
         (decision, fresh, resp_cc)

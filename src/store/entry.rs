@@ -47,7 +47,7 @@ impl Entry {
     /// which it may be sent back as `If-Modified-Since`.
     pub fn last_modified_date(&self) -> Option<HeaderValue> {
         let lm = self.headers.get(&LAST_MODIFIED)?;
-        crate::clock::http_date(lm.as_bytes()).is_some().then_some(lm)
+        crate::clock::http_date(lm.as_bytes(), self.freshness.times.response_time).is_some().then_some(lm)
     }
 
     /// The stored headers updated from a 304 response (RFC 9111 §3.2, §4.3.4): every field of
