@@ -45,11 +45,14 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
 }
 
-/// Status codes this cache understands (registered and with known semantics), for
-/// `must-understand` (RFC 9111 §5.2.2.3).
+/// Status codes whose caching requirements this cache implements, for `must-understand` (RFC
+/// 9111 §5.2.2.3): the final status codes of RFC 9110 and those registered since whose caching
+/// rules are the general ones. Not 206 (stored only as a piece of a range, never as a response
+/// of its own), 304 (not a representation), nor 226 IM Used (RFC 3229: caching it needs
+/// instance manipulations this cache does not implement).
 fn understood(status: StatusCode) -> bool {
     matches!(status.as_u16(),
-        200..=205 | 207 | 208 | 226 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
+        200..=205 | 207 | 208 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
         | 500..=508 | 510 | 511)
 }
 
@@ -131,7 +134,13 @@ pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<
     if req_cc.no_store {
         return Err(NotStored::RequestNoStore);
     }
-    if resp_cc.no_store {
+    // §5.2.2.3: "When a cache that implements the must-understand directive receives a response
+    // that includes it, the cache SHOULD ignore the no-store directive if it understands the
+    // status code"; one it does not understand is not stored at all.
+    if resp_cc.must_understand && !understood(status) {
+        return Err(NotStored::Status);
+    }
+    if resp_cc.no_store && !resp_cc.must_understand {
         return Err(NotStored::NoStore);
     }
     // §3: a shared cache does not store private responses (qualified or not).
@@ -148,12 +157,8 @@ pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<
     if !opts.store_set_cookie && resp.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    // §3: 206 needs range assembly and 304 is not a representation; with must-understand,
-    // only status codes this cache knows (§5.2.2.3).
+    // §3: 206 needs range assembly and 304 is not a representation.
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational() {
-        return Err(NotStored::Status);
-    }
-    if resp_cc.must_understand && !understood(status) {
         return Err(NotStored::Status);
     }
     let explicit = resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
@@ -568,6 +573,12 @@ mod tests {
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5")]), Ok(()));
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5, private")]), Err(NotStored::Private));
         assert_eq!(check(&[], 200, &[("cache-control", "No-Store")]), Err(NotStored::NoStore));
+        assert_eq!(check(&[], 200, &[("cache-control", "no-store, must-understand, max-age=5")]), Ok(()));
+        assert_eq!(
+            check(&[], 226, &[("cache-control", "no-store, must-understand, max-age=5")]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(check(&[], 599, &[("cache-control", "must-understand, max-age=5")]), Err(NotStored::Status));
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]), Err(NotStored::VaryStar));
         assert_eq!(
             check(&[], 200, &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]),
