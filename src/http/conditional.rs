@@ -59,13 +59,14 @@ pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis,
             .filter_map(|v| v.to_str().ok())
             .any(|list| list.trim() == "*" || EntityTags::new(list).any(|t| t == ours));
     }
-    if let Some(ims) = req.get(header::IF_MODIFIED_SINCE) {
-        let Some(ims) = crate::clock::http_date(ims.as_bytes(), now) else {
-            return false;
-        };
-        return last_modified <= ims;
+    // RFC 9110 §13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
+    // received field value is not a valid HTTP-date, the field value has more than one member
+    // ..." (two field lines are two members).
+    let mut ims = req.get_all(header::IF_MODIFIED_SINCE).iter();
+    match (ims.next(), ims.next()) {
+        (Some(one), None) => crate::clock::http_date(one.as_bytes(), now).is_some_and(|ims| last_modified <= ims),
+        _ => false,
     }
-    false
 }
 
 /// True when `b` is one whole entity-tag (RFC 9110 §8.8.3): `"x"` or `W/"x"`, no `"` inside.
@@ -165,5 +166,10 @@ mod tests {
         assert!(not_modified(&h, None, t, 0));
         assert!(!not_modified(&h, None, t + 1000, 0));
         assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, t, 0));
+        let twice = req(&[
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert!(!not_modified(&twice, None, t, 0), "more than one member: ignored");
     }
 }
