@@ -83,16 +83,13 @@ pub const SURROGATE_TARGET: &str = "edgecache";
 /// `CDN-Cache-Control` (RFC 9213).
 pub static CDN_CACHE_CONTROL: http::header::HeaderName = http::header::HeaderName::from_static("cdn-cache-control");
 
-/// The response directives this cache obeys (RFC 9213 §2.1): the first targeted field present
-/// with directives (`opts.targeted`, then `Surrogate-Control` directives for this cache) replaces
-/// `Cache-Control` as a whole; without one, `Cache-Control`.
+/// The response directives this cache obeys (RFC 9213 §2.2): the first targeted field that is
+/// present and valid (`opts.targeted`, Structured Field Dictionaries, then `Surrogate-Control`
+/// directives for this cache) replaces `Cache-Control` as a whole; without one, `Cache-Control`.
 pub fn response_cache_control(resp: &HeaderMap, opts: &PolicyOptions) -> CacheControl {
     for name in &opts.targeted {
-        if CacheControl::present(resp, name) {
-            let cc = CacheControl::from_headers(resp, name);
-            if cc != CacheControl::default() {
-                return cc;
-            }
+        if let Some(cc) = super::cache_control::structured(resp, name) {
+            return cc;
         }
     }
     if let Some(cc) = super::cache_control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
