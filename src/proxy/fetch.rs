@@ -181,7 +181,8 @@ impl Proxy {
         let parts = &ctx.parts;
         match &*outcome {
             Fetched::Stream(head) => {
-                if !vary::matches(&head.vary, &parts.headers) {
+                let language = head.headers.get(header::CONTENT_LANGUAGE).map(|v| v.as_bytes());
+                if !vary::selects(&head.vary, &parts.headers, language) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
@@ -204,7 +205,8 @@ impl Proxy {
                 }
             }
             Fetched::Entry { entry, stored } => {
-                if !vary::matches(&entry.vary, &parts.headers) {
+                let language = entry.headers.get_bytes(&header::CONTENT_LANGUAGE);
+                if !vary::selects(&entry.vary, &parts.headers, language) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(304);

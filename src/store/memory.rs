@@ -53,9 +53,16 @@ impl Variants {
     }
 
     /// The variant selected by a request's header fields (§4.1), newest first (§4.1: "the most
-    /// recent response").
+    /// recent response"): one whose selecting values match, else one whose language the
+    /// request's `Accept-Language` chooses by quality values ([`vary::same_language`]). The second
+    /// look is taken only when the first found nothing.
     pub fn select(&self, req: &HeaderMap) -> Option<&Arc<Entry>> {
-        self.entries().iter().find(|e| vary::matches(&e.vary, req))
+        let entries = self.entries();
+        entries.iter().find(|e| vary::matches(&e.vary, req)).or_else(|| {
+            entries
+                .iter()
+                .find(|e| vary::same_language(&e.vary, req, e.headers.get_bytes(&http::header::CONTENT_LANGUAGE)))
+        })
     }
 
     fn weight(&self) -> u32 {
