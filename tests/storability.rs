@@ -136,23 +136,6 @@ async fn authorization_request_is_stored_with_public_s_maxage_or_must_revalidate
 }
 
 #[tokio::test]
-async fn range_requests_are_forwarded_and_206_is_not_stored() {
-    let clock = clock();
-    let (origin, _p, c) = serve(&clock, |req, _| match req.header("range") {
-        Some(_) => Reply::status(206).body("ell").cc("max-age=60").header("content-range", "bytes 1-3/5"),
-        None => Reply::ok("hello").cc("max-age=60"),
-    })
-    .await;
-    let r = c.get_with("/a", &[("range", "bytes=1-3")]).await;
-    assert_eq!((r.status, r.text().as_str()), (206, "ell"));
-    assert_eq!(r.cache_status(), "edgecache; fwd=bypass; fwd-status=206; detail=partial");
-    assert_eq!(origin.last().header("range"), Some("bytes=1-3"));
-    // Nothing stored under the URL.
-    assert_eq!(c.get("/a").await.cache_status(), MISS_STORED);
-    assert_eq!(origin.count(), 2);
-}
-
-#[tokio::test]
 async fn a_206_to_a_plain_request_is_not_stored() {
     let clock = clock();
     let (origin, _p, c) =

@@ -119,14 +119,26 @@ pub struct Resp<'a> {
 }
 
 /// Whether a response may be stored (RFC 9111 §3, as a shared cache), or the reason it may not.
+/// A `206`, or any response to a `Range` request, is stored only as a piece ([`storable_piece`]).
 pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
+    if req.headers.contains_key(http::header::RANGE) || resp.status == StatusCode::PARTIAL_CONTENT {
+        return Err(NotStored::Partial);
+    }
+    storable_representation(req, resp, opts)
+}
+
+/// Whether a `206` may be stored as a piece of its representation: RFC 9111 §3.3, "a 206
+/// (Partial Content) response MAY be stored as if it were an incomplete 200 (OK) response", so
+/// every rule for a `200` applies. (`Vary` is not supported for pieces: the caller refuses it.)
+pub fn storable_piece(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
+    storable_representation(req, &Resp { status: StatusCode::OK, headers: resp.headers, cc: resp.cc }, opts)
+}
+
+fn storable_representation(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
     let (method, req_cc, status, resp_cc) = (req.method, req.cc, resp.status, resp.cc);
     let (req, resp) = (req.headers, resp.headers);
     if method != Method::GET {
         return Err(NotStored::Method);
-    }
-    if req.contains_key(http::header::RANGE) || status == StatusCode::PARTIAL_CONTENT {
-        return Err(NotStored::Partial);
     }
     if req_cc.no_store {
         return Err(NotStored::RequestNoStore);

@@ -17,6 +17,7 @@ use moka::sync::Cache;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
+use super::pieces::{Partial, Slice};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
 
@@ -31,11 +32,14 @@ pub struct Variants {
     until: Millis,
 }
 
-/// Most URLs have one variant: it is held without a list.
+/// Most URLs have one variant: it is held without a list. A URL stored in pieces holds its
+/// [`Partial`] instead, and each of its slices is a [`Slice`] under a key of its own.
 #[derive(Debug, Clone)]
 enum List {
     One(Arc<Entry>),
     Many(Arc<[Arc<Entry>]>),
+    Partial(Arc<Partial>),
+    Slice(Arc<Slice>),
 }
 
 impl Variants {
@@ -44,11 +48,12 @@ impl Variants {
         Variants { list, until }
     }
 
-    /// The variants, newest first.
+    /// The variants, newest first (none for pieces).
     pub fn entries(&self) -> &[Arc<Entry>] {
         match &self.list {
             List::One(e) => std::slice::from_ref(e),
             List::Many(v) => v,
+            List::Partial(_) | List::Slice(_) => &[],
         }
     }
 
@@ -66,7 +71,12 @@ impl Variants {
     }
 
     fn weight(&self) -> u32 {
-        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + PER_URL;
+        let pieces = match &self.list {
+            List::Partial(p) => p.weight(),
+            List::Slice(s) => s.weight(),
+            List::One(_) | List::Many(_) => 0,
+        };
+        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + pieces + PER_URL;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }
@@ -170,6 +180,35 @@ impl MemoryTier {
             }
         }
         self.insert(key, new, keep_for);
+    }
+
+    /// The pieces record of `key` at `now`, when the URL is stored in pieces.
+    pub fn partial(&self, key: &CacheKey, now: Millis) -> Option<Arc<Partial>> {
+        match self.get_at(key, now)?.list {
+            List::Partial(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The slice stored under `key` (a [`CacheKey::slice`]) at `now`.
+    pub fn slice(&self, key: &CacheKey, now: Millis) -> Option<Arc<Slice>> {
+        match self.get_at(key, now)?.list {
+            List::Slice(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Stores the pieces record of `key`, replacing what the URL held (a complete response
+    /// replaces it in turn through [`insert`](Self::insert)).
+    pub fn put_partial(&self, key: CacheKey, partial: Arc<Partial>, keep_for: Duration) {
+        let until = Self::until(self.clock.now_millis(), keep_for);
+        self.put(key, Variants { list: List::Partial(partial), until });
+    }
+
+    /// Stores a slice under its key.
+    pub fn put_slice(&self, key: CacheKey, slice: Arc<Slice>, keep_for: Duration) {
+        let until = Self::until(self.clock.now_millis(), keep_for);
+        self.put(key, Variants { list: List::Slice(slice), until });
     }
 
     /// Removes one variant.
