@@ -163,3 +163,13 @@ async fn if_range_not_matching_the_stored_pieces_goes_to_the_origin() {
         ("edgecache; fwd=bypass; fwd-status=206; detail=partial", Some("\"v0\""))
     );
 }
+
+/// RFC 9110 §13.1.5: with `If-Range`, the range is wanted only "if the representation is
+/// unchanged", which only the origin can tell of an object not stored: the request goes as asked.
+#[tokio::test]
+async fn if_range_on_an_object_not_stored_goes_to_the_origin_as_asked() {
+    let (_tag, origin, _p, c) = slicing(8 << 20).await;
+    c.get_with("/a", &[("range", "bytes=1100-1199"), ("if-range", "\"v0\"")]).await;
+    let seen = origin.last();
+    assert_eq!((seen.header("range"), seen.header("if-range")), (Some("bytes=1100-1199"), Some("\"v0\"")));
+}

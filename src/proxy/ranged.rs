@@ -76,8 +76,16 @@ impl Proxy {
         if ctx.cc.only_if_cached {
             return only_if_cached();
         }
+        if h.contains_key(header::IF_RANGE) {
+            // Only the origin knows whether the client's copy is current: a 200 or a 206 of its
+            // choosing goes back as it is.
+            return self.pass_range(ctx).await;
+        }
         match (spec, partial) {
-            (Spec::From(start, end), Some(p)) if p.validator.is_some() => self.sliced(ctx, Some(p), start, end).await,
+            (spec, Some(p)) if p.validator.is_some() => match spec.resolve(p.length) {
+                RangeAnswer::Partial { start, end } => self.sliced(ctx, Some(p), start, Some(end)).await,
+                RangeAnswer::Unsatisfiable | RangeAnswer::Full => self.forward_piece(ctx).await,
+            },
             (Spec::From(start, end), None) => self.sliced(ctx, None, start, end).await,
             // The length is not known (a suffix), or the stored piece cannot be combined with
             // another (no strong validator): the range goes to the origin as asked.
