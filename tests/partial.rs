@@ -173,3 +173,19 @@ async fn if_range_on_an_object_not_stored_goes_to_the_origin_as_asked() {
     let seen = origin.last();
     assert_eq!((seen.header("range"), seen.header("if-range")), (Some("bytes=1100-1199"), Some("\"v0\"")));
 }
+
+/// A response that may not be stored (RFC 9111 §3: `private` for a shared cache) marks its URL
+/// hit-for-pass: the next range goes to the origin as asked, not as a slice.
+#[tokio::test]
+async fn a_range_of_a_url_whose_pieces_may_not_be_stored_goes_as_asked() {
+    let clock = clock();
+    let (origin, _p, c) = serve_with(
+        &clock,
+        |cfg| cfg.cache.slice_bytes = SLICE,
+        |_, _| Reply::status(206).body("0123456789").cc("private").header("content-range", "bytes 0-9/3000"),
+    )
+    .await;
+    c.get_with("/a", &[("range", "bytes=0-9")]).await;
+    c.get_with("/a", &[("range", "bytes=0-9")]).await;
+    assert_eq!(origin.last().header("range"), Some("bytes=0-9"));
+}

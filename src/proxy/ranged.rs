@@ -76,9 +76,10 @@ impl Proxy {
         if ctx.cc.only_if_cached {
             return only_if_cached();
         }
-        if h.contains_key(header::IF_RANGE) {
+        if h.contains_key(header::IF_RANGE) || self.hit_for_pass.active(&ctx.key, now) {
             // Only the origin knows whether the client's copy is current: a 200 or a 206 of its
-            // choosing goes back as it is.
+            // choosing goes back as it is. A URL whose responses may not be stored is not
+            // fetched in slices either: the origin would send a slice for nothing.
             return self.pass_range(ctx).await;
         }
         match (spec, partial) {
@@ -349,7 +350,10 @@ impl Proxy {
         if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !has_validator {
             decision = Err(NotStored::NoFreshness);
         }
-        if decision.is_err() {
+        if let Err(reason) = decision {
+            if reason.from_response() {
+                self.hit_for_pass.mark(key, response_time);
+            }
             return partial;
         }
         let keep_for = self.tiers.keep_for(&fresh, response_time);
