@@ -1,5 +1,6 @@
 //! Benchmarks of the per-request hot path: the cache key, `Cache-Control` parsing, freshness,
-//! Vary matching, and one end-to-end cache hit through the proxy on loopback.
+//! Vary matching, one end-to-end cache hit through the proxy on loopback, and a 1 MiB hit of a
+//! whole object against a 1 MiB range answered from a stored slice.
 //!
 //! `cargo bench --bench hot_path` (criterion; `-- --quick` for a short run, `-- key` to filter).
 
@@ -164,6 +165,100 @@ fn end_to_end(c: &mut Criterion) {
     rt.block_on(running.shutdown());
 }
 
+/// An origin on 127.0.0.1:0: `/whole` is 1 MiB, `/sliced` 16 MiB (past `max_object_size`, so
+/// only ever stored in slices) answering one byte range per request; both cacheable for an hour.
+async fn spawn_large_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin address");
+    let whole = Bytes::from(vec![b'w'; 1 << 20]);
+    let sliced = Bytes::from(vec![b's'; 16 << 20]);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (whole, sliced) = (whole.clone(), sliced.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (whole, sliced) = (whole.clone(), sliced.clone());
+                    async move {
+                        let resp = Response::builder()
+                            .header(header::CACHE_CONTROL, "public, max-age=3600")
+                            .header(header::ETAG, "\"v1\"");
+                        let range = req.headers().get(header::RANGE).and_then(|r| r.to_str().ok());
+                        let spec = range.and_then(|r| r.strip_prefix("bytes=")).and_then(|s| s.split_once('-'));
+                        let resp = match (req.uri().path(), spec) {
+                            ("/sliced", Some((a, b))) => {
+                                let (a, b): (usize, usize) = (a.parse().expect("start"), b.parse().expect("end"));
+                                let b = b.min(sliced.len() - 1);
+                                resp.status(StatusCode::PARTIAL_CONTENT)
+                                    .header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", sliced.len()))
+                                    .body(Full::new(sliced.slice(a..=b)))
+                            }
+                            _ => resp.body(Full::new(whole)),
+                        };
+                        Ok::<_, Infallible>(resp.expect("valid response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A 1 MiB hit of a whole stored object against a 1 MiB range answered from a stored slice.
+fn range_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (running, client, whole, sliced) = rt.block_on(async {
+        let origin = spawn_large_origin().await;
+        let defaults = Config::default();
+        let cfg = Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            origin: Origin::parse(&format!("http://{origin}")).expect("valid origin"),
+            log: LogConfig { access: false, ..defaults.log },
+            ..defaults
+        };
+        let running = edgecache::start(cfg, Arc::new(SystemClock)).await.expect("start the proxy");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let whole: Uri = format!("http://{}/whole", running.addr()).parse().expect("valid URI");
+        let sliced: Uri = format!("http://{}/sliced", running.addr()).parse().expect("valid URI");
+        for (uri, range) in [(&whole, None), (&sliced, Some("bytes=1048576-2097151"))] {
+            for round in ["prime", "hit"] {
+                let mut req = http::Request::get(uri.clone());
+                if let Some(r) = range {
+                    req = req.header(header::RANGE, r);
+                }
+                let resp = client.request(req.body(Empty::new()).expect("request")).await.expect("GET");
+                let status = resp.headers().get("cache-status").and_then(|s| s.to_str().ok()).unwrap_or("").to_owned();
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(body.len(), 1 << 20, "{uri} {round}");
+                assert!(round == "prime" || status.contains("hit"), "{uri}: not a hit: {status}");
+            }
+        }
+        (running, client, whole, sliced)
+    });
+    let client_ref = &client;
+    for (name, uri, range) in [
+        ("e2e GET hit 1 MiB whole object", &whole, None),
+        ("e2e GET hit 1 MiB range from a stored slice", &sliced, Some("bytes=1048576-2097151")),
+    ] {
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async move {
+                let mut req = http::Request::get(uri.clone());
+                if let Some(r) = range {
+                    req = req.header(header::RANGE, r);
+                }
+                let resp = client_ref.request(req.body(Empty::new()).expect("request")).await.expect("GET");
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                black_box(body)
+            })
+        });
+    }
+    drop(client);
+    rt.block_on(running.shutdown());
+}
+
 /// Memory-tier lookup of one of 10,000 stored URLs, and the variant selection.
 fn lookup(c: &mut Criterion) {
     let tier = MemoryTier::new(256 << 20, 16, Arc::new(SystemClock));
@@ -233,5 +328,5 @@ fn stored_entry() -> Arc<Entry> {
     })
 }
 
-criterion_group!(benches, key, control, freshness, vary_match, lookup, response_assembly, end_to_end);
+criterion_group!(benches, key, control, freshness, vary_match, lookup, response_assembly, end_to_end, range_hit);
 criterion_main!(benches);

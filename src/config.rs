@@ -235,6 +235,9 @@ pub struct CacheConfig {
     pub memory_bytes: u64,
     /// Responses larger than this stream through and are not stored.
     pub max_object_bytes: u64,
+    /// A range of an object not stored is fetched from the origin in slices of this many bytes
+    /// (aligned to multiples of it), each stored as a piece of the object.
+    pub slice_bytes: u64,
     /// Heuristic freshness (RFC 9111 §4.2.2) for responses without explicit expiration.
     pub heuristic_freshness: bool,
     /// Upper bound on a heuristic lifetime.
@@ -317,6 +320,7 @@ impl Default for Config {
             cache: CacheConfig {
                 memory_bytes: 256 << 20,
                 max_object_bytes: 8 << 20,
+                slice_bytes: 1 << 20,
                 heuristic_freshness: true,
                 heuristic_max: Duration::from_secs(86_400),
                 keep_stale: Duration::from_secs(3_600),
@@ -551,6 +555,8 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     let c = &mut cfg.cache;
     w.take(t, "cache", "memory", |w, p, v| w.size(p, v).map(|s| c.memory_bytes = s));
     w.take(t, "cache", "max_object_size", |w, p, v| w.size(p, v).map(|s| c.max_object_bytes = s));
+    let mut slice_size = None;
+    w.take(t, "cache", "slice_size", |w, p, v| w.size(p, v).map(|s| slice_size = Some(s)));
     w.take(t, "cache", "heuristic_freshness", |w, p, v| w.boolean(p, v).map(|b| c.heuristic_freshness = b));
     w.take(t, "cache", "heuristic_max", |w, p, v| w.duration(p, v).map(|d| c.heuristic_max = d));
     w.take(t, "cache", "keep_stale", |w, p, v| w.duration(p, v).map(|d| c.keep_stale = d));
@@ -566,6 +572,13 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
         w.bad("cache.max_object_size", "must be greater than 0".into());
     } else if c.max_object_bytes > c.memory_bytes {
         w.bad("cache.max_object_size", "must not exceed cache.memory".into());
+    }
+    match slice_size {
+        Some(s) if s < 1 << 10 => w.bad("cache.slice_size", "must be at least 1KiB".into()),
+        Some(s) if s > c.max_object_bytes => w.bad("cache.slice_size", "must not exceed cache.max_object_size".into()),
+        Some(s) => c.slice_bytes = s,
+        // The default, within a smaller max_object_size.
+        None => c.slice_bytes = c.slice_bytes.min(c.max_object_bytes.max(1)),
     }
 }
 
@@ -859,6 +872,7 @@ mod tests {
             [cache]
             memory = "lots"
             max_object_size = true
+            slice_size = "1KB"
             [timeouts]
             connect = "0s"
             idle = 5
@@ -866,9 +880,16 @@ mod tests {
         )
         .unwrap_err();
         let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
-        for p in
-            ["listen", "origin", "colour", "cache.memory", "cache.max_object_size", "timeouts.connect", "timeouts.idle"]
-        {
+        for p in [
+            "listen",
+            "origin",
+            "colour",
+            "cache.memory",
+            "cache.max_object_size",
+            "cache.slice_size",
+            "timeouts.connect",
+            "timeouts.idle",
+        ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }
@@ -877,5 +898,18 @@ mod tests {
     fn empty_file_is_defaults() {
         let cfg = Config::parse("").unwrap();
         assert_eq!(cfg.cache.memory_bytes, 256 << 20);
+        assert_eq!(cfg.cache.slice_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn slice_size_is_a_size_within_the_object_limit() {
+        assert_eq!(Config::parse("[cache]\nslice_size = \"256KiB\"").unwrap().cache.slice_bytes, 256 << 10);
+        let small = Config::parse("[cache]\nmax_object_size = \"32KiB\"").unwrap();
+        assert_eq!(small.cache.slice_bytes, 32 << 10, "the default stays within max_object_size");
+        for bad in ["\"0\"", "\"512\"", "\"9MiB\"", "\"big\"", "true"] {
+            let err = Config::parse(&format!("[cache]\nslice_size = {bad}")).unwrap_err();
+            let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
+            assert_eq!(paths, ["cache.slice_size"], "slice_size = {bad}");
+        }
     }
 }

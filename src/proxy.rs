@@ -18,6 +18,7 @@ mod endpoint;
 mod fetch;
 mod origin;
 mod pass;
+mod ranged;
 mod request;
 mod respond;
 
@@ -177,14 +178,17 @@ impl Proxy {
         }
         let hit = |ttl: i64| CacheStatus { shared_tier: from_shared, ..CacheStatus::hit(ttl) };
         if h.contains_key(header::RANGE) {
-            // A range is served from a usable complete stored response; otherwise the request
-            // is forwarded as it is and the partial response is not stored.
+            // A range is served from a usable complete stored response; a GET's otherwise from
+            // stored pieces or fetched in slices (`ranged`); a HEAD's is forwarded.
             let usable = |e: &Arc<crate::store::Entry>| {
                 matches!(e.freshness.usable(&ctx.cc, now), Usable::Fresh | Usable::Stale)
             };
             if let Some(entry) = selected.filter(usable) {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
                 return self.serve_stored(&ctx.parts, &entry, hit(ttl), now);
+            }
+            if ctx.parts.method == Method::GET {
+                return Box::pin(self.ranged(ctx)).await;
             }
             if ctx.cc.only_if_cached {
                 return only_if_cached();
@@ -195,7 +199,9 @@ impl Proxy {
             if ctx.cc.only_if_cached {
                 return only_if_cached();
             }
-            let fwd = if found.variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
+            // Pieces of a representation are no variant.
+            let fwd =
+                if found.variants.is_some_and(|v| !v.entries().is_empty()) { Fwd::VaryMiss } else { Fwd::UriMiss };
             return self.fetch(Arc::new(ctx), Miss { fwd, stale: None, join: Some(writes) }).await;
         };
         match entry.freshness.usable(&ctx.cc, now) {

@@ -20,6 +20,9 @@ pub enum Fwd {
     Request,
     /// The request can never be answered from the cache (method, `Range`, bad key ...).
     Bypass,
+    /// Pieces of the representation are stored, but not all the request needs: the rest was
+    /// fetched (RFC 9211 §2.2 `partial`).
+    Partial,
 }
 
 impl Fwd {
@@ -30,6 +33,7 @@ impl Fwd {
             Fwd::VaryMiss => "vary-miss",
             Fwd::Stale => "stale",
             Fwd::Request => "request",
+            Fwd::Partial => "partial",
             Fwd::Bypass => "bypass",
         }
     }
@@ -311,7 +315,7 @@ impl CacheStatus {
             (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) if self.collapsed => Outcome::Collapsed,
             (false, Some(Fwd::Stale)) if self.fwd_status == Some(304) => Outcome::Revalidated,
             (false, Some(Fwd::Stale)) => Outcome::StaleRefetch,
-            (false, Some(Fwd::UriMiss | Fwd::VaryMiss)) => Outcome::Miss,
+            (false, Some(Fwd::UriMiss | Fwd::VaryMiss | Fwd::Partial)) => Outcome::Miss,
             (false, Some(Fwd::Request)) => Outcome::RequestRefetch,
             (false, Some(Fwd::Bypass)) => Outcome::Bypass,
             (false, None) => Outcome::Local,

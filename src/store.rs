@@ -9,6 +9,7 @@ pub mod headers;
 pub mod hit_for_pass;
 pub mod key;
 pub mod memory;
+pub mod pieces;
 pub mod ready;
 pub mod shared;
 pub mod tiers;

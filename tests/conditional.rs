@@ -101,6 +101,50 @@ async fn if_modified_since_compares_with_last_modified() {
     assert_eq!(origin.count(), 1);
 }
 
+/// RFC 9110 §5.6.7: a recipient "MUST accept all three HTTP-date formats"; RFC 9111 §4.2 asks a
+/// cache to match dates case-insensitively.
+#[tokio::test]
+async fn if_modified_since_is_read_in_every_http_date_format_and_case() {
+    let (clock, origin, _p, c) = etag_origin("\"v1\"").await;
+    let lm = date_at(&clock, -100);
+    let [rfc850, asctime] = obsolete_dates(&lm);
+    for ims in [rfc850.to_lowercase(), asctime.to_uppercase(), lm.to_uppercase()] {
+        let r = c.get_with("/a", &[("if-modified-since", &ims)]).await;
+        assert_eq!((r.status, r.cache_status()), (304, hit(60).as_str()), "If-Modified-Since: {ims}");
+    }
+    assert_eq!(origin.count(), 1);
+}
+
+/// RFC 9111 §4.3.2: "If a request contains an If-Modified-Since header field and the Last-Modified
+/// header field is not present in a selected stored response, a cache SHOULD use the stored
+/// response's Date field value (or, if no Date field is present, the time that the stored
+/// response was received) to evaluate the conditional." (Already so before issue 24.)
+#[tokio::test]
+async fn without_last_modified_if_modified_since_is_compared_with_date() {
+    let clock = clock();
+    let c2 = clock.clone();
+    let (origin, _p, c) =
+        serve(&clock, move |_, _| Reply::ok("hello").cc("max-age=60").no_date().header("date", date_at(&c2, -10)))
+            .await;
+    c.get("/a").await;
+    for ims in [-10, -5] {
+        let r = c.get_with("/a", &[("if-modified-since", &date_at(&clock, ims))]).await;
+        assert_eq!((r.status, r.cache_status()), (304, hit(50).as_str()), "If-Modified-Since {ims}s, Date -10s");
+    }
+    assert_eq!(origin.count(), 1);
+}
+
+/// RFC 9110 §13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the received
+/// field value is not a valid HTTP-date, the field value has more than one member, ..."
+#[tokio::test]
+async fn if_modified_since_with_more_than_one_member_is_ignored() {
+    let (clock, origin, _p, c) = etag_origin("\"v1\"").await;
+    let ims = date_at(&clock, 0);
+    let r = c.get_with("/a", &[("if-modified-since", &ims), ("if-modified-since", &ims)]).await;
+    assert_eq!((r.status, r.text().as_str(), r.cache_status()), (200, "hello", hit(60).as_str()));
+    assert_eq!(origin.count(), 1);
+}
+
 #[tokio::test]
 async fn if_none_match_takes_precedence_over_if_modified_since() {
     let (clock, _origin, _p, c) = etag_origin("\"v1\"").await;

@@ -24,6 +24,7 @@ origin = "http://127.0.0.1:9000"
 [cache]
 memory = "256MiB"
 max_object_size = "8MiB"
+slice_size = "1MiB"
 heuristic_freshness = true
 heuristic_max = "1d"
 keep_stale = "1h"
@@ -103,6 +104,7 @@ colour = "blue"
 [cache]
 memory = "lots"
 shade = 1
+slice_size = "none"
 transparent_huge_pages = "no"
 preallocate = 1
 [timeouts]
@@ -129,6 +131,7 @@ format = "xml"
         "colour",
         "cache.memory",
         "cache.shade",
+        "cache.slice_size",
         "cache.transparent_huge_pages",
         "cache.preallocate",
         "timeouts.connect",

@@ -319,3 +319,25 @@ async fn unkeyed_override_fields_are_stripped_and_x_forwarded_host_set() {
     }
     assert_eq!(seen.header_all("x-forwarded-host"), vec!["shop.example".to_string()]);
 }
+
+/// RFC 9110 §15.2: "A client MUST be able to parse one or more 1xx responses received prior to a
+/// final response"; RFC 9111 §3: interim responses are never stored. hyper 1.x's server cannot
+/// send a 1xx (other than its automatic `100 Continue`), so a `103 Early Hints` from the origin
+/// is consumed here (see the README), and the final response is forwarded and stored without
+/// the hints' fields.
+#[tokio::test]
+async fn an_interim_103_is_consumed_and_the_final_response_stored() {
+    let clock = clock();
+    let origin = RawOrigin::start(|_| {
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            .to_vec()
+    })
+    .await;
+    let p = start_proxy(origin.addr(), &clock, |_| {}).await;
+    let c = Client::new(p.addr());
+    c.get("/a").await;
+    let r = c.get("/a").await;
+    assert_eq!((r.status, r.text().as_str(), r.cache_status(), r.header("link")), (200, "ok", hit(60).as_str(), None));
+    assert_eq!(origin.count(), 1);
+}

@@ -84,6 +84,57 @@ async fn max_age_beats_expires() {
     assert_eq!(origin.count(), 2);
 }
 
+/// RFC 9110 §5.6.7: "A recipient that parses a timestamp value in an HTTP field MUST accept all
+/// three HTTP-date formats." RFC 9111 §4.2: "a cache recipient SHOULD match the field value
+/// case-insensitively." `Date` 20 s in the past and `Expires` 980 s ahead: a lifetime of 1000 s,
+/// of which 20 are gone, when both are read.
+#[tokio::test]
+async fn expires_and_date_are_read_in_every_http_date_format_and_case() {
+    let clock = clock();
+    let (date, expires) = (date_at(&clock, -20), date_at(&clock, 980));
+    let [date_850, date_asctime] = obsolete_dates(&date);
+    let [expires_850, expires_asctime] = obsolete_dates(&expires);
+    let cases = vec![
+        ("/rfc850", date_850.clone(), expires_850.clone()),
+        ("/asctime", date_asctime.clone(), expires_asctime.clone()),
+        ("/upper", date.to_uppercase(), expires.to_uppercase()),
+        ("/lower", date.to_lowercase(), expires.to_lowercase()),
+        ("/rfc850-lower", date_850.to_lowercase(), expires_850.to_lowercase()),
+        ("/asctime-upper", date_asctime.to_uppercase(), expires_asctime.to_uppercase()),
+    ];
+    let table = cases.clone();
+    let (origin, _p, c) = serve(&clock, move |req, _| {
+        let (_, date, expires) = table.iter().find(|(path, _, _)| *path == req.path()).expect("known path");
+        Reply::ok("x").no_date().header("date", date).header("expires", expires)
+    })
+    .await;
+    for (path, date, expires) in &cases {
+        c.get(path).await;
+        let r = c.get(path).await;
+        assert_eq!((r.cache_status(), r.age()), (hit(980).as_str(), Some(20)), "Date: {date}, Expires: {expires}");
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
+}
+
+/// RFC 9110 §5.6.7 and RFC 9111 §4.2.2: a `Last-Modified` in an obsolete format, in any case,
+/// still gives a heuristic lifetime (10 % of the 1000 s since it).
+#[tokio::test]
+async fn last_modified_in_an_obsolete_format_gives_heuristic_freshness() {
+    let clock = clock();
+    let [rfc850, asctime] = obsolete_dates(&date_at(&clock, -1000));
+    let lms = [("/rfc850", rfc850.to_uppercase()), ("/asctime", asctime.to_lowercase())];
+    let table = lms.clone();
+    let (_origin, _p, c) = serve(&clock, move |req, _| {
+        let (_, lm) = table.iter().find(|(path, _)| *path == req.path()).expect("known path");
+        Reply::ok("x").header("last-modified", lm)
+    })
+    .await;
+    for (path, lm) in &lms {
+        c.get(path).await;
+        assert_eq!(c.get(path).await.cache_status(), hit(100), "Last-Modified: {lm}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_expires_means_already_stale() {
     let clock = clock();
@@ -214,6 +265,37 @@ async fn upstream_age_is_counted() {
     advance(&clock, 1);
     assert_eq!(c.get("/a").await.text(), "v2");
     assert_eq!(origin.count(), 2);
+}
+
+/// RFC 9111 §5.1: "If the field value (after discarding additional members, as per Section 5.6.1
+/// of [HTTP]) is invalid (e.g., it contains something other than a non-negative integer), a
+/// cache SHOULD ignore the field." A second field line is a second member of the list.
+#[tokio::test]
+async fn an_invalid_age_is_ignored_as_if_absent() {
+    let clock = clock();
+    let cases: &[(&str, &[&str])] = &[
+        ("/word", &["abc"]),
+        ("/negative", &["-7200"]),
+        ("/fraction", &["1.5"]),
+        ("/float", &["7200.0"]),
+        ("/suffix", &["3600abc"]),
+        ("/parameter", &["7200;foo=bar"]),
+        ("/zero-twice", &["0, 0"]),
+        ("/two-lines", &["0", "7200"]),
+        ("/garbage-line-first", &["old", "7200"]),
+    ];
+    let table = cases.to_vec();
+    let (origin, _p, c) = serve(&clock, move |req, _| {
+        let (_, lines) = table.iter().find(|(path, _)| *path == req.path()).expect("known path");
+        lines.iter().fold(Reply::ok("x").cc("max-age=3600"), |r, v| r.header("age", v))
+    })
+    .await;
+    for (path, lines) in cases {
+        c.get(path).await;
+        let r = c.get(path).await;
+        assert_eq!((r.cache_status(), r.header("age")), (hit(3600).as_str(), Some("0")), "Age: {lines:?}");
+        assert_eq!(origin.count_path(path), 1, "{path}");
+    }
 }
 
 #[tokio::test]

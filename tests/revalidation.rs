@@ -72,6 +72,19 @@ async fn last_modified_alone_is_used_as_validator() {
     assert_eq!(seen.header("if-none-match"), None, "the client's If-None-Match reached the origin");
 }
 
+/// RFC 9110 §13.1.3: "If-Modified-Since = HTTP-date"; a stored `Last-Modified` that is not an
+/// HTTP date is no modification date, and is never sent back as one.
+#[tokio::test]
+async fn an_invalid_last_modified_is_never_sent_as_if_modified_since() {
+    let clock = clock();
+    let (origin, _p, c) =
+        serve(&clock, |_, n| Reply::ok(format!("v{n}")).cc("max-age=10").header("last-modified", "a while ago")).await;
+    c.get("/a").await;
+    advance(&clock, 11);
+    c.get("/a").await;
+    assert_eq!(origin.last().header_all("if-modified-since"), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn origin_304_updates_stored_headers_and_freshness_but_not_content_length() {
     let clock = clock();

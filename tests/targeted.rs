@@ -83,9 +83,59 @@ async fn cdn_cache_control_is_removed_downstream_when_configured() {
     }
 }
 
+/// RFC 9213 §2.1: "If a targeted field in a given response is empty, or a parsing error is
+/// encountered, that field SHOULD be ignored by the cache (i.e., it should behave as if the field
+/// were not present, likely falling back to other cache-control mechanisms present)." The field
+/// is a Structured Field Dictionary (RFC 8941), and its directives "MUST have the appropriate
+/// value type": a value that is not one, or a directive of another type, leaves
+/// `Cache-Control: max-age=30` in charge.
+#[tokio::test]
+async fn cdn_cache_control_that_is_no_valid_dictionary_is_ignored_as_a_whole() {
+    let clock = clock();
+    let values = ["max-age=10000, &&&&&", "max-age=\"10000\"", "max-age=10000, no-store=yes", "Max-Age=10000"];
+    let (origin, _p, c) = serve(&clock, move |req, _| {
+        let i: usize = req.path()[1..].parse().expect("an index");
+        Reply::ok("x").cc("max-age=30").header("cdn-cache-control", values[i])
+    })
+    .await;
+    for (i, value) in values.iter().enumerate() {
+        let path = format!("/{i}");
+        c.get(&path).await;
+        assert_eq!(c.get(&path).await.cache_status(), hit(30), "CDN-Cache-Control: {value}");
+    }
+    assert_eq!(origin.count(), values.len());
+}
+
+/// RFC 9213 §2.1: targeted fields are Dictionaries, so a member without a value is the Boolean
+/// true and parameters (`;x=y`) are ignored.
+#[tokio::test]
+async fn cdn_cache_control_members_with_parameters_apply() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, |_, _| {
+        Reply::ok("x").cc("no-store").header("cdn-cache-control", "public;x=1, max-age=60;y=\"z\"")
+    })
+    .await;
+    stored_with_ttl(&c, &origin, 60).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The edgecache-specific field
 // ---------------------------------------------------------------------------------------------
+
+/// RFC 9213 §2.1 holds for this cache's own targeted field too: an invalid one is ignored and
+/// the next field in the list (`CDN-Cache-Control`) applies.
+#[tokio::test]
+async fn an_invalid_edgecache_control_falls_back_to_cdn_cache_control() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, |_, _| {
+        Reply::ok("x")
+            .cc("no-store")
+            .header("cdn-cache-control", "max-age=60")
+            .header("edgecache-control", "max-age=1.5")
+    })
+    .await;
+    stored_with_ttl(&c, &origin, 60).await;
+}
 
 #[tokio::test]
 async fn edgecache_control_beats_cdn_cache_control_and_cache_control() {

@@ -147,3 +147,37 @@ async fn a_refetched_variant_replaces_only_itself() {
     assert_eq!(c.get_with("/a", &fr).await.text(), "fr#3");
     assert_eq!(origin.count(), 3);
 }
+
+/// An origin that negotiates `Accept-Language` among `de` and `en` by quality values, says the
+/// language in `Content-Language`, and `Vary: Accept-Language`.
+fn negotiating(req: &Seen, n: usize) -> Reply {
+    let al = req.header("accept-language").unwrap_or("");
+    let lang = if al.find("en").is_some_and(|en| al.find("de").is_none_or(|de| en < de)) { "en" } else { "de" };
+    Reply::ok(format!("{lang}#{n}")).cc("max-age=60").header("vary", "accept-language").header("content-language", lang)
+}
+
+/// RFC 9111 §4.1 lets selecting fields match after "normalizing both header field values in a way
+/// that is known to have identical semantics, according to the header field's specification";
+/// RFC 9110 §12.5.4: Accept-Language's ranges are chosen by quality value. A stored variant in
+/// the language that a request prefers above every other range is the one the origin selects.
+#[tokio::test]
+async fn accept_language_preferring_the_stored_language_reuses_the_variant() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, negotiating).await;
+    assert_eq!(c.get_with("/a", &[("accept-language", "de, en")]).await.text(), "de#1");
+    let r = c.get_with("/a", &[("accept-language", "fr;q=0.5, de;q=1.0")]).await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("de#1", hit(60).as_str()));
+    assert_eq!(origin.count(), 1);
+}
+
+/// The rule never guesses: when the request's first choice is not the stored language, the
+/// origin is asked, even if the stored language is listed.
+#[tokio::test]
+async fn accept_language_preferring_another_language_is_a_vary_miss() {
+    let clock = clock();
+    let (origin, _p, c) = serve(&clock, negotiating).await;
+    c.get_with("/a", &[("accept-language", "de")]).await;
+    let r = c.get_with("/a", &[("accept-language", "en, de;q=0.5")]).await;
+    assert_eq!((r.text().as_str(), r.cache_status()), ("en#2", VARY_MISS));
+    assert_eq!(origin.count(), 2);
+}

@@ -183,6 +183,93 @@ pub fn targeted(headers: &HeaderMap, name: &HeaderName, ours: &str) -> Option<Ca
     (!(mine.is_empty() && untargeted.is_empty())).then_some(cc)
 }
 
+/// Parses a targeted cache-control field (RFC 9213 §2.1: `CDN-Cache-Control`, and this cache's
+/// own field), which is a Structured Field Dictionary (RFC 8941 §3.2), not `Cache-Control`
+/// syntax. Its field lines are one value (RFC 8941 §4.2: joined with a comma). Returns `None`,
+/// so that the next field or `Cache-Control` applies, when the field is absent or empty, when it
+/// does not parse as a Dictionary ("If a targeted field in a given response is empty, or a
+/// parsing error is encountered, that field SHOULD be ignored by the cache"), and when a
+/// directive this cache knows has a value of another type than its definition's (`max-age` and
+/// the other delta-seconds take a non-negative Integer, the flags a Boolean, `no-cache` and
+/// `private` a Boolean or a String of field names): RFC 9213 §2.1 asks that directives "MUST
+/// have the appropriate value type". Unknown directives and parameters are ignored. A duplicated
+/// key takes its last value (RFC 8941 §4.2.2).
+pub fn structured(headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?;
+    let mut joined: Option<Vec<u8>> = None;
+    for more in lines {
+        let buf = joined.get_or_insert_with(|| first.as_bytes().to_vec());
+        buf.extend_from_slice(b", ");
+        buf.extend_from_slice(more.as_bytes());
+    }
+    let value = joined.as_deref().unwrap_or(first.as_bytes());
+    let dict: sfv::Dictionary = sfv::Parser::new(value).with_version(sfv::Version::Rfc8941).parse().ok()?;
+    if dict.is_empty() {
+        return None;
+    }
+    let mut cc = CacheControl::default();
+    for (key, entry) in &dict {
+        let known = |k: &str| KNOWN_STRUCTURED.contains(&k);
+        let sfv::ListEntry::Item(item) = entry else {
+            // An inner list is no directive's type.
+            if known(key.as_str()) {
+                return None;
+            }
+            continue;
+        };
+        let bare = &item.bare_item;
+        let secs = || {
+            let n = i64::from(bare.as_integer()?);
+            u64::try_from(n).ok().map(|n| Delta::Secs(n.min(DELTA_MAX)))
+        };
+        let flag = || bare.as_boolean();
+        match key.as_str() {
+            "max-age" => cc.max_age = Some(secs()?),
+            "s-maxage" => cc.s_maxage = Some(secs()?),
+            "stale-while-revalidate" => cc.stale_while_revalidate = Some(secs()?),
+            "stale-if-error" => cc.stale_if_error = Some(secs()?),
+            "no-store" => cc.no_store = flag()?,
+            "public" => cc.public = flag()?,
+            "must-revalidate" => cc.must_revalidate = flag()?,
+            "proxy-revalidate" => cc.proxy_revalidate = flag()?,
+            "must-understand" => cc.must_understand = flag()?,
+            "immutable" => cc.immutable = flag()?,
+            "no-transform" => cc.no_transform = flag()?,
+            "no-cache" | "private" => {
+                let (unqualified, fields) = match key.as_str() {
+                    "no-cache" => (&mut cc.no_cache, &mut cc.no_cache_fields),
+                    _ => (&mut cc.private, &mut cc.private_fields),
+                };
+                match (bare.as_boolean(), bare.as_string()) {
+                    (Some(b), _) => *unqualified = b,
+                    (_, Some(list)) => field_list(Some(list.as_str().as_bytes()), unqualified, fields),
+                    _ => return None,
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(cc)
+}
+
+/// The response directives [`structured`] reads, whose value types it checks.
+const KNOWN_STRUCTURED: &[&str] = &[
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+    "no-store",
+    "public",
+    "must-revalidate",
+    "proxy-revalidate",
+    "must-understand",
+    "immutable",
+    "no-transform",
+    "no-cache",
+    "private",
+];
+
 /// `a;b` split at its first `;`.
 fn split_at_semicolon(s: &[u8]) -> Option<(&[u8], &[u8])> {
     let i = s.iter().position(|&b| b == b';')?;
@@ -337,6 +424,44 @@ mod tests {
         assert_eq!(targeted(&h, &name, "edgecache"), None);
         h.insert(&name, "max-age=30, max-age=60;edgecache".parse().unwrap());
         assert_eq!(targeted(&h, &name, "edgecache").unwrap().max_age, Some(Delta::Secs(60)));
+    }
+
+    #[test]
+    fn targeted_fields_are_structured_dictionaries() {
+        let name = HeaderName::from_static("cdn-cache-control");
+        let parse = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(&name, l.parse().unwrap());
+            }
+            structured(&h, &name)
+        };
+        let cc = parse(&["max-age=60, no-store, private=\"x-a, X-B\", foo=(1 2);p=1"]).unwrap();
+        assert_eq!(
+            (cc.max_age, cc.no_store, cc.private, cc.private_fields.len()),
+            (Some(Delta::Secs(60)), true, false, 2)
+        );
+        assert_eq!(parse(&["max-age=10", "s-maxage=20"]).unwrap().s_maxage, Some(Delta::Secs(20)));
+        assert_eq!(parse(&["max-age=10, max-age=30"]).unwrap().max_age, Some(Delta::Secs(30)), "the last wins");
+        assert_eq!(parse(&["max-age=60;foo=bar"]).unwrap().max_age, Some(Delta::Secs(60)), "parameters ignored");
+        assert!(!parse(&["no-store=?0"]).unwrap().no_store);
+        assert_eq!(parse(&["max-age=99999999999"]).unwrap().max_age, Some(Delta::Secs(DELTA_MAX)));
+        for ignored in [
+            "",
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age=abc",
+            "no-store=1",
+            "private=abc",
+            "max-age=(1 2)",
+            "Max-Age=60",
+            "max-age = 60",
+        ] {
+            assert_eq!(parse(&[ignored]), None, "{ignored:?}");
+        }
+        assert_eq!(parse(&[]), None);
     }
 
     #[test]

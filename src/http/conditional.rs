@@ -19,14 +19,16 @@ pub const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
 /// Whether a conditional GET or HEAD is answered 304 rather than with the selected response:
 /// only a 2xx response is compared (RFC 9110 §13.2.1: preconditions are ignored when the answer
 /// without them would not be 2xx), `If-None-Match` before `If-Modified-Since` (§13.2.2), and
-/// `last_modified` is the response's `Last-Modified`, else its `Date` (RFC 9111 §4.3.2).
+/// `last_modified` is the response's `Last-Modified`, else its `Date` (RFC 9111 §4.3.2). `now`
+/// places a two-digit year in `If-Modified-Since`.
 pub fn answer_not_modified(
     req: &HeaderMap,
     status: http::StatusCode,
     etag: Option<&[u8]>,
     last_modified: Millis,
+    now: Millis,
 ) -> bool {
-    status.is_success() && is_conditional(req) && not_modified(req, etag, last_modified)
+    status.is_success() && is_conditional(req) && not_modified(req, etag, last_modified, now)
 }
 
 /// True when the request has a precondition this cache evaluates.
@@ -38,7 +40,7 @@ pub fn is_conditional(req: &HeaderMap) -> bool {
 /// `ETag` field value and `last_modified` time (its `Last-Modified`, else its `Date`: RFC 9111
 /// §4.3.2)? (RFC 9110 §13.2.2: `If-None-Match` first; when it is present, `If-Modified-Since` is
 /// ignored.)
-pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis) -> bool {
+pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis, now: Millis) -> bool {
     if let Some(first) = req.get(header::IF_NONE_MATCH) {
         // The usual case: the client sends back the one tag it was given, byte for byte.
         if etag.is_some_and(|e| first.as_bytes() == e && is_entity_tag(e)) {
@@ -57,13 +59,14 @@ pub fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, last_modified: Millis)
             .filter_map(|v| v.to_str().ok())
             .any(|list| list.trim() == "*" || EntityTags::new(list).any(|t| t == ours));
     }
-    if let Some(ims) = req.get(header::IF_MODIFIED_SINCE) {
-        let Some(ims) = crate::clock::http_date(ims.as_bytes()) else {
-            return false;
-        };
-        return last_modified <= ims;
+    // RFC 9110 §13.1.3: "A recipient MUST ignore the If-Modified-Since header field if the
+    // received field value is not a valid HTTP-date, the field value has more than one member
+    // ..." (two field lines are two members).
+    let mut ims = req.get_all(header::IF_MODIFIED_SINCE).iter();
+    match (ims.next(), ims.next()) {
+        (Some(one), None) => crate::clock::http_date(one.as_bytes(), now).is_some_and(|ims| last_modified <= ims),
+        _ => false,
     }
-    false
 }
 
 /// True when `b` is one whole entity-tag (RFC 9110 §8.8.3): `"x"` or `W/"x"`, no `"` inside.
@@ -128,40 +131,45 @@ mod tests {
     #[test]
     fn weak_comparison_and_lists() {
         let etag = b"W/\"a1\"".as_slice();
-        assert!(not_modified(&req(&[("if-none-match", "\"a1\"")]), Some(etag), 0));
-        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"a1\"")]), Some(etag), 0));
-        assert!(not_modified(&req(&[("if-none-match", "\"x,y\", \"a1\"")]), Some(etag), 0));
-        assert!(not_modified(&req(&[("if-none-match", "*")]), Some(etag), 0));
-        assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(etag), 0));
-        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(etag), 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"a1\"")]), Some(etag), 0, 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\", W/\"a1\"")]), Some(etag), 0, 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"x,y\", \"a1\"")]), Some(etag), 0, 0));
+        assert!(not_modified(&req(&[("if-none-match", "*")]), Some(etag), 0, 0));
+        assert!(!not_modified(&req(&[("if-none-match", "\"a2\"")]), Some(etag), 0, 0));
+        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(etag), 0, 0));
         // The same bytes as the stored tag match only when they are an entity-tag.
-        assert!(not_modified(&req(&[("if-none-match", "W/\"a1\"")]), Some(etag), 0));
-        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(b"a1".as_slice()), 0));
-        assert!(!not_modified(&req(&[("if-none-match", "\"a\"b\"")]), Some(b"\"a\"b\"".as_slice()), 0));
-        assert!(!not_modified(&req(&[("if-none-match", "W/")]), Some(b"W/".as_slice()), 0));
+        assert!(not_modified(&req(&[("if-none-match", "W/\"a1\"")]), Some(etag), 0, 0));
+        assert!(!not_modified(&req(&[("if-none-match", "a1")]), Some(b"a1".as_slice()), 0, 0));
+        assert!(!not_modified(&req(&[("if-none-match", "\"a\"b\"")]), Some(b"\"a\"b\"".as_slice()), 0, 0));
+        assert!(!not_modified(&req(&[("if-none-match", "W/")]), Some(b"W/".as_slice()), 0, 0));
         // A later field can match when the first does not.
-        assert!(not_modified(&req(&[("if-none-match", "\"x\""), ("if-none-match", "\"a1\"")]), Some(etag), 0));
+        assert!(not_modified(&req(&[("if-none-match", "\"x\""), ("if-none-match", "\"a1\"")]), Some(etag), 0, 0));
         // A tag with obs-text (RFC 9110 §8.8.3: bytes 0x80-0xFF) sent back unchanged matches.
         let obs = b"\"a\xff\"".as_slice();
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_bytes(obs).unwrap());
-        assert!(not_modified(&h, Some(obs), 0));
-        assert!(!not_modified(&h, Some(b"\"a\xfe\"".as_slice()), 0));
+        assert!(not_modified(&h, Some(obs), 0, 0));
+        assert!(!not_modified(&h, Some(b"\"a\xfe\"".as_slice()), 0, 0));
     }
 
     #[test]
     fn inm_takes_precedence_over_ims() {
         let etag = b"\"a1\"".as_slice();
         let h = req(&[("if-none-match", "\"zz\""), ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
-        assert!(!not_modified(&h, Some(etag), 0));
+        assert!(!not_modified(&h, Some(etag), 0, 0));
     }
 
     #[test]
     fn if_modified_since() {
         let t = crate::clock::to_millis(httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap());
         let h = req(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]);
-        assert!(not_modified(&h, None, t));
-        assert!(!not_modified(&h, None, t + 1000));
-        assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, t));
+        assert!(not_modified(&h, None, t, 0));
+        assert!(!not_modified(&h, None, t + 1000, 0));
+        assert!(!not_modified(&req(&[("if-modified-since", "yesterday")]), None, t, 0));
+        let twice = req(&[
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ]);
+        assert!(!not_modified(&twice, None, t, 0), "more than one member: ignored");
     }
 }

@@ -45,11 +45,14 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
 }
 
-/// Status codes this cache understands (registered and with known semantics), for
-/// `must-understand` (RFC 9111 §5.2.2.3).
+/// Status codes whose caching requirements this cache implements, for `must-understand` (RFC
+/// 9111 §5.2.2.3): the final status codes of RFC 9110 and those registered since whose caching
+/// rules are the general ones. Not 206 (stored only as a piece of a range, never as a response
+/// of its own), 304 (not a representation), nor 226 IM Used (RFC 3229: caching it needs
+/// instance manipulations this cache does not implement).
 fn understood(status: StatusCode) -> bool {
     matches!(status.as_u16(),
-        200..=205 | 207 | 208 | 226 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
+        200..=205 | 207 | 208 | 300..=303 | 305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429 | 431 | 451
         | 500..=508 | 510 | 511)
 }
 
@@ -80,16 +83,13 @@ pub const SURROGATE_TARGET: &str = "edgecache";
 /// `CDN-Cache-Control` (RFC 9213).
 pub static CDN_CACHE_CONTROL: http::header::HeaderName = http::header::HeaderName::from_static("cdn-cache-control");
 
-/// The response directives this cache obeys (RFC 9213 §2.1): the first targeted field present
-/// with directives (`opts.targeted`, then `Surrogate-Control` directives for this cache) replaces
-/// `Cache-Control` as a whole; without one, `Cache-Control`.
+/// The response directives this cache obeys (RFC 9213 §2.2): the first targeted field that is
+/// present and valid (`opts.targeted`, Structured Field Dictionaries, then `Surrogate-Control`
+/// directives for this cache) replaces `Cache-Control` as a whole; without one, `Cache-Control`.
 pub fn response_cache_control(resp: &HeaderMap, opts: &PolicyOptions) -> CacheControl {
     for name in &opts.targeted {
-        if CacheControl::present(resp, name) {
-            let cc = CacheControl::from_headers(resp, name);
-            if cc != CacheControl::default() {
-                return cc;
-            }
+        if let Some(cc) = super::cache_control::structured(resp, name) {
+            return cc;
         }
     }
     if let Some(cc) = super::cache_control::targeted(resp, &SURROGATE_CONTROL, SURROGATE_TARGET) {
@@ -119,19 +119,37 @@ pub struct Resp<'a> {
 }
 
 /// Whether a response may be stored (RFC 9111 §3, as a shared cache), or the reason it may not.
+/// A `206`, or any response to a `Range` request, is stored only as a piece ([`storable_piece`]).
 pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
+    if req.headers.contains_key(http::header::RANGE) || resp.status == StatusCode::PARTIAL_CONTENT {
+        return Err(NotStored::Partial);
+    }
+    storable_representation(req, resp, opts)
+}
+
+/// Whether a `206` may be stored as a piece of its representation: RFC 9111 §3.3, "a 206
+/// (Partial Content) response MAY be stored as if it were an incomplete 200 (OK) response", so
+/// every rule for a `200` applies. (`Vary` is not supported for pieces: the caller refuses it.)
+pub fn storable_piece(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
+    storable_representation(req, &Resp { status: StatusCode::OK, headers: resp.headers, cc: resp.cc }, opts)
+}
+
+fn storable_representation(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<(), NotStored> {
     let (method, req_cc, status, resp_cc) = (req.method, req.cc, resp.status, resp.cc);
     let (req, resp) = (req.headers, resp.headers);
     if method != Method::GET {
         return Err(NotStored::Method);
     }
-    if req.contains_key(http::header::RANGE) || status == StatusCode::PARTIAL_CONTENT {
-        return Err(NotStored::Partial);
-    }
     if req_cc.no_store {
         return Err(NotStored::RequestNoStore);
     }
-    if resp_cc.no_store {
+    // §5.2.2.3: "When a cache that implements the must-understand directive receives a response
+    // that includes it, the cache SHOULD ignore the no-store directive if it understands the
+    // status code"; one it does not understand is not stored at all.
+    if resp_cc.must_understand && !understood(status) {
+        return Err(NotStored::Status);
+    }
+    if resp_cc.no_store && !resp_cc.must_understand {
         return Err(NotStored::NoStore);
     }
     // §3: a shared cache does not store private responses (qualified or not).
@@ -148,12 +166,8 @@ pub fn storable(req: &Req<'_>, resp: &Resp<'_>, opts: &PolicyOptions) -> Result<
     if !opts.store_set_cookie && resp.contains_key(SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    // §3: 206 needs range assembly and 304 is not a representation; with must-understand,
-    // only status codes this cache knows (§5.2.2.3).
+    // §3: 206 needs range assembly and 304 is not a representation.
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational() {
-        return Err(NotStored::Status);
-    }
-    if resp_cc.must_understand && !understood(status) {
         return Err(NotStored::Status);
     }
     let explicit = resp_cc.max_age.is_some() || resp_cc.s_maxage.is_some() || resp.contains_key(EXPIRES);
@@ -198,8 +212,9 @@ pub struct Freshness {
     pub last_modified: Millis,
 }
 
-/// Parses an HTTP date header into milliseconds since the epoch.
-pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Millis> {
+/// Parses an HTTP date header, received at `now`, into milliseconds since the epoch (any of the
+/// three formats, see [`http_date`](crate::clock::http_date)).
+pub fn header_date(h: &HeaderMap, name: http::header::HeaderName, now: Millis) -> Option<Millis> {
     let slot = match name {
         DATE => 0,
         LAST_MODIFIED => 1,
@@ -209,12 +224,14 @@ pub fn header_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<Mill
     let v = h.get(name)?.as_bytes();
     LAST_DATES.with_borrow_mut(|memo| match memo.get_mut(slot) {
         Some(last) if last.0 == v => last.1,
-        Some(last) if v.len() <= 32 => {
-            let parsed = crate::clock::http_date(v);
+        // Only an IMF-fixdate is remembered: its meaning does not depend on `now`, as a
+        // two-digit year's does.
+        Some(last) if v.len() == 29 => {
+            let parsed = crate::clock::http_date(v, now);
             *last = (bytes::Bytes::copy_from_slice(v), parsed);
             parsed
         }
-        _ => crate::clock::http_date(v),
+        _ => crate::clock::http_date(v, now),
     })
 }
 
@@ -226,23 +243,20 @@ thread_local! {
         const { std::cell::RefCell::new([(bytes::Bytes::new(), None), (bytes::Bytes::new(), None), (bytes::Bytes::new(), None)]) };
 }
 
-/// The `Age` value in seconds (§5.1). A list-based value uses its first member (§5.1). An
-/// `Age` this cache cannot read (not a non-negative integer, a parameter, or several field
-/// lines) makes the response's age unknown: it is taken as [`DELTA_MAX`](super::cache_control::DELTA_MAX),
-/// so the response is stale and gets revalidated rather than served on a guess.
+/// The `Age` value in seconds (RFC 9111 §5.1). The field is read as a list: several field lines
+/// are one list (RFC 9110 §5.3), and only its first member counts ("after discarding additional
+/// members"). A first member that is not a non-negative integer (`abc`, `-7200`, `1.5`,
+/// `3600abc`, `7200;foo=bar`, a quoted number) is invalid, and §5.1 says a cache SHOULD then
+/// ignore the field: the response is taken as if it had no `Age` (0).
 pub fn age_value(h: &HeaderMap) -> u64 {
-    let mut lines = h.get_all(http::header::AGE).iter();
-    let Some(v) = lines.next() else { return 0 };
-    if lines.next().is_some() {
-        return super::cache_control::DELTA_MAX;
+    let Some(v) = h.get(http::header::AGE) else { return 0 };
+    let first = v.as_bytes().split(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+    if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
+        return 0;
     }
-    let Ok(s) = v.to_str() else {
-        return super::cache_control::DELTA_MAX;
-    };
-    let first = s.split(',').next().unwrap_or("").trim();
-    match super::cache_control::parse_delta(first) {
-        Delta::Secs(secs) if !first.starts_with('"') => secs,
-        _ => super::cache_control::DELTA_MAX,
+    match super::cache_control::parse_delta(std::str::from_utf8(first).unwrap_or_default()) {
+        Delta::Secs(secs) => secs,
+        Delta::Invalid => 0,
     }
 }
 
@@ -256,9 +270,9 @@ pub fn freshness(
     response_time: Millis,
     opts: &PolicyOptions,
 ) -> Freshness {
-    let date = header_date(resp, DATE).unwrap_or(response_time);
+    let date = header_date(resp, DATE, response_time).unwrap_or(response_time);
     let times = Times { request_time, response_time, date, age_value: secs32(age_value(resp)) };
-    let last_modified = header_date(resp, LAST_MODIFIED);
+    let last_modified = header_date(resp, LAST_MODIFIED, response_time);
     Freshness {
         times,
         lifetime: secs32(lifetime(status, resp, cc, date, last_modified, opts)),
@@ -297,7 +311,7 @@ fn lifetime(
         if resp.get_all(EXPIRES).iter().count() > 1 {
             return 0;
         }
-        return match header_date(resp, EXPIRES) {
+        return match header_date(resp, EXPIRES, date) {
             Some(exp) => exp.saturating_sub(date) / 1000,
             None => 0,
         };
@@ -409,9 +423,11 @@ pub enum Usable {
     Revalidate(Fwd),
 }
 
-/// True when the response carries a validator usable for revalidation.
-pub fn has_validator(resp: &HeaderMap) -> bool {
-    resp.contains_key(ETAG) || resp.contains_key(LAST_MODIFIED)
+/// True when the response carries a validator usable for revalidation: an `ETag`, or a
+/// `Last-Modified` that is an HTTP date (one that is not could never be sent back as
+/// `If-Modified-Since`). `now`: when the response was received.
+pub fn has_validator(resp: &HeaderMap, now: Millis) -> bool {
+    resp.contains_key(ETAG) || header_date(resp, LAST_MODIFIED, now).is_some()
 }
 
 #[cfg(test)]
@@ -438,10 +454,10 @@ mod tests {
         ] {
             for name in [DATE, LAST_MODIFIED, EXPIRES, http::header::HeaderName::from_static("x-date")] {
                 h.insert(name.clone(), HeaderValue::from_str(&value).unwrap());
-                assert_eq!(header_date(&h, name.clone()), want, "{name}: {value}");
+                assert_eq!(header_date(&h, name.clone(), 1_700_000_000_000), want, "{name}: {value}");
             }
         }
-        assert_eq!(header_date(&HeaderMap::new(), DATE), None);
+        assert_eq!(header_date(&HeaderMap::new(), DATE, 0), None);
     }
 
     fn date(ms: Millis) -> String {
@@ -483,6 +499,21 @@ mod tests {
         assert_eq!(f.age_secs(T0 + 10_000), 40);
         assert_eq!(f.usable(&CacheControl::default(), T0 + 69_000), Usable::Fresh);
         assert_eq!(f.usable(&CacheControl::default(), T0 + 70_000), Usable::Revalidate(Fwd::Stale));
+    }
+
+    #[test]
+    fn an_invalid_age_is_ignored_and_a_list_counts_its_first_member() {
+        let age = |lines: &[&str]| age_value(&headers(&lines.iter().map(|v| ("age", *v)).collect::<Vec<_>>()));
+        for bad in ["abc", "-7200", "1.5", "7200.0", "3600abc", "7200;foo=bar", "\"60\"", "", " , 5"] {
+            assert_eq!(age(&[bad]), 0, "Age: {bad:?}");
+        }
+        assert_eq!(age(&["0, 0"]), 0);
+        assert_eq!(age(&["0,7200"]), 0);
+        assert_eq!(age(&["7200,0"]), 7200);
+        assert_eq!(age(&[" 30 "]), 30);
+        assert_eq!(age(&["3600", "0"]), 3600, "a second field line is a second member");
+        assert_eq!(age(&["abc", "60"]), 0);
+        assert_eq!(age(&["99999999999999999999"]), super::super::cache_control::DELTA_MAX);
     }
 
     #[test]
@@ -551,6 +582,12 @@ mod tests {
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5")]), Ok(()));
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5, private")]), Err(NotStored::Private));
         assert_eq!(check(&[], 200, &[("cache-control", "No-Store")]), Err(NotStored::NoStore));
+        assert_eq!(check(&[], 200, &[("cache-control", "no-store, must-understand, max-age=5")]), Ok(()));
+        assert_eq!(
+            check(&[], 226, &[("cache-control", "no-store, must-understand, max-age=5")]),
+            Err(NotStored::Status)
+        );
+        assert_eq!(check(&[], 599, &[("cache-control", "must-understand, max-age=5")]), Err(NotStored::Status));
         assert_eq!(check(&[], 200, &[("cache-control", "max-age=5"), ("vary", "*")]), Err(NotStored::VaryStar));
         assert_eq!(
             check(&[], 200, &[("cache-control", "max-age=5"), ("set-cookie", "a=b")]),

@@ -1,10 +1,12 @@
 //! The body of every response sent to a client: a whole body from the store, a stream from the
 //! origin, or a reader of a fill shared with other clients.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 
 use super::fetch::FillBody;
@@ -19,6 +21,11 @@ pub enum ProxyBody {
     Origin(Box<OriginBody>),
     /// Read from a fill shared with other clients.
     Fill(Box<FillBody>),
+    /// Stored pieces of a representation, one frame each.
+    Pieces(VecDeque<Bytes>),
+    /// Slices of a range read from the store or fetched from the origin one after the other,
+    /// and the bytes still to come.
+    Slices(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>, u64),
 }
 
 impl ProxyBody {
@@ -51,6 +58,16 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
             ProxyBody::Fill(b) => Pin::new(&mut **b).poll_frame(cx),
+            ProxyBody::Pieces(p) => Poll::Ready(p.pop_front().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Slices(s, left) => match s.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    *left = left.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -59,6 +76,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Origin(b) => b.is_end_stream(),
             ProxyBody::Fill(b) => b.is_end_stream(),
+            ProxyBody::Pieces(p) => p.is_empty(),
+            ProxyBody::Slices(_, left) => *left == 0,
         }
     }
 
@@ -68,6 +87,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Origin(b) => b.size_hint(),
             ProxyBody::Fill(b) => b.size_hint(),
+            ProxyBody::Pieces(p) => SizeHint::with_exact(p.iter().map(|b| b.len() as u64).sum()),
+            ProxyBody::Slices(_, left) => SizeHint::with_exact(*left),
         }
     }
 }

@@ -181,7 +181,8 @@ impl Proxy {
         let parts = &ctx.parts;
         match &*outcome {
             Fetched::Stream(head) => {
-                if !vary::matches(&head.vary, &parts.headers) {
+                let language = head.headers.get(header::CONTENT_LANGUAGE).map(|v| v.as_bytes());
+                if !vary::selects(&head.vary, &parts.headers, language) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
@@ -204,7 +205,8 @@ impl Proxy {
                 }
             }
             Fetched::Entry { entry, stored } => {
-                if !vary::matches(&entry.vary, &parts.headers) {
+                let language = entry.headers.get_bytes(&header::CONTENT_LANGUAGE);
+                if !vary::selects(&entry.vary, &parts.headers, language) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(304);
@@ -275,7 +277,8 @@ impl Proxy {
     ) -> Option<Answer> {
         let code = head.status;
         let etag = head.headers.get(header::ETAG).map(|v| v.as_bytes());
-        if conditional::answer_not_modified(&parts.headers, code, etag, head.last_modified) {
+        let now = self.clock.now_millis();
+        if conditional::answer_not_modified(&parts.headers, code, etag, head.last_modified, now) {
             let headers = not_modified_headers(&head.headers);
             return Some(self.respond(StatusCode::NOT_MODIFIED, headers, ProxyBody::empty(), status));
         }
@@ -489,7 +492,11 @@ impl Proxy {
             decision = Err(NotStored::TooLarge);
         }
         let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
-        if decision.is_ok() && fresh.lifetime == 0 && !fresh.no_cache && !policy::has_validator(&rp.headers) {
+        if decision.is_ok()
+            && fresh.lifetime == 0
+            && !fresh.no_cache
+            && !policy::has_validator(&rp.headers, response_time)
+        {
             decision = Err(NotStored::NoFreshness);
         }
         (decision, fresh, resp_cc)

@@ -61,7 +61,8 @@ impl Proxy {
             if let Some(etag) = e.headers.get(&header::ETAG) {
                 headers.insert(header::IF_NONE_MATCH, etag);
             }
-            if let Some(lm) = e.headers.get(&header::LAST_MODIFIED) {
+            // A Last-Modified that is not a date is no validator: never sent back.
+            if let Some(lm) = e.last_modified_date() {
                 headers.insert(header::IF_MODIFIED_SINCE, lm);
             }
         }

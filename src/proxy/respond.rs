@@ -48,6 +48,7 @@ impl Proxy {
             entry.status,
             entry.headers.get_bytes(&header::ETAG),
             entry.freshness.last_modified,
+            now,
         ) {
             let mut headers =
                 ready::header_map(entry, Head::NotModified, || with_room(not_modified_stored(&entry.headers)));
@@ -62,7 +63,7 @@ impl Proxy {
             if entry.status == StatusCode::OK && parts.method == Method::GET {
                 let len = body.len() as u64;
                 let etag = entry.headers.get_bytes(&header::ETAG).and_then(|e| std::str::from_utf8(e).ok());
-                match range::evaluate(range, &parts.headers, len, etag, || strong_last_modified(entry)) {
+                match range::evaluate(range, &parts.headers, len, etag, || strong_last_modified(entry), now) {
                     RangeAnswer::Full => {}
                     RangeAnswer::Partial { start, end } => {
                         code = StatusCode::PARTIAL_CONTENT;
@@ -89,7 +90,8 @@ impl Proxy {
 /// `Date` is at least a second later). Not the `Date` fallback `If-Modified-Since` uses: an
 /// `If-Range` date must match a `Last-Modified` the origin sent (§13.1.5).
 fn strong_last_modified(entry: &Entry) -> Option<Millis> {
-    let lm = crate::clock::http_date(entry.headers.get(&header::LAST_MODIFIED)?.as_bytes())?;
+    let received = entry.freshness.times.response_time;
+    let lm = crate::clock::http_date(entry.headers.get(&header::LAST_MODIFIED)?.as_bytes(), received)?;
     (entry.freshness.times.date >= lm.saturating_add(1000)).then_some(lm)
 }
 

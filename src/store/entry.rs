@@ -37,9 +37,17 @@ impl Entry {
         std::mem::size_of::<Self>() + 16 + self.headers.heap_size() + vary + self.body.len() + 48
     }
 
-    /// True when the stored response has a validator usable for revalidation.
+    /// True when the stored response has a validator usable for revalidation: an `ETag`, or a
+    /// `Last-Modified` that is an HTTP date.
     pub fn has_validator(&self) -> bool {
-        self.headers.contains(&ETAG) || self.headers.contains(&LAST_MODIFIED)
+        self.headers.contains(&ETAG) || self.last_modified_date().is_some()
+    }
+
+    /// The stored `Last-Modified`, when it is an HTTP date (RFC 9110 §8.8.2): the only form in
+    /// which it may be sent back as `If-Modified-Since`.
+    pub fn last_modified_date(&self) -> Option<HeaderValue> {
+        let lm = self.headers.get(&LAST_MODIFIED)?;
+        crate::clock::http_date(lm.as_bytes(), self.freshness.times.response_time).is_some().then_some(lm)
     }
 
     /// The stored headers updated from a 304 response (RFC 9111 §3.2, §4.3.4): every field of

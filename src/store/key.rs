@@ -91,6 +91,17 @@ impl CacheKey {
         CacheKey(h.finalize().into())
     }
 
+    /// The key under which slice `index` of this URL's stored pieces is kept (see
+    /// [`pieces`](super::pieces)): a digest of this key and the index.
+    pub fn slice(&self, index: u64) -> CacheKey {
+        let mut h = Sha256::new();
+        h.update(KEY_VERSION);
+        h.update(b"slice");
+        h.update(self.0);
+        h.update(index.to_be_bytes());
+        CacheKey(h.finalize().into())
+    }
+
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

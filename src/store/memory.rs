@@ -23,6 +23,7 @@ use moka::sync::Cache;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
+use super::pieces::{Partial, Slice};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
 
@@ -37,11 +38,14 @@ pub struct Variants {
     until: Millis,
 }
 
-/// Most URLs have one variant: it is held without a list.
+/// Most URLs have one variant: it is held without a list. A URL stored in pieces holds its
+/// [`Partial`] instead, and each of its slices is a [`Slice`] under a key of its own.
 #[derive(Debug, Clone)]
 enum List {
     One(Arc<Entry>),
     Many(Arc<[Arc<Entry>]>),
+    Partial(Arc<Partial>),
+    Slice(Arc<Slice>),
 }
 
 impl Variants {
@@ -50,22 +54,35 @@ impl Variants {
         Variants { list, until }
     }
 
-    /// The variants, newest first.
+    /// The variants, newest first (none for pieces).
     pub fn entries(&self) -> &[Arc<Entry>] {
         match &self.list {
             List::One(e) => std::slice::from_ref(e),
             List::Many(v) => v,
+            List::Partial(_) | List::Slice(_) => &[],
         }
     }
 
     /// The variant selected by a request's header fields (§4.1), newest first (§4.1: "the most
-    /// recent response").
+    /// recent response"): one whose selecting values match, else one whose language the
+    /// request's `Accept-Language` chooses by quality values ([`vary::same_language`]). The second
+    /// look is taken only when the first found nothing.
     pub fn select(&self, req: &HeaderMap) -> Option<&Arc<Entry>> {
-        self.entries().iter().find(|e| vary::matches(&e.vary, req))
+        let entries = self.entries();
+        entries.iter().find(|e| vary::matches(&e.vary, req)).or_else(|| {
+            entries
+                .iter()
+                .find(|e| vary::same_language(&e.vary, req, e.headers.get_bytes(&http::header::CONTENT_LANGUAGE)))
+        })
     }
 
     fn weight(&self) -> u32 {
-        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + PER_URL;
+        let pieces = match &self.list {
+            List::Partial(p) => p.weight(),
+            List::Slice(s) => s.weight(),
+            List::One(_) | List::Many(_) => 0,
+        };
+        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + pieces + PER_URL;
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }
@@ -189,6 +206,35 @@ impl MemoryTier {
             }
         }
         self.insert(key, new, keep_for);
+    }
+
+    /// The pieces record of `key` at `now`, when the URL is stored in pieces.
+    pub fn partial(&self, key: &CacheKey, now: Millis) -> Option<Arc<Partial>> {
+        match self.get_at(key, now)?.list {
+            List::Partial(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The slice stored under `key` (a [`CacheKey::slice`]) at `now`.
+    pub fn slice(&self, key: &CacheKey, now: Millis) -> Option<Arc<Slice>> {
+        match self.get_at(key, now)?.list {
+            List::Slice(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Stores the pieces record of `key`, replacing what the URL held (a complete response
+    /// replaces it in turn through [`insert`](Self::insert)).
+    pub fn put_partial(&self, key: CacheKey, partial: Arc<Partial>, keep_for: Duration) {
+        let until = Self::until(self.clock.now_millis(), keep_for);
+        self.put(key, Variants { list: List::Partial(partial), until });
+    }
+
+    /// Stores a slice under its key.
+    pub fn put_slice(&self, key: CacheKey, slice: Arc<Slice>, keep_for: Duration) {
+        let until = Self::until(self.clock.now_millis(), keep_for);
+        self.put(key, Variants { list: List::Slice(slice), until });
     }
 
     /// Removes one variant.

@@ -72,7 +72,8 @@ impl Tiers {
         let mut selected = None;
         for entry in found {
             let entry = Arc::new(entry);
-            if selected.is_none() && vary::matches(&entry.vary, req) {
+            let language = entry.headers.get_bytes(&http::header::CONTENT_LANGUAGE);
+            if selected.is_none() && vary::selects(&entry.vary, req, language) {
                 selected = Some(entry.clone());
             }
             self.memory.insert(*key, entry.clone(), self.keep_for(&entry.freshness, now));

@@ -45,6 +45,18 @@ pub fn date_at(clock: &ManualClock, secs: i64) -> String {
     httpdate::fmt_http_date(t)
 }
 
+/// The IMF-fixdate `date` (as [`date_at`] gives) in RFC 9110 §5.6.7's two obsolete formats: RFC
+/// 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and ANSI C's asctime() (`Sun Nov  6 08:49:37 1994`).
+pub fn obsolete_dates(date: &str) -> [String; 2] {
+    let (day, dd, mon, year, time) = (&date[..3], &date[5..7], &date[8..11], &date[12..16], &date[17..25]);
+    let long = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+        .into_iter()
+        .find(|d| d.starts_with(day))
+        .expect("a day name");
+    let day_of_month: u32 = dd.parse().expect("a day");
+    [format!("{long}, {dd}-{mon}-{} {time} GMT", &year[2..]), format!("{day} {mon} {day_of_month:>2} {time} {year}")]
+}
+
 /// Advances `clock` by whole seconds.
 pub fn advance(clock: &ManualClock, secs: u64) {
     clock.advance(Duration::from_secs(secs));
