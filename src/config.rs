@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use toml::Table;
 
+mod site;
 mod walk;
+pub use site::{
+    ActiveCheck, Balance, CacheMode, HealthConfig, HostPattern, PathPattern, RuleConfig, ServerConfig, SiteConfig,
+};
 use walk::Walker;
 pub use walk::{parse_duration, parse_size};
 
@@ -20,8 +24,10 @@ pub use walk::{parse_duration, parse_size};
 pub struct Config {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
-    /// The origin every request is forwarded to.
+    /// The origin every request is forwarded to when no `[[site]]` is configured.
     pub origin: Origin,
+    /// The sites (`[[site]]`); empty: one site, every host, forwarded to `origin`.
+    pub sites: Vec<SiteConfig>,
     /// Cache settings.
     pub cache: CacheConfig,
     /// Timeouts.
@@ -200,6 +206,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid"),
             origin: Origin::parse("http://127.0.0.1:9000").expect("valid"),
+            sites: Vec::new(),
             cache: CacheConfig {
                 memory_bytes: 256 << 20,
                 max_object_bytes: 8 << 20,
@@ -241,6 +248,17 @@ impl Default for Config {
                 forward_surrogate_control: false,
             },
             redis: None,
+        }
+    }
+}
+
+impl Config {
+    /// The sites as configured, or the one implied by `origin` when there is no `[[site]]`.
+    pub fn effective_sites(&self) -> Vec<SiteConfig> {
+        if self.sites.is_empty() {
+            vec![SiteConfig::single(self)]
+        } else {
+            self.sites.clone()
         }
     }
 }
@@ -318,6 +336,7 @@ impl Config {
                 cfg.listen = a;
             }
         }
+        let origin_given = root.contains_key("origin");
         if let Some(v) = root.remove("origin") {
             match v.as_str() {
                 Some(s) => match Origin::parse(s) {
@@ -331,6 +350,10 @@ impl Config {
             if let Some(mut t) = w.table(&mut root, name) {
                 read(&mut w, &mut t, &mut cfg);
             }
+        }
+        site::sites(&mut w, &mut root, &mut cfg);
+        if origin_given && !cfg.sites.is_empty() {
+            w.bad("origin", "not used with [[site]]: give each site its servers (default = true for the rest)".into());
         }
         w.unknown(&root, "");
         if w.problems.is_empty() {
