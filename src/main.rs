@@ -58,9 +58,15 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     }
     if let Some(o) = &args.origin {
         match Origin::parse(o) {
+            Ok(_) if !cfg.sites.is_empty() => {
+                problems.push(("--origin".to_string(), "not used with [[site]]: each site names its servers".into()))
+            }
             Ok(o) => cfg.origin = o,
             Err(e) => problems.push(("--origin".to_string(), e)),
         }
+    }
+    if args.demo && !cfg.sites.is_empty() {
+        problems.push(("--demo".to_string(), "not used with [[site]]: each site names its servers".into()));
     }
     if args.no_access_log {
         cfg.log.access = false;
@@ -87,7 +93,13 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
-        println!("configuration ok: listen {} origin {}{shared}", cfg.listen, cfg.origin.url);
+        let origins = if cfg.sites.is_empty() {
+            format!("origin {}", cfg.origin.url)
+        } else {
+            let names: Vec<&str> = cfg.sites.iter().map(|s| s.name.as_str()).collect();
+            format!("sites {}", names.join(", "))
+        };
+        println!("configuration ok: listen {} {origins}{shared}", cfg.listen);
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -142,7 +154,12 @@ fn main() -> ExitCode {
         };
         // The address bound, not the one asked for: with port 0 the system picks the port.
         let listen = listener.local_addr().unwrap_or(cfg.listen);
-        tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        if cfg.sites.is_empty() {
+            tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        } else {
+            let sites = cfg.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
+            tracing::info!(%listen, %sites, memory = cfg.cache.memory_bytes, "edgecache started");
+        }
         if args.demo {
             tracing::info!("try: curl -si http://{listen}/articles/1");
         }
@@ -170,12 +187,18 @@ fn raise_file_limit(cfg: &Config) {
     }
     let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), was = %show(before.current), "open-file limit");
-    let needed = (cfg.limits.max_connections + cfg.limits.origin_connections + 64) as u64;
+    let origin: usize = cfg
+        .effective_sites()
+        .iter()
+        .flat_map(|s| &s.servers)
+        .map(|s| s.max_connections.unwrap_or(cfg.limits.origin_connections))
+        .sum();
+    let needed = (cfg.limits.max_connections + origin + 64) as u64;
     if limit.current.is_some_and(|n| n < needed) {
         tracing::warn!(
             limit = %show(limit.current),
             needed,
-            "the open-file limit is below limits.max_connections + limits.origin_connections + 64; \
+            "the open-file limit is below limits.max_connections + the origin servers' connections + 64; \
              lower them or raise the hard limit (LimitNOFILE=, ulimit -Hn)"
         );
     }

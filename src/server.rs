@@ -311,7 +311,8 @@ impl Connection {
                 });
                 let (resp, cs) = proxy.handle(req, peer).await;
                 let log = log_head.map(|(method, path, start)| {
-                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, start, peer })
+                    let site = cs.site.map(|id| proxy.sites().get(id).name().clone());
+                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, site, start, peer })
                 });
                 let expected = log
                     .as_ref()

@@ -67,6 +67,8 @@ pub enum NotStored {
     Precondition,
     /// The origin's body ended early, failed, or did not match its `Content-Length`.
     Incomplete,
+    /// A rule of the request's site says never to cache its path (`cache = "pass"`).
+    Rule,
 }
 
 impl NotStored {
@@ -87,6 +89,7 @@ impl NotStored {
             NotStored::Partial => "partial",
             NotStored::Precondition => "precondition",
             NotStored::Incomplete => "incomplete",
+            NotStored::Rule => "rule",
         }
     }
 
@@ -145,6 +148,10 @@ pub enum Failure {
     OriginBusy,
     /// The origin's answer was not a valid response to the request, e.g. an unasked `101` (502).
     OriginInvalid,
+    /// Every server of the site's origin pool is down (503).
+    OriginDown,
+    /// No site serves the request's `Host` and there is no default site (421).
+    Misdirected,
 }
 
 impl Failure {
@@ -159,6 +166,8 @@ impl Failure {
             Failure::OriginTimeout => "origin-timeout",
             Failure::OriginBusy => "origin-busy",
             Failure::OriginInvalid => "origin-invalid",
+            Failure::OriginDown => "origin-down",
+            Failure::Misdirected => "misdirected",
         }
     }
 }
@@ -284,6 +293,9 @@ pub struct CacheStatus {
     pub ttl: Option<i64>,
     /// Why not stored, why stale, or why an error.
     pub detail: Option<Detail>,
+    /// The site the request was routed to (`None`: answered before routing). Not part of the
+    /// header: for the access log and metrics.
+    pub site: Option<crate::site::SiteId>,
 }
 
 impl CacheStatus {

@@ -10,6 +10,7 @@ use http::{request, Method, StatusCode};
 use hyper::body::Incoming;
 
 use crate::http::cache_control::CacheControl;
+use crate::site::Route;
 use crate::store::key::normalized_host;
 use crate::store::CacheKey;
 
@@ -25,6 +26,21 @@ pub struct Ctx {
     pub cc: CacheControl,
     /// The cache key.
     pub key: CacheKey,
+    /// Its site and the site's rules that match.
+    pub route: Route,
+    /// What the key was made of, when a site's key rule made it of something else than the URL
+    /// as forwarded.
+    pub key_url: Option<Box<str>>,
+}
+
+impl Ctx {
+    /// The URL stored with the response in the shared tier's envelopes: what the key was made of.
+    pub fn canonical(&self) -> String {
+        match &self.key_url {
+            Some(url) => url.to_string(),
+            None => self.target.canonical(),
+        }
+    }
 }
 
 /// Where a request goes, as forwarded: normalized host and the path and query. Both share the
@@ -78,13 +94,6 @@ impl HostValue {
     /// As a field value (`Host`, `X-Forwarded-Host`).
     pub fn value(&self) -> &HeaderValue {
         &self.0
-    }
-}
-
-impl Target {
-    /// The cache key of this target.
-    pub fn key(&self) -> CacheKey {
-        CacheKey::new("http", &self.host, self.path_and_query.as_str())
     }
 }
 
