@@ -4,13 +4,13 @@
 //! Without `[[site]]` there is one site, `default`, for every host, forwarded to `origin`: routing
 //! is then a constant and the rules are none, so a request costs what it did before sites.
 //!
-//! A site's name is stable (it comes from the file): the access log names it, and metrics and
-//! purges scoped to a site find it with [`Sites::by_name`]. [`Site::cache_key`] computes a URL's
+//! A site's name is stable (it comes from the file): the access log names it, every request's
+//! `CacheStatus` carries its [`SiteId`] (for per-site metrics), and purges scoped to a site find
+//! it with [`Sites::by_name`]. [`Site::cache_key`] computes a URL's
 //! key as a request for it would, with the site's key rules: what a purge must use.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue};
@@ -55,14 +55,6 @@ pub struct Site {
     pub rules: Rules,
     /// The `Host` sent to its origin, when not the client's.
     pub origin_host: Option<HeaderValue>,
-    stats: SiteStats,
-}
-
-/// What happened to a site's requests, for metrics.
-#[derive(Debug, Default)]
-pub struct SiteStats {
-    /// Requests routed to it.
-    pub requests: AtomicU64,
 }
 
 impl Sites {
@@ -92,7 +84,6 @@ impl Sites {
                 pool,
                 rules: Rules::new(&s.rules),
                 origin_host: s.origin_host.clone(),
-                stats: SiteStats::default(),
             });
         }
         sites.list = list.into();
@@ -144,15 +135,9 @@ impl Site {
         &self.name
     }
 
-    /// Its counters.
-    pub fn stats(&self) -> &SiteStats {
-        &self.stats
-    }
-
     /// The route of a request for `path_and_query` to this site: the rules matching its path
     /// (each counted as applied).
     pub fn route(&self, id: SiteId, path_and_query: &str) -> Route {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
         Route { site: id, rules: self.rules.matching(path) }
     }
