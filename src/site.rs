@@ -175,3 +175,44 @@ impl Site {
         self.key(host, path_and_query, headers, self.rules.matching_uncounted(path)).0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_goes_to_its_exact_name_else_the_longest_wildcard_else_the_default() {
+        let site = |name: &str, hosts: &str, default: bool| {
+            format!(
+                "[[site]]\nname = \"{name}\"\nhosts = [{hosts}]\ndefault = {default}\n[[site.server]]\nurl = \"http://127.0.0.1:9\"\n"
+            )
+        };
+        let text = [
+            site("a", "\"a.example\", \"*.example\"", false),
+            site("b", "\"*.b.example\"", false),
+            site("c", "\"c.b.example\"", false),
+        ]
+        .concat();
+        let cfg = Config::parse(&text).unwrap();
+        let sites = Sites::new(&cfg, Arc::new(crate::clock::ManualClock::new()));
+        let name = |host: &str| sites.route(host).map(|id| sites.get(id).name().to_string());
+        for (host, want) in [
+            ("a.example", Some("a")),
+            ("a.example:8080", Some("a")),
+            ("x.example", Some("a")),
+            ("x.b.example", Some("b")),
+            ("y.x.b.example", Some("b")),
+            ("b.example", Some("a")),
+            ("c.b.example", Some("c")),
+            ("example", None),
+            ("[::1]:80", None),
+            ("other.org", None),
+        ] {
+            assert_eq!(name(host).as_deref(), want, "{host}");
+        }
+        let cfg = Config::parse(&[text, site("d", "", true)].concat()).unwrap();
+        let sites = Sites::new(&cfg, Arc::new(crate::clock::ManualClock::new()));
+        assert_eq!(sites.route("other.org").map(|id| sites.get(id).name().to_string()).as_deref(), Some("d"));
+        assert_eq!(sites.by_name("c").map(|id| sites.get(id).name().to_string()).as_deref(), Some("c"));
+    }
+}
