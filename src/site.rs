@@ -138,6 +138,9 @@ impl Site {
     /// The route of a request for `path_and_query` to this site: the rules matching its path
     /// (each counted as applied).
     pub fn route(&self, id: SiteId, path_and_query: &str) -> Route {
+        if self.rules.is_empty() {
+            return Route { site: id, rules: RuleSet::default() };
+        }
         let path = path_and_query.split_once('?').map_or(path_and_query, |(p, _)| p);
         Route { site: id, rules: self.rules.matching(path) }
     }

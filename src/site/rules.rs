@@ -154,6 +154,11 @@ impl Rules {
         Rules { list: rules.iter().map(|r| Rule { cfg: r.clone(), applied: AtomicU64::new(0) }).collect() }
     }
 
+    /// No rule at all.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// The rules matching `path` (the path alone, no query), each counted as applied.
     pub fn matching(&self, path: &str) -> RuleSet {
         self.matches(path, true)
