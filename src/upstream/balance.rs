@@ -81,7 +81,8 @@ pub(super) struct Health {
     ejected_until: AtomicU64,
 }
 
-/// What a server's requests came to, for metrics.
+/// What a server's requests came to, for metrics. Not counted in a pool of one plain server
+/// (no checks, no in-flight limit), whose requests go straight to it: there they are the site's.
 #[derive(Default, Debug)]
 pub struct ServerStats {
     /// Requests sent to it.
