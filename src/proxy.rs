@@ -138,7 +138,7 @@ impl Proxy {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return finish(StatusCode::OK, headers, ProxyBody::empty(), CacheStatus::default());
         }
-        let Some(id) = self.sites.route(&target.host) else {
+        let Some(id) = self.sites.single().or_else(|| self.sites.route(&target.host)) else {
             let msg = "no site is served here for this host\n";
             return local(StatusCode::MISDIRECTED_REQUEST, msg, Failure::Misdirected, Fwd::Bypass);
         };

@@ -90,6 +90,12 @@ impl Sites {
         sites
     }
 
+    /// The one site every host goes to, when there is no routing table (no `[[site]]`): asked
+    /// first, it spares reading the request's host as text.
+    pub fn single(&self) -> Option<SiteId> {
+        self.all
+    }
+
     /// The site for the normalized `host` (`name[:port]`): an exact name, else the longest
     /// wildcard, else the default site; `None` when there is none (421).
     pub fn route(&self, host: &str) -> Option<SiteId> {
