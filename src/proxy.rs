@@ -27,7 +27,7 @@ pub use respond::CACHE_STATUS;
 use crate::clock::Clock;
 use crate::config::{CacheMode, Config};
 use crate::http::policy::{self, PolicyOptions, Usable};
-use crate::site::Sites;
+use crate::site::{Route, Sites};
 use crate::status::{CacheStatus, Detail, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
@@ -160,18 +160,27 @@ impl Proxy {
         } else {
             None
         };
-        let (mut resp, mut cs) = match pass {
-            Some(why) => Box::pin(self.pass(parts, Some(body), target, peer, route, why)).instrument(span).await,
-            None => {
-                let cc = policy::request_cache_control(&parts.headers);
-                self.cacheable(Ctx { parts, target, peer, cc, key, route, key_url }).instrument(span).await
-            }
-        };
-        cs.site = Some(id);
-        // A rule's response fields go on what the origin or the store answered, not on the
-        // proxy's own errors.
-        if !matches!(cs.detail, Some(Detail::Failure(_))) && site.rules.edits_response(route.rules) {
-            site.rules.edit_response(route.rules, resp.headers_mut());
+        if let Some(why) = pass {
+            let answer = Box::pin(self.pass(parts, Some(body), target, peer, route, why)).instrument(span).await;
+            return self.routed(answer, route);
+        }
+        let cc = policy::request_cache_control(&parts.headers);
+        let answer = self.cacheable(Ctx { parts, target, peer, cc, key, route, key_url }).instrument(span).await;
+        self.routed(answer, route)
+    }
+
+    /// An answer of the route's site: the site named for the log and metrics, and the rules'
+    /// response fields put on what the origin or the store answered (not on the proxy's own
+    /// errors).
+    #[inline]
+    fn routed(&self, (mut resp, mut cs): Answer, route: Route) -> Answer {
+        cs.site = Some(route.site);
+        if route.rules.is_empty() {
+            return (resp, cs);
+        }
+        let rules = &self.sites.get(route.site).rules;
+        if !matches!(cs.detail, Some(Detail::Failure(_))) && rules.edits_response(route.rules) {
+            rules.edit_response(route.rules, resp.headers_mut());
         }
         (resp, cs)
     }

@@ -154,7 +154,23 @@ impl Site {
     /// The cache key of `path_and_query` on the normalized `host`, for a request with `headers`
     /// matching `rules`; with the text of what it was made of when the key rules changed it (the
     /// URL checked in the shared tier's envelopes), `None` when it is the URL as forwarded.
+    #[inline]
     pub fn key(
+        &self,
+        host: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        rules: RuleSet,
+    ) -> (CacheKey, Option<Box<str>>) {
+        if rules.is_empty() {
+            return (CacheKey::new("http", host, path_and_query), None);
+        }
+        self.key_by_rules(host, path_and_query, headers, rules)
+    }
+
+    /// [`key`](Site::key) when some rules match.
+    #[inline(never)]
+    fn key_by_rules(
         &self,
         host: &str,
         path_and_query: &str,

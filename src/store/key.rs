@@ -109,8 +109,9 @@ impl CacheKey {
     }
 }
 
-/// The digest of a URL's parts so far: version, scheme, host, path and query.
-#[inline]
+/// The digest of a URL's parts so far: version, scheme, host, path and query. Inlined into
+/// every key (a call of its own cost a hit about 35 instructions).
+#[inline(always)]
 fn url_digest(scheme: &str, host: &str, path_and_query: &str) -> Sha256 {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
