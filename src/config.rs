@@ -12,8 +12,12 @@ use std::time::Duration;
 
 use toml::Table;
 
+mod site;
 mod tls;
 mod walk;
+pub use site::{
+    ActiveCheck, Balance, CacheMode, HealthConfig, HostPattern, PathPattern, RuleConfig, ServerConfig, SiteConfig,
+};
 use walk::Walker;
 pub use walk::{parse_duration, parse_size};
 
@@ -26,8 +30,10 @@ pub struct Config {
     pub listen_enabled: bool,
     /// The `[[listener]]` tables: more listeners, cleartext or TLS.
     pub listeners: Vec<ListenerConfig>,
-    /// The origin every request is forwarded to.
+    /// The origin every request is forwarded to when no `[[site]]` is configured.
     pub origin: Origin,
+    /// The sites (`[[site]]`); empty: one site, every host, forwarded to `origin`.
+    pub sites: Vec<SiteConfig>,
     /// Cache settings.
     pub cache: CacheConfig,
     /// Timeouts.
@@ -317,6 +323,7 @@ impl Default for Config {
             listen_enabled: true,
             listeners: Vec::new(),
             origin: Origin::parse("http://127.0.0.1:9000").expect("valid"),
+            sites: Vec::new(),
             cache: CacheConfig {
                 memory_bytes: 256 << 20,
                 max_object_bytes: 8 << 20,
@@ -360,6 +367,17 @@ impl Default for Config {
             },
             redis: None,
             forwarding: Forwarding::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The sites as configured, or the one implied by `origin` when there is no `[[site]]`.
+    pub fn effective_sites(&self) -> Vec<SiteConfig> {
+        if self.sites.is_empty() {
+            vec![SiteConfig::single(self)]
+        } else {
+            self.sites.clone()
         }
     }
 }
@@ -478,6 +496,7 @@ impl Config {
                 cfg.listen = a;
             }
         }
+        let origin_given = root.contains_key("origin");
         if let Some(v) = root.remove("origin") {
             match v {
                 toml::Value::String(s) => match Origin::parse(&s) {
@@ -499,6 +518,10 @@ impl Config {
             if let Some(mut t) = w.table(&mut root, name) {
                 read(&mut w, &mut t, &mut cfg);
             }
+        }
+        site::sites(&mut w, &mut root, &mut cfg);
+        if origin_given && !cfg.sites.is_empty() {
+            w.bad("origin", "not used with [[site]]: give each site its servers (default = true for the rest)".into());
         }
         w.unknown(&root, "");
         if w.problems.is_empty() {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod proxy;
 pub mod server;
+pub mod site;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -61,9 +61,15 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     }
     if let Some(o) = &args.origin {
         match Origin::parse(o) {
+            Ok(_) if !cfg.sites.is_empty() => {
+                problems.push(("--origin".to_string(), "not used with [[site]]: each site names its servers".into()))
+            }
             Ok(o) => cfg.origin = o,
             Err(e) => problems.push(("--origin".to_string(), e)),
         }
+    }
+    if args.demo && !cfg.sites.is_empty() {
+        problems.push(("--demo".to_string(), "not used with [[site]]: each site names its servers".into()));
     }
     if args.no_access_log {
         cfg.log.access = false;
@@ -90,7 +96,13 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
-        println!("configuration ok: listen {} origin {}{shared}", listen_summary(&cfg), cfg.origin.url);
+        let origins = if cfg.sites.is_empty() {
+            format!("origin {}", cfg.origin.url)
+        } else {
+            let names: Vec<&str> = cfg.sites.iter().map(|s| s.name.as_str()).collect();
+            format!("sites {}", names.join(", "))
+        };
+        println!("configuration ok: listen {} {origins}{shared}", listen_summary(&cfg));
         certificate_summary(&cfg);
         return ExitCode::SUCCESS;
     }
@@ -156,7 +168,12 @@ fn main() -> ExitCode {
             eprintln!("edgecache: no listener");
             return ExitCode::FAILURE;
         };
-        tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        if cfg.sites.is_empty() {
+            tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        } else {
+            let sites = cfg.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
+            tracing::info!(%listen, %sites, memory = cfg.cache.memory_bytes, "edgecache started");
+        }
         if args.demo {
             let scheme = if tls { "https" } else { "http" };
             tracing::info!("try: curl -si {scheme}://{listen}/articles/1");
@@ -247,12 +264,18 @@ fn raise_file_limit(cfg: &Config) {
     }
     let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), was = %show(before.current), "open-file limit");
-    let needed = (cfg.limits.max_connections + cfg.limits.origin_connections + 64) as u64;
+    let origin: usize = cfg
+        .effective_sites()
+        .iter()
+        .flat_map(|s| &s.servers)
+        .map(|s| s.max_connections.unwrap_or(cfg.limits.origin_connections))
+        .sum();
+    let needed = (cfg.limits.max_connections + origin + 64) as u64;
     if limit.current.is_some_and(|n| n < needed) {
         tracing::warn!(
             limit = %show(limit.current),
             needed,
-            "the open-file limit is below limits.max_connections + limits.origin_connections + 64; \
+            "the open-file limit is below limits.max_connections + the origin servers' connections + 64; \
              lower them or raise the hard limit (LimitNOFILE=, ulimit -Hn)"
         );
     }

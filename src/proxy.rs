@@ -28,24 +28,24 @@ pub use fetch::FillBody;
 pub use respond::CACHE_STATUS;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{CacheMode, Config};
 use crate::http::policy::{self, PolicyOptions, Usable};
-use crate::status::{CacheStatus, Failure, Fwd, NotStored, Stale};
+use crate::site::{Route, Sites};
+use crate::status::{CacheStatus, Detail, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
 use crate::store::shared::SharedTier;
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
-use crate::upstream::Upstream;
 use fetch::{Fetched, Miss};
 use request::Ctx;
 use respond::{finish, local, only_if_cached, Answer};
 
-/// The proxy: configuration, the tiers, the origin client and the clock.
+/// The proxy: configuration, the tiers, the sites (with their origin pools) and the clock.
 pub struct Proxy {
     cfg: Arc<Config>,
     tiers: Tiers,
-    upstream: Upstream,
+    sites: Sites,
     clock: Arc<dyn Clock>,
     opts: PolicyOptions,
     /// Fills clients may join, for coalescing.
@@ -87,11 +87,16 @@ impl Proxy {
             hit_for_pass: HitForPass::new(cfg.coalescing.hit_for_pass),
             strip_known: strip.iter().any(crate::store::headers::is_known),
             strip,
-            upstream: Upstream::new(&cfg),
+            sites: Sites::new(&cfg, clock.clone()),
             clock,
             opts,
             cfg,
         }
+    }
+
+    /// The sites, their pools and rules.
+    pub fn sites(&self) -> &Sites {
+        &self.sites
     }
 
     /// The shared tier, when configured (for inspection in tests).
@@ -117,7 +122,7 @@ impl Proxy {
 
     /// Handles one request from `peer` that came in on a listener served as `endpoint`.
     pub async fn handle_on(self: &Arc<Self>, req: Request<Incoming>, peer: SocketAddr, endpoint: Endpoint) -> Answer {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if let Some(port) = endpoint.redirect_https {
             return endpoint::redirect_https(&parts, port);
         }
@@ -144,18 +149,58 @@ impl Proxy {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return finish(StatusCode::OK, headers, ProxyBody::empty(), CacheStatus::default());
         }
-        // A span per request at debug level: disabled by default, it costs a level check.
-        let key = target.key();
+        let Some(id) = self.sites.single().or_else(|| self.sites.route(&target.host)) else {
+            let msg = "no site is served here for this host\n";
+            return local(StatusCode::MISDIRECTED_REQUEST, msg, Failure::Misdirected, Fwd::Bypass);
+        };
+        let site = self.sites.get(id);
+        let route = site.route(id, target.path_and_query.as_str());
+        let (key, key_url) =
+            site.key(target.scheme.as_str(), &target.host, target.path_and_query.as_str(), &parts.headers, route.rules);
+        if site.rules.strip_cookie(route.rules) {
+            parts.headers.remove(header::COOKIE);
+        }
+        // A span per request at debug level. Disabled (the default), it costs a level check,
+        // and the request is not wrapped in it: wrapping moves the request's whole state once.
         let span =
             tracing::debug_span!("request", method = %parts.method, path = %target.path_and_query, key = %key.short());
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            return Box::pin(self.pass(parts, Some(body), target, peer, NotStored::Method)).instrument(span).await;
-        }
-        if request::has_body(&body) {
-            return Box::pin(self.pass(parts, Some(body), target, peer, NotStored::RequestBody)).instrument(span).await;
+        let pass = if parts.method != Method::GET && parts.method != Method::HEAD {
+            Some(NotStored::Method)
+        } else if request::has_body(&body) {
+            Some(NotStored::RequestBody)
+        } else if site.rules.mode(route.rules) == CacheMode::Pass {
+            Some(NotStored::Rule)
+        } else {
+            None
+        };
+        if let Some(why) = pass {
+            let answer = Box::pin(self.pass(parts, Some(body), target, peer, route, why)).instrument(span).await;
+            return self.routed(answer, route);
         }
         let cc = policy::request_cache_control(&parts.headers);
-        self.cacheable(Ctx { parts, target, peer, cc, key }).instrument(span).await
+        let ctx = Ctx { parts, target, peer, cc, key, route, key_url };
+        let answer = if span.is_disabled() {
+            self.cacheable(ctx).await
+        } else {
+            Box::pin(self.cacheable(ctx).instrument(span)).await
+        };
+        self.routed(answer, route)
+    }
+
+    /// An answer of the route's site: the site named for the log and metrics, and the rules'
+    /// response fields put on what the origin or the store answered (not on the proxy's own
+    /// errors).
+    #[inline]
+    fn routed(&self, (mut resp, mut cs): Answer, route: Route) -> Answer {
+        cs.site = Some(route.site);
+        if route.rules.is_empty() {
+            return (resp, cs);
+        }
+        let rules = &self.sites.get(route.site).rules;
+        if !matches!(cs.detail, Some(Detail::Failure(_))) && rules.edits_response(route.rules) {
+            rules.edit_response(route.rules, resp.headers_mut());
+        }
+        (resp, cs)
     }
 
     /// GET and HEAD: look up, serve, revalidate or fetch.
@@ -163,7 +208,8 @@ impl Proxy {
         let h = &ctx.parts.headers;
         if h.contains_key(header::IF_MATCH) || h.contains_key(header::IF_UNMODIFIED_SINCE) {
             // Preconditions for state-changing intent: the origin evaluates them; nothing stored.
-            return Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, NotStored::Precondition)).await;
+            return Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, ctx.route, NotStored::Precondition))
+                .await;
         }
         let mut now = self.clock.now_millis();
         let writes = self.tiers.memory().writes();
@@ -172,16 +218,19 @@ impl Proxy {
         let mut from_shared = false;
         if selected.is_none() && self.tiers.shared().is_some() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.target.canonical(), h)).await;
+            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.canonical(), h)).await;
             from_shared = selected.is_some();
             now = self.clock.now_millis();
         }
         let hit = |ttl: i64| CacheStatus { shared_tier: from_shared, ..CacheStatus::hit(ttl) };
+        // A site's rule may have every stored response revalidated before it is used.
+        let always_revalidate = !ctx.route.rules.is_empty()
+            && self.sites.get(ctx.route.site).rules.mode(ctx.route.rules) == CacheMode::Revalidate;
         if h.contains_key(header::RANGE) {
             // A range is served from a usable complete stored response; a GET's otherwise from
             // stored pieces or fetched in slices (`ranged`); a HEAD's is forwarded.
             let usable = |e: &Arc<crate::store::Entry>| {
-                matches!(e.freshness.usable(&ctx.cc, now), Usable::Fresh | Usable::Stale)
+                !always_revalidate && matches!(e.freshness.usable(&ctx.cc, now), Usable::Fresh | Usable::Stale)
             };
             if let Some(entry) = selected.filter(usable) {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
@@ -193,7 +242,7 @@ impl Proxy {
             if ctx.cc.only_if_cached {
                 return only_if_cached();
             }
-            return Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, NotStored::Partial)).await;
+            return Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, ctx.route, NotStored::Partial)).await;
         }
         let Some(entry) = selected else {
             if ctx.cc.only_if_cached {
@@ -204,13 +253,19 @@ impl Proxy {
                 if found.variants.is_some_and(|v| !v.entries().is_empty()) { Fwd::VaryMiss } else { Fwd::UriMiss };
             return self.fetch(Arc::new(ctx), Miss { fwd, stale: None, join: Some(writes) }).await;
         };
-        match entry.freshness.usable(&ctx.cc, now) {
+        let usable = match entry.freshness.usable(&ctx.cc, now) {
+            Usable::Fresh | Usable::Stale if always_revalidate => Usable::Revalidate(Fwd::Stale),
+            usable => usable,
+        };
+        match usable {
             Usable::Fresh | Usable::Stale => {
                 let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
                 self.serve_stored(&ctx.parts, &entry, hit(ttl), now)
             }
             // RFC 5861 §3: serve stale at once, revalidate once in the background.
-            Usable::Revalidate(Fwd::Stale) if entry.freshness.within_stale_while_revalidate(now) => {
+            Usable::Revalidate(Fwd::Stale)
+                if !always_revalidate && entry.freshness.within_stale_while_revalidate(now) =>
+            {
                 self.revalidate_in_background(&ctx, entry.clone());
                 let status = CacheStatus {
                     detail: Some(Stale::WhileRevalidate.into()),

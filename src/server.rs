@@ -448,7 +448,8 @@ impl Connection {
                 });
                 let (resp, cs) = proxy.handle_on(req, peer, endpoint).await;
                 let log = log_head.map(|(method, path, start)| {
-                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, start, peer })
+                    let site = cs.site.map(|id| proxy.sites().get(id).name().clone());
+                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, site, start, peer })
                 });
                 let expected = log
                     .as_ref()

@@ -71,6 +71,8 @@ pub enum NotStored {
     Precondition,
     /// The origin's body ended early, failed, or did not match its `Content-Length`.
     Incomplete,
+    /// A rule of the request's site says never to cache its path (`cache = "pass"`).
+    Rule,
 }
 
 impl NotStored {
@@ -91,6 +93,7 @@ impl NotStored {
             NotStored::Partial => "partial",
             NotStored::Precondition => "precondition",
             NotStored::Incomplete => "incomplete",
+            NotStored::Rule => "rule",
         }
     }
 
@@ -152,6 +155,10 @@ pub enum Failure {
     /// The TLS handshake with an `https://` origin failed: its certificate was not trusted or
     /// not for its name, it refused the client certificate, or it does not speak TLS (502).
     OriginTls,
+    /// Every server of the site's origin pool is down (503).
+    OriginDown,
+    /// No site serves the request's `Host` and there is no default site (421).
+    Misdirected,
 }
 
 impl Failure {
@@ -167,6 +174,8 @@ impl Failure {
             Failure::OriginBusy => "origin-busy",
             Failure::OriginInvalid => "origin-invalid",
             Failure::OriginTls => "origin-tls",
+            Failure::OriginDown => "origin-down",
+            Failure::Misdirected => "misdirected",
         }
     }
 }
@@ -292,6 +301,9 @@ pub struct CacheStatus {
     pub ttl: Option<i64>,
     /// Why not stored, why stale, or why an error.
     pub detail: Option<Detail>,
+    /// The site the request was routed to (`None`: answered before routing). Not part of the
+    /// header: for the access log and metrics.
+    pub site: Option<crate::site::SiteId>,
 }
 
 impl CacheStatus {

@@ -19,12 +19,15 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsConnector;
 
-use crate::config::Config;
+use crate::config::{Config, Origin, Timeouts};
 use body::{BodyTimeout, ClientBodyError, UpBody, Upload};
 
+pub mod balance;
 pub mod body;
 pub mod headers;
+pub(crate) mod health;
 mod pool;
+pub use balance::OriginPool;
 pub use pool::OriginIncoming;
 use pool::{Checkout, Pool};
 
@@ -55,32 +58,75 @@ pub enum UpstreamError {
     /// The fetch this request waited for went away without an answer (its task was dropped).
     #[error("the origin fetch was abandoned")]
     Abandoned,
+    /// Every server of the site's pool is down (health checks, ejection): none was asked.
+    #[error("every origin server is down")]
+    Down,
 }
 
-/// The HTTP/1.1 client to the one origin, over a pool of keep-alive connections (TLS ones for an
-/// `https://` origin).
+/// A failed [`Upstream::try_send`]: the request is handed back when the origin received none of
+/// it (the connection could not be made, or a new one closed before the request was written),
+/// so that it can go to another server.
+pub enum SendError {
+    /// Nothing was sent.
+    NotSent(UpstreamError, Box<Request<UpBody>>),
+    /// The request was sent, or partly sent, or the failure is not the server's.
+    Failed(UpstreamError),
+}
+
+/// The HTTP/1.1 client to one origin server, over a pool of keep-alive connections (TLS ones for
+/// an `https://` server).
 #[derive(Clone)]
 pub struct Upstream {
     pool: Arc<Pool>,
     authority: Authority,
     /// For an `https://` origin: the TLS client and the name sent as SNI and verified.
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The server name a TLS client sends (SNI), as text: the site's `origin_sni`, else the
+    /// server's own name.
+    sni: Arc<str>,
     connect: Duration,
     first_byte: Duration,
     queue: Duration,
 }
 
 impl Upstream {
-    /// A client configured from `cfg`.
+    /// A client to `cfg.origin` configured from `cfg`.
     pub fn new(cfg: &Config) -> Self {
+        Upstream::to_server(&cfg.origin, cfg.limits.origin_connections, &cfg.timeouts, None)
+    }
+
+    /// A client to `origin` with at most `max_connections` open, sending `sni` as the TLS server
+    /// name (`None`: the origin's host).
+    pub fn to_server(origin: &Origin, max_connections: usize, timeouts: &Timeouts, sni: Option<&str>) -> Self {
+        let host = origin.authority.host().trim_start_matches('[').trim_end_matches(']');
         Upstream {
-            pool: Pool::new(cfg.limits.origin_connections, cfg.timeouts.idle),
-            authority: cfg.origin.authority.clone(),
-            tls: cfg.origin.tls.as_ref().map(|t| (TlsConnector::from(t.client.clone()), t.server_name.clone())),
-            connect: cfg.timeouts.connect,
-            first_byte: cfg.timeouts.first_byte,
-            queue: cfg.timeouts.origin_queue,
+            pool: Pool::new(max_connections, timeouts.idle),
+            authority: origin.authority.clone(),
+            tls: origin.tls.as_ref().map(|t| {
+                // A site's `origin_sni` replaces the name the URL gave, for SNI and verification.
+                let name = sni.and_then(|s| Origin::server_name(s).ok()).unwrap_or_else(|| t.server_name.clone());
+                (TlsConnector::from(t.client.clone()), name)
+            }),
+            sni: Arc::from(sni.unwrap_or(host)),
+            connect: timeouts.connect,
+            first_byte: timeouts.first_byte,
+            queue: timeouts.origin_queue,
         }
+    }
+
+    /// `host:port` connected to.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The server name a TLS connection to this server sends (SNI).
+    pub fn sni(&self) -> &str {
+        &self.sni
+    }
+
+    /// Longest wait for a connection when every one allowed is busy (`timeouts.origin_queue`).
+    pub fn queue(&self) -> Duration {
+        self.queue
     }
 
     /// The request target sent for `path_and_query`: origin-form (the client's own bytes, not
@@ -109,6 +155,25 @@ impl Upstream {
                 Either::Right(Box::pin(self.send_uploading(req, upload)))
             }
         }
+    }
+
+    /// [`send`](Upstream::send) for a request without a body, handing the request back when
+    /// the server received none of it.
+    pub async fn try_send(&self, req: Request<UpBody>) -> Result<Response<OriginIncoming>, SendError> {
+        debug_assert!(matches!(req.body(), UpBody::Empty), "a body cannot be sent twice");
+        match tokio::time::timeout(self.first_byte, self.send_or_return(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Failed(UpstreamError::Timeout)),
+        }
+    }
+
+    /// Sends `req` on a connection of its own, outside the pool and its limit, and closes it:
+    /// a health check, which must not wait behind the requests it is meant to judge.
+    pub async fn probe(&self, req: Request<UpBody>) -> Result<http::StatusCode, UpstreamError> {
+        let mut sender = self.connect(None).await?;
+        sender.ready().await.map_err(|e| classify(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| classify(&e))?;
+        Ok(resp.status())
     }
 
     async fn send_uploading(
@@ -151,13 +216,22 @@ impl Upstream {
         self.pool.reap()
     }
 
-    async fn send_on_a_connection(&self, mut req: Request<UpBody>) -> Result<Response<OriginIncoming>, UpstreamError> {
+    async fn send_on_a_connection(&self, req: Request<UpBody>) -> Result<Response<OriginIncoming>, UpstreamError> {
+        self.send_or_return(req).await.map_err(|e| match e {
+            SendError::NotSent(e, _) | SendError::Failed(e) => e,
+        })
+    }
+
+    async fn send_or_return(&self, mut req: Request<UpBody>) -> Result<Response<OriginIncoming>, SendError> {
         let deadline = tokio::time::Instant::now() + self.queue;
         loop {
             let (mut sender, reused) = match self.pool.checkout(deadline).await {
                 Some(Checkout::Idle(sender)) => (sender, true),
-                Some(Checkout::New(permit)) => (Box::pin(self.connect(permit)).await?, false),
-                None => return Err(UpstreamError::Busy),
+                Some(Checkout::New(permit)) => match Box::pin(self.connect(Some(permit))).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+                },
+                None => return Err(SendError::Failed(UpstreamError::Busy)),
             };
             // A connection goes back to the pool when its last response body has been read to
             // the end; hyper may not have marked it ready yet.
@@ -165,14 +239,17 @@ impl Upstream {
                 if reused {
                     continue;
                 }
-                return Err(UpstreamError::Unreachable("origin closed a new connection".into()));
+                let e = UpstreamError::Unreachable("origin closed a new connection".into());
+                return Err(SendError::NotSent(e, Box::new(req)));
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     // This proxy never asks for an upgrade (it removes `Upgrade`), so a 101 is
                     // not an answer to this request: its connection cannot be used again.
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(UpstreamError::Invalid("101 Switching Protocols without Upgrade"));
+                        return Err(SendError::Failed(UpstreamError::Invalid(
+                            "101 Switching Protocols without Upgrade",
+                        )));
                     }
                     let pool = self.pool.clone();
                     return Ok(resp.map(|body| OriginIncoming::new(body, sender, pool)));
@@ -180,16 +257,18 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Not sent: a kept connection the origin had closed meanwhile. Another one.
                     Some(r) if reused => req = r,
-                    _ => return Err(classify(&e.into_error())),
+                    // Not sent on a new connection: the server took the connection and closed it.
+                    Some(r) => return Err(SendError::NotSent(classify(&e.into_error()), Box::new(r))),
+                    None => return Err(SendError::Failed(classify(&e.into_error()))),
                 },
             }
         }
     }
 
     /// A new connection to the origin (TCP, then TLS for an `https://` origin, both within
-    /// `timeouts.connect`), its protocol driven by a task of its own that holds `permit` for as
-    /// long as the connection lives.
-    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<SendRequest<UpBody>, UpstreamError> {
+    /// `timeouts.connect`), its protocol driven by a task of its own that holds `permit` (its
+    /// place under the pool's limit; `None` for a probe) for as long as the connection lives.
+    async fn connect(&self, permit: Option<OwnedSemaphorePermit>) -> Result<SendRequest<UpBody>, UpstreamError> {
         let deadline = tokio::time::Instant::now() + self.connect;
         let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port = self.authority.port_u16().unwrap_or(80);
@@ -215,7 +294,7 @@ impl Upstream {
     }
 
     /// HTTP/1.1 over `io`, driven by a task that holds `permit` until the connection ends.
-    async fn drive<T>(&self, io: T, permit: OwnedSemaphorePermit) -> Result<SendRequest<UpBody>, UpstreamError>
+    async fn drive<T>(&self, io: T, permit: Option<OwnedSemaphorePermit>) -> Result<SendRequest<UpBody>, UpstreamError>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

@@ -588,3 +588,40 @@ async fn a_public_listener_with_default_limits_is_warned_about() {
     let warned = p.passed.iter().any(|l| l.contains("WARN") && l.contains("public address with the default [limits]"));
     assert!(warned, "{:?}", p.passed);
 }
+
+#[tokio::test]
+async fn check_config_names_a_bad_site_field_and_refuses_origin_beside_sites() {
+    let site = "[[site]]\nname = \"shop\"\nhosts = [\"shop.example\"]\n[[site.server]]\nurl = \"http://127.0.0.1:9\"\n";
+    let path = write_config("bad-site.toml", &format!("{site}[[site.rule]]\npath = \"/\"\nttl = \"soon\"\n"));
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("  site[0].rule[0].ttl: expected a duration"), "{}", text(&out.stderr));
+    let path = write_config("good-site.toml", site);
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("configuration ok: listen 127.0.0.1:8080 sites shop"), "{}", text(&out.stdout));
+    let out = run(&["--config", path.to_str().unwrap(), "--origin", "http://127.0.0.1:9", "--check-config"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--origin: not used with [[site]]"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_site() {
+    let clock = clock();
+    let origin = Origin::start(&clock, |_, _| Reply::ok("x").cc("max-age=60")).await;
+    let text = format!(
+        "[log]\naccess = true\n[[site]]\nname = \"shop\"\nhosts = [\"shop.example\"]\n[[site.server]]\nurl = \"http://{}\"\n",
+        origin.addr()
+    );
+    let cfg = write_config("site-log.toml", &text);
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()]);
+    let mut p = spawn_command(cmd).await;
+    let c = Client::new(p.addr);
+    assert_eq!(c.get_with("/p", &[("host", "shop.example")]).await.status, 200);
+    assert_eq!(c.get_with("/p", &[("host", "other.example")]).await.status, 421);
+    let line = p.wait_log("status=200").await;
+    assert!(line.contains("site=\"shop\"") && line.contains("path=/p"), "{line}");
+    let line = p.wait_log("status=421").await;
+    assert!(line.contains("site=\"-\"") && line.contains("detail=\"misdirected\""), "{line}");
+}

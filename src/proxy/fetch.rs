@@ -54,7 +54,9 @@ const WHOLE_BEFORE_HEAD: u64 = 64 << 10;
 /// A fill of an origin response.
 pub(super) type OriginFill = Fill<Fetched>;
 
-/// What a fill's fetch came to, published to every client of the fill.
+/// What a fill's fetch came to, published to every client of the fill. Made once per fill and
+/// kept in an `Arc`: its size is not copied around.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Fetched {
     /// A storable response, streamed to every reader.
     Stream(Arc<Head>),
@@ -302,6 +304,8 @@ impl Proxy {
                 peer: ctx.peer,
                 cc: ctx.cc.clone(),
                 key: ctx.key,
+                route: ctx.route,
+                key_url: ctx.key_url.clone(),
             });
             tokio::spawn(self.clone().run_fill(fill, ctx, Some(entry)));
         }
@@ -355,8 +359,11 @@ impl Proxy {
             None => Ask::Full,
         };
         // HEAD is fetched as GET, so a later GET is a hit and a stored body stays valid.
-        let req = self.origin_request(parts, target, ctx.peer, &Method::GET, UpBody::Empty, ask);
-        let OriginResponse { parts: rp, body, request_time, response_time } = match self.ask_origin(req).await {
+        let req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, ask);
+        let OriginResponse { parts: rp, body, request_time, response_time } = match self
+            .ask_origin(ctx.route, &key, req)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, %key, path = %target.path_and_query, peer = %ctx.peer, "origin request failed");
@@ -440,7 +447,7 @@ impl Proxy {
             tracing::warn!(%key, path = %target.path_and_query, detail = NotStored::Incomplete.as_str(), "origin body length mismatch; nothing stored");
             return writer.fail("origin body length mismatch");
         }
-        self.tiers.insert(key, || target.canonical(), Arc::new(template.with_body(whole)), response_time);
+        self.tiers.insert(key, || ctx.canonical(), Arc::new(template.with_body(whole)), response_time);
         writer.complete(Ok(()));
     }
 
@@ -457,6 +464,7 @@ impl Proxy {
         let mut merged = old.merged_headers(not_modified);
         let cc = policy::response_cache_control(&merged, &self.opts);
         let mut fresh = policy::freshness(old.status, &merged, &cc, request_time, response_time, &self.opts);
+        fresh.lifetime = self.rule_lifetime(ctx, &merged, &cc, fresh.lifetime);
         // The 304's own Age is not stored (it is recomputed) but counts in the new freshness.
         fresh.times.age_value = policy::secs32(policy::age_value(not_modified));
         // §5.2.2.4 / §5.2.2.7: fields named by a qualified no-cache or private are not stored.
@@ -468,7 +476,7 @@ impl Proxy {
         let resp = policy::Resp { status: entry.status, headers: &merged, cc: &cc };
         let stored = policy::storable(&req, &resp, &self.opts);
         match stored {
-            Ok(()) => self.tiers.replace(ctx.key, &ctx.target.canonical(), old, entry.clone(), response_time),
+            Ok(()) => self.tiers.replace(ctx.key, &ctx.canonical(), old, entry.clone(), response_time),
             Err(_) => self.tiers.remove_variant(&ctx.key, old),
         }
         (entry, stored)
@@ -491,7 +499,8 @@ impl Proxy {
         if decision.is_ok() && length.is_some_and(|n| n > self.cfg.cache.max_object_bytes) {
             decision = Err(NotStored::TooLarge);
         }
-        let fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
+        let mut fresh = policy::freshness(rp.status, &rp.headers, &resp_cc, request_time, response_time, &self.opts);
+        fresh.lifetime = self.rule_lifetime(ctx, &rp.headers, &resp_cc, fresh.lifetime);
         if decision.is_ok()
             && fresh.lifetime == 0
             && !fresh.no_cache
@@ -500,6 +509,17 @@ impl Proxy {
             decision = Err(NotStored::NoFreshness);
         }
         (decision, fresh, resp_cc)
+    }
+
+    /// The freshness lifetime the site's rules give a response whose own is `lifetime` (seconds):
+    /// `ttl` when it has no explicit one (`s-maxage`, `max-age`, `Expires`), bounded by `min_ttl`
+    /// and `max_ttl`. Only the stored freshness changes: what clients are sent stays the origin's.
+    fn rule_lifetime(&self, ctx: &Ctx, headers: &HeaderMap, cc: &CacheControl, lifetime: u32) -> u32 {
+        if ctx.route.rules.is_empty() {
+            return lifetime;
+        }
+        let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(header::EXPIRES);
+        self.sites.get(ctx.route.site).rules.lifetime(ctx.route.rules, explicit, lifetime)
     }
 
     /// What a response will be stored as, all but its body.

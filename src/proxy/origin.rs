@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{request, Method, Request, Version};
+use http::{request, Method, Request, Uri, Version};
 
 use super::request::Target;
 use super::Proxy;
 use crate::clock::Millis;
-use crate::store::Entry;
+use crate::site::Route;
+use crate::store::{CacheKey, Entry};
 use crate::upstream::body::UpBody;
 use crate::upstream::headers::{append_list, forwarded, remove_hop_by_hop, via};
 use crate::upstream::{OriginIncoming, UpstreamError};
@@ -33,24 +34,34 @@ pub(super) enum Ask<'a> {
     Revalidate(&'a Entry),
 }
 
+/// Whose request an origin request is made from: the client's request line and fields, where
+/// it goes, who sent it (for `X-Forwarded-For`) and the site that serves it.
+#[derive(Clone, Copy)]
+pub(super) struct Asker<'a> {
+    pub parts: &'a request::Parts,
+    pub target: &'a Target,
+    pub peer: SocketAddr,
+    pub route: Route,
+}
+
 impl Proxy {
-    /// The request sent to the origin for the client's `parts` to `target`, as `method`, with
-    /// `body`: forwarding rules (`upstream::headers`), then what `ask` adds.
+    /// The request sent to the origin for the asker's request, as `method`, with
+    /// `body`: forwarding rules (`upstream::headers`), the `Host` of its site's origin, then what
+    /// `ask` adds. The target is the client's own, query included: a site's key rules change
+    /// which requests share a stored response, never what the origin is asked.
     pub(super) fn origin_request(
         &self,
-        parts: &request::Parts,
-        target: &Target,
-        peer: SocketAddr,
+        asker: Asker<'_>,
         method: &Method,
         body: UpBody,
         ask: Ask<'_>,
     ) -> Request<UpBody> {
+        let Asker { parts, target, peer, route } = asker;
         let trusted = self.cfg.forwarding.trusts(peer.ip());
         let scheme = target.scheme.as_str();
         let mut headers =
             forwarded(&parts.headers, parts.version, target.host.value(), scheme, peer.ip(), trusted, &body);
-        if let Some(host) = &self.cfg.origin.host {
-            // `origin.host`: the name the origin serves under, whatever the client asked for.
+        if let Some(host) = &self.sites.get(route.site).origin_host {
             headers.insert(header::HOST, host.clone());
         }
         if !matches!(ask, Ask::AsIs) {
@@ -68,20 +79,30 @@ impl Proxy {
         }
         let mut req = Request::new(body);
         *req.method_mut() = method.clone();
-        *req.uri_mut() = self.upstream.uri(&target.path_and_query);
+        *req.uri_mut() = Uri::from(target.path_and_query.clone());
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
         req
     }
 
-    /// Sends `req` to the origin. The answer's hop-by-hop fields are removed, `Date` is added when
-    /// missing (RFC 9110 §6.6.1) and `Via` appended: ready to forward and to store.
-    pub(super) async fn ask_origin(&self, req: Request<UpBody>) -> Result<OriginResponse, UpstreamError> {
+    /// Sends `req` to a server of the route's site (chosen for `key`). The answer's hop-by-hop
+    /// fields are removed (and `Set-Cookie` when a rule says so), `Date` is added when missing
+    /// (RFC 9110 §6.6.1) and `Via` appended: ready to forward and to store.
+    pub(super) async fn ask_origin(
+        &self,
+        route: Route,
+        key: &CacheKey,
+        req: Request<UpBody>,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let site = self.sites.get(route.site);
         let request_time = self.clock.now_millis();
-        let resp = self.upstream.send(req).await?;
+        let resp = site.pool.send(req, key).await?;
         let response_time = self.clock.now_millis();
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        if site.rules.strip_set_cookie(route.rules) {
+            parts.headers.remove(header::SET_COOKIE);
+        }
         ensure_date(&mut parts.headers, response_time);
         append_list(&mut parts.headers, header::VIA, HeaderValue::from_static(via(parts.version)));
         Ok(OriginResponse { parts, body, request_time, response_time })

@@ -9,13 +9,13 @@ use http::request;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::origin::{Ask, OriginResponse};
+use super::origin::{Ask, Asker, OriginResponse};
 use super::request::Target;
 use super::respond::{upstream_failure, Answer};
 use super::Proxy;
+use crate::site::Route;
 use crate::status::{CacheStatus, Fwd, NotStored};
 use crate::store::key::normalize_host;
-use crate::store::CacheKey;
 use crate::upstream::body::{BodyTimeout, ClientBody, OriginBody, UpBody};
 use crate::upstream::UpstreamError;
 
@@ -28,6 +28,7 @@ impl Proxy {
         body: Option<Incoming>,
         target: Target,
         peer: SocketAddr,
+        route: Route,
         why: NotStored,
     ) -> Answer {
         let mut status = CacheStatus::forward(Fwd::Bypass);
@@ -52,8 +53,17 @@ impl Proxy {
             }
             _ => UpBody::Empty,
         };
-        let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, Ask::AsIs);
-        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(req).await {
+        let site = self.sites.get(route.site);
+        let key = site
+            .key(target.scheme.as_str(), &target.host, target.path_and_query.as_str(), &parts.headers, route.rules)
+            .0;
+        let req = self.origin_request(
+            Asker { parts: &parts, target: &target, peer, route },
+            &parts.method,
+            up_body,
+            Ask::AsIs,
+        );
+        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(route, &key, req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, method = %parts.method, path = %target.path_and_query, %peer, "origin request failed");
@@ -62,21 +72,31 @@ impl Proxy {
         };
         status.fwd_status = Some(rp.status.as_u16());
         if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
-            self.invalidate_after_unsafe(&target, &rp.headers);
+            self.invalidate_after_unsafe(route, key, &target, &parts.headers, &rp.headers);
         }
         let body = ProxyBody::Origin(Box::new(OriginBody::new(rbody, self.cfg.timeouts.idle)));
         self.respond(rp.status, rp.headers, body, status)
     }
 
-    /// §4.4: the target URI, and `Location` / `Content-Location` when same-origin.
-    pub(super) fn invalidate_after_unsafe(&self, target: &Target, resp: &HeaderMap) {
-        self.tiers.invalidate(&target.key());
+    /// §4.4: the target URI (its key `key`), and `Location` / `Content-Location` when
+    /// same-origin, their keys made by the site's rules as a request for them with the same
+    /// fields would make them.
+    pub(super) fn invalidate_after_unsafe(
+        &self,
+        route: Route,
+        key: crate::store::CacheKey,
+        target: &Target,
+        req: &HeaderMap,
+        resp: &HeaderMap,
+    ) {
+        self.tiers.invalidate(&key);
+        let site = self.sites.get(route.site);
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(v) = resp.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
             };
             if let Some(pq) = same_origin_path(v, target) {
-                self.tiers.invalidate(&CacheKey::new(target.scheme.as_str(), &target.host, &pq));
+                self.tiers.invalidate(&site.cache_key(target.scheme.as_str(), &target.host, &pq, req));
             }
         }
     }

@@ -245,14 +245,14 @@ impl Proxy {
     async fn fetch_slice(&self, ctx: &Ctx, i: u64, slice: u64, known: Option<&Arc<Partial>>) -> Fetched {
         let lo = i * slice;
         let hi = known.map_or(lo + slice, |p| p.span(i).1);
-        let mut req = self.origin_request(&ctx.parts, &ctx.target, ctx.peer, &Method::GET, UpBody::Empty, Ask::Full);
+        let mut req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, Ask::Full);
         let h = req.headers_mut();
         h.insert(header::RANGE, HeaderValue::from_str(&format!("bytes={lo}-{}", hi - 1)).expect("ascii"));
         h.remove(header::IF_RANGE);
         if let Some(v) = known.and_then(|p| p.validator.as_ref()).and_then(|v| HeaderValue::from_bytes(v).ok()) {
             h.insert(header::IF_RANGE, v);
         }
-        let resp = match self.ask_origin(req).await {
+        let resp = match self.ask_origin(ctx.route, &ctx.key, req).await {
             Ok(r) => r,
             Err(e) => return Fetched::Failed(e),
         };
@@ -391,9 +391,9 @@ impl Proxy {
 
     /// Forwards the request as it is; a `206` answer is stored as a piece on its way.
     async fn forward_piece(&self, ctx: Ctx) -> Answer {
-        let req = self.origin_request(&ctx.parts, &ctx.target, ctx.peer, &Method::GET, UpBody::Empty, Ask::Full);
+        let req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, Ask::Full);
         let mut status = CacheStatus::forward(Fwd::UriMiss);
-        let resp = match self.ask_origin(req).await {
+        let resp = match self.ask_origin(ctx.route, &ctx.key, req).await {
             Ok(r) => r,
             Err(e) => return upstream_failure(&e, Fwd::UriMiss),
         };
@@ -421,7 +421,7 @@ impl Proxy {
         if ctx.cc.only_if_cached {
             return only_if_cached();
         }
-        Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, NotStored::Partial)).await
+        Box::pin(self.pass(ctx.parts, None, ctx.target, ctx.peer, ctx.route, NotStored::Partial)).await
     }
 }
 

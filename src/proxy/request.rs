@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use super::endpoint::Scheme;
 use crate::http::cache_control::CacheControl;
+use crate::site::Route;
 use crate::store::key::normalized_host;
 use crate::store::CacheKey;
 
@@ -26,6 +27,26 @@ pub struct Ctx {
     pub cc: CacheControl,
     /// The cache key.
     pub key: CacheKey,
+    /// Its site and the site's rules that match.
+    pub route: Route,
+    /// What the key was made of, when a site's key rule made it of something else than the URL
+    /// as forwarded.
+    pub key_url: Option<Box<str>>,
+}
+
+impl Ctx {
+    /// This request, as what an origin request is made from.
+    pub(super) fn asker(&self) -> super::origin::Asker<'_> {
+        super::origin::Asker { parts: &self.parts, target: &self.target, peer: self.peer, route: self.route }
+    }
+
+    /// The URL stored with the response in the shared tier's envelopes: what the key was made of.
+    pub fn canonical(&self) -> String {
+        match &self.key_url {
+            Some(url) => url.to_string(),
+            None => self.target.canonical(),
+        }
+    }
 }
 
 /// Where a request goes, as forwarded: the scheme the client used, normalized host and the path
@@ -83,13 +104,6 @@ impl HostValue {
     /// As a field value (`Host`, `X-Forwarded-Host`).
     pub fn value(&self) -> &HeaderValue {
         &self.0
-    }
-}
-
-impl Target {
-    /// The cache key of this target.
-    pub fn key(&self) -> CacheKey {
-        CacheKey::new(self.scheme.as_str(), &self.host, self.path_and_query.as_str())
     }
 }
 

@@ -209,6 +209,9 @@ pub(super) fn upstream_failure(e: &UpstreamError, fwd: Fwd) -> Answer {
         UpstreamError::Busy => {
             local(StatusCode::SERVICE_UNAVAILABLE, "origin connections all busy\n", Failure::OriginBusy, fwd)
         }
+        UpstreamError::Down => {
+            local(StatusCode::SERVICE_UNAVAILABLE, "every origin server is down\n", Failure::OriginDown, fwd)
+        }
         UpstreamError::Invalid(_) => {
             local(StatusCode::BAD_GATEWAY, "invalid response from origin\n", Failure::OriginInvalid, fwd)
         }

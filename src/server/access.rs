@@ -22,6 +22,8 @@ pub struct AccessLog {
     pub status: u16,
     /// What the cache did, as the response head said it.
     pub cache: CacheStatus,
+    /// The name of the site the request was routed to.
+    pub site: Option<std::sync::Arc<str>>,
     /// When the request arrived.
     pub start: std::time::Instant,
     /// Client address.
@@ -92,6 +94,7 @@ impl Drop for LoggedBody {
             }
             tracing::info!(
                 target: "access",
+                site = log.site.as_deref().unwrap_or("-"),
                 method = %log.method,
                 path = %log.path,
                 status = log.status,

@@ -178,11 +178,13 @@ impl Pool {
 pub struct OriginIncoming {
     inner: Incoming,
     back: Option<(SendRequest<UpBody>, Arc<Pool>)>,
+    /// The request's place under its server's `max_requests`, given back with the connection.
+    in_flight: Option<OwnedSemaphorePermit>,
 }
 
 impl OriginIncoming {
     pub(crate) fn new(inner: Incoming, sender: SendRequest<UpBody>, pool: Arc<Pool>) -> Self {
-        let mut body = OriginIncoming { inner, back: Some((sender, pool)) };
+        let mut body = OriginIncoming { inner, back: Some((sender, pool)), in_flight: None };
         if body.inner.is_end_stream() {
             // No body at all (a 304, a HEAD, a zero length): the connection is free already.
             body.give_back();
@@ -190,7 +192,17 @@ impl OriginIncoming {
         body
     }
 
+    /// Keeps `permit` (an in-flight request's place) until the body has been received to its
+    /// end or dropped.
+    pub(crate) fn holding(mut self, permit: OwnedSemaphorePermit) -> Self {
+        if self.back.is_some() {
+            self.in_flight = Some(permit);
+        }
+        self
+    }
+
     fn give_back(&mut self) {
+        self.in_flight = None;
         if let Some((sender, pool)) = self.back.take() {
             pool.put(sender);
         }
@@ -216,7 +228,10 @@ impl Body for OriginIncoming {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             None => self.give_back(),
-            Some(Err(_)) => self.back = None,
+            Some(Err(_)) => {
+                self.back = None;
+                self.in_flight = None;
+            }
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)

@@ -108,6 +108,17 @@ pub async fn start_proxy(origin: SocketAddr, clock: &Arc<ManualClock>, tweak: im
     edgecache::start(cfg, clock).await.expect("start proxy")
 }
 
+/// Starts the proxy configured by the TOML `text` on `clock`, on `127.0.0.1:0` without access
+/// log, after `tweak` adjusted the configuration.
+pub async fn start_proxy_toml(text: &str, clock: &Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut cfg = Config::parse(text).unwrap_or_else(|e| panic!("test configuration: {e}"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.log.access = false;
+    tweak(&mut cfg);
+    let clock: Arc<dyn Clock> = clock.clone();
+    edgecache::start(cfg, clock).await.expect("start proxy")
+}
+
 /// Number of URLs the proxy's memory tier holds.
 pub fn stored_urls(p: &Running) -> u64 {
     p.proxy().memory().entry_count()

@@ -186,6 +186,15 @@ impl Origin {
         handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
     ) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Origin::start_on(listener, clock, handler)
+    }
+
+    /// [`Origin::start`] on `listener` (a [`ClosedPort`] opened: a server that comes back).
+    pub fn start_on(
+        listener: TcpListener,
+        clock: &Arc<ManualClock>,
+        handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (tx, rx) = watch::channel(0usize);
@@ -595,6 +604,11 @@ pub struct ClosedPort {
 impl ClosedPort {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Starts listening on the port: from now on a connect to it is accepted.
+    pub fn listen(self) -> TcpListener {
+        self._socket.listen(1024).expect("listen on the held port")
     }
 }
 
