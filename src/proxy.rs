@@ -17,6 +17,7 @@ mod body;
 mod fetch;
 mod origin;
 mod pass;
+mod purge;
 mod request;
 mod respond;
 
@@ -30,6 +31,7 @@ use crate::http::policy::{self, PolicyOptions, Usable};
 use crate::status::{CacheStatus, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
+use crate::store::purge::{Purger, Purges};
 use crate::store::shared::SharedTier;
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
@@ -53,6 +55,10 @@ pub struct Proxy {
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
     strip_known: bool,
+    /// The purges recorded here: every lookup compares its entry's stamp with them.
+    purges: Arc<Purges>,
+    /// Applies purges to the memory tier.
+    purger: Purger,
 }
 
 impl Proxy {
@@ -76,10 +82,19 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
+        if !cfg.purge.forward_tag_fields {
+            strip.extend(crate::store::tags::TAG_FIELDS.iter().cloned());
+        }
         let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone(), clock.clone()));
+        // Records are kept as long as anything in the shared tier can be older than them.
+        let retain = cfg.redis.as_ref().map_or(std::time::Duration::from_secs(86_400), |r| r.ttl_cap);
+        let purges = Arc::new(Purges::new(retain));
+        let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
+        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, purger.clone(), clock.clone()));
         Proxy {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
+            purges,
+            purger,
             inflight: Inflight::default(),
             hit_for_pass: HitForPass::new(cfg.coalescing.hit_for_pass),
             strip_known: strip.iter().any(crate::store::headers::is_known),
@@ -154,10 +169,15 @@ impl Proxy {
         let writes = self.tiers.memory().writes();
         let found = self.tiers.in_memory(&ctx.key, h, now);
         let mut selected = found.selected;
+        if let Some(e) = selected.as_ref().filter(|e| self.purges.unchecked(&e.checked)) {
+            // A host, prefix or everything purge since this entry was last checked.
+            selected = self.recheck(&ctx, e.clone(), now);
+        }
         let mut from_shared = false;
         if selected.is_none() && self.tiers.shared().is_some() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.target.canonical(), h)).await;
+            let at = (&*ctx.target.host, ctx.target.path_and_query.as_str());
+            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.target.canonical(), at, h)).await;
             from_shared = selected.is_some();
             now = self.clock.now_millis();
         }
