@@ -169,9 +169,11 @@ impl Proxy {
         let writes = self.tiers.memory().writes();
         let found = self.tiers.in_memory(&ctx.key, h, now);
         let mut selected = found.selected;
+        let mut purged = false;
         if let Some(e) = selected.as_ref().filter(|e| self.purges.unchecked(&e.checked)) {
             // A host, prefix or everything purge since this entry was last checked.
             selected = self.recheck(&ctx, e.clone(), now);
+            purged = selected.is_none();
         }
         let mut from_shared = false;
         if selected.is_none() && self.tiers.shared().is_some() {
@@ -201,7 +203,9 @@ impl Proxy {
             if ctx.cc.only_if_cached {
                 return only_if_cached();
             }
-            let fwd = if found.variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
+            // Other variants than one just purged: a vary miss.
+            let others = found.variants.as_ref().is_some_and(|v| v.entries().len() > usize::from(purged));
+            let fwd = if others { Fwd::VaryMiss } else { Fwd::UriMiss };
             return self.fetch(Arc::new(ctx), Miss { fwd, stale: None, join: Some(writes) }).await;
         };
         match entry.freshness.usable(&ctx.cc, now) {

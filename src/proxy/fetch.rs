@@ -135,6 +135,7 @@ impl Proxy {
                     .flatten()
                     .and_then(|v| v.select(&ctx.parts.headers).cloned())
                     .filter(|e| !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)))
+                    .filter(|e| !self.purges.unchecked(&e.checked))
                     .filter(|e| e.freshness.usable(&ctx.cc, now) == Usable::Fresh);
                 if let Some(entry) = fresh {
                     let writer = fill.writer();
