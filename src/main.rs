@@ -60,14 +60,14 @@ struct PurgeArgs {
     config: PathBuf,
     /// Absolute URLs to purge (every variant of each).
     urls: Vec<String>,
-    /// Tags (surrogate keys) to purge.
-    #[arg(long = "tag", value_name = "TAG", num_args = 1..)]
+    /// Tags (surrogate keys) to purge: repeat the option or separate them with commas.
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     tags: Vec<String>,
-    /// URL prefixes to purge (e.g. https://example.com/blog/).
-    #[arg(long = "prefix", value_name = "URL", num_args = 1..)]
+    /// URL prefixes to purge (e.g. https://example.com/blog/): repeat the option for several.
+    #[arg(long = "prefix", value_name = "URL")]
     prefixes: Vec<String>,
-    /// Hosts to purge.
-    #[arg(long = "host", value_name = "HOST", num_args = 1..)]
+    /// Hosts to purge: repeat the option or separate them with commas.
+    #[arg(long = "host", value_name = "HOST", value_delimiter = ',')]
     hosts: Vec<String>,
     /// Purge everything.
     #[arg(long)]
