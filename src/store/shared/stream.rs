@@ -111,7 +111,11 @@ async fn read_stream(
         None => return Ok(()),
     };
     let bounded = |d: Duration| d + budget + Duration::from_secs(1);
-    load_purges(conn, &purges, bounded(Duration::ZERO), purger).await?;
+    if let Err(e) = load_purges(conn, &purges, bounded(Duration::ZERO), purger).await {
+        // Not a reason to stop reading the stream: only objects read from Redis are checked
+        // against this record.
+        tracing::warn!(error = %e, key = %purges, "cannot read the record of purges");
+    }
     let info = stream_info(conn, stream, bounded(Duration::ZERO)).await?;
     match (pos.as_ref(), info) {
         // First connection: start after the newest entry (the memory tier is empty).
