@@ -428,8 +428,10 @@ pub struct Purger {
     clock: Arc<dyn Clock>,
 }
 
-/// Variants purged between two yields of a tag purge: no worker is held for long.
-const YIELD_EVERY: usize = 256;
+/// URLs purged between two yields of a tag purge: about a quarter of a millisecond of work, so a
+/// worker that also serves hits is not held for long (with 256, a 100,000-object purge raised the
+/// hits' p50 from 0.47 to 1.29 ms on a node with one worker).
+const YIELD_EVERY: usize = 64;
 
 impl Purger {
     /// A purger over `memory`, recording in `purges`.
