@@ -6,8 +6,9 @@
 #
 #   cargo build --release
 #   benches/purge.sh latency [N]     A->B: N URL purges made on node A (default 1000); for each,
-#                                    the time from A's answer to B's first response that is not
-#                                    a hit. A on CPU 0, B on CPU 1, Redis/origin/client on CPU 0.
+#                                    the time from A's answer to B no longer serving the object
+#                                    (polled with only-if-cached until 504, so no refetch is
+#                                    counted). A on CPU 0, B on CPU 1, Redis/origin/client on CPU 0.
 #   benches/purge.sh restart [N]     two nodes holding N 16 KiB objects (default 2000) under load
 #                                    (wrk on both, 10 s); Redis restarted empty 3 s in; what the
 #                                    origin sent meanwhile. Once with BASE_BIN (default
