@@ -325,6 +325,7 @@ fn stored_entry() -> Arc<Entry> {
         body: Bytes::from(vec![b'x'; 1024]),
         vary: Box::new([]),
         freshness,
+        checked: Default::default(),
     })
 }
 

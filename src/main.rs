@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use edgecache::config::{Config, ConfigError, LogFormat, Origin};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 mod alloc;
@@ -20,8 +21,10 @@ static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 /// An HTTP caching reverse proxy (RFC 9111 shared cache).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (proxy.toml). Without it, built-in defaults apply.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -40,6 +43,90 @@ struct Args {
     /// Turn the access log off (overrides `log.access`).
     #[arg(long)]
     no_access_log: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Purge objects on a running node (and, through its shared tier, on every node), through
+    /// the admin listener named in the configuration. Prints the JSON answer; exit code 0 only
+    /// when the purge was accepted.
+    Purge(PurgeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct PurgeArgs {
+    /// Configuration file of the node (its `[admin]` address and token are used).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Absolute URLs to purge (every variant of each).
+    urls: Vec<String>,
+    /// Tags (surrogate keys) to purge: repeat the option or separate them with commas.
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// URL prefixes to purge (e.g. https://example.com/blog/): repeat the option for several.
+    #[arg(long = "prefix", value_name = "URL")]
+    prefixes: Vec<String>,
+    /// Hosts to purge: repeat the option or separate them with commas.
+    #[arg(long = "host", value_name = "HOST", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Purge everything.
+    #[arg(long)]
+    all: bool,
+    /// Mark stale instead of removing: the next request revalidates.
+    #[arg(long)]
+    soft: bool,
+}
+
+/// `edgecache purge`: 0 accepted, 1 refused or unreachable, 2 bad configuration or arguments.
+fn purge(args: PurgeArgs) -> ExitCode {
+    let cfg = match Config::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgecache purge: invalid configuration ({}):", args.config.display());
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let Some(admin) = cfg.admin else {
+        eprintln!("edgecache purge: {} has no [admin] table: the node has no admin listener", args.config.display());
+        return ExitCode::from(2);
+    };
+    let ask = edgecache::admin::cli::Ask {
+        urls: args.urls,
+        tags: args.tags,
+        prefixes: args.prefixes,
+        hosts: args.hosts,
+        all: args.all,
+        soft: args.soft,
+    };
+    let Some(body) = ask.body() else {
+        eprintln!("edgecache purge: nothing to purge: give URLs, --tag, --prefix, --host or --all");
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecache purge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(edgecache::admin::cli::send(&admin, &body, std::time::Duration::from_secs(30))) {
+        Ok((status, text)) => {
+            print!("{text}");
+            if edgecache::admin::cli::accepted(status, &text) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("edgecache purge: refused ({status})");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("edgecache purge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
@@ -82,7 +169,10 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Purge(p)) = args.command.take() {
+        return purge(p);
+    }
     let mut cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -96,13 +186,14 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
+        let admin = cfg.admin.as_ref().map(|a| format!(", admin {}", a.listen)).unwrap_or_default();
         let origins = if cfg.sites.is_empty() {
             format!("origin {}", cfg.origin.url)
         } else {
             let names: Vec<&str> = cfg.sites.iter().map(|s| s.name.as_str()).collect();
             format!("sites {}", names.join(", "))
         };
-        println!("configuration ok: listen {} {origins}{shared}", listen_summary(&cfg));
+        println!("configuration ok: listen {} {origins}{shared}{admin}", listen_summary(&cfg));
         certificate_summary(&cfg);
         return ExitCode::SUCCESS;
     }
@@ -181,9 +272,38 @@ fn main() -> ExitCode {
         if !listeners.certificates().is_empty() {
             reload_certificates_on_sighup(listeners.certificates().clone());
         }
+        let admin_listener = match &cfg.admin {
+            Some(a) => match edgecache::admin::bind(a).await {
+                Ok((l, addr)) => {
+                    tracing::info!(%addr, token = a.token.is_some(), "admin listener started");
+                    Some(l)
+                }
+                Err(e) => {
+                    eprintln!("edgecache: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let cfg = Arc::new(cfg);
         let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
-        edgecache::server::serve_listeners(listeners, proxy, cfg, shutdown_signal()).await;
+        // One signal stops both listeners.
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = admin_listener.zip(cfg.admin.as_ref()).map(|(l, a)| {
+            let admin = edgecache::admin::Admin::new(proxy.clone(), a);
+            tokio::spawn(edgecache::admin::serve(l, admin, until_stopped(stopped.clone())))
+        });
+        edgecache::server::serve_listeners(listeners, proxy, cfg, until_stopped(stopped)).await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         ExitCode::SUCCESS
     })
 }

@@ -18,6 +18,7 @@ mod endpoint;
 mod fetch;
 mod origin;
 mod pass;
+mod purge;
 mod ranged;
 mod request;
 mod respond;
@@ -34,6 +35,7 @@ use crate::site::{Route, Sites};
 use crate::status::{CacheStatus, Detail, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
+use crate::store::purge::{Purger, Purges};
 use crate::store::shared::SharedTier;
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
@@ -56,6 +58,10 @@ pub struct Proxy {
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
     strip_known: bool,
+    /// The purges recorded here: every lookup compares its entry's stamp with them.
+    purges: Arc<Purges>,
+    /// Applies purges to the memory tier.
+    purger: Purger,
 }
 
 impl Proxy {
@@ -79,10 +85,19 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
+        if !cfg.purge.forward_tag_fields {
+            strip.extend(crate::store::tags::TAG_FIELDS.iter().cloned());
+        }
         let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone(), clock.clone()));
+        // Records are kept as long as anything in the shared tier can be older than them.
+        let retain = cfg.redis.as_ref().map_or(std::time::Duration::from_secs(86_400), |r| r.ttl_cap);
+        let purges = Arc::new(Purges::new(retain));
+        let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
+        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, purger.clone(), clock.clone()));
         Proxy {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
+            purges,
+            purger,
             inflight: Inflight::default(),
             hit_for_pass: HitForPass::new(cfg.coalescing.hit_for_pass),
             strip_known: strip.iter().any(crate::store::headers::is_known),
@@ -215,10 +230,17 @@ impl Proxy {
         let writes = self.tiers.memory().writes();
         let found = self.tiers.in_memory(&ctx.key, h, now);
         let mut selected = found.selected;
+        let mut purged = false;
+        if let Some(e) = selected.as_ref().filter(|e| self.purges.unchecked(&e.checked)) {
+            // A host, prefix or everything purge since this entry was last checked.
+            selected = self.recheck(&ctx, e.clone(), now);
+            purged = selected.is_none();
+        }
         let mut from_shared = false;
         if selected.is_none() && self.tiers.shared().is_some() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.canonical(), h)).await;
+            let at = (&*ctx.target.host, ctx.target.path_and_query.as_str());
+            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.canonical(), at, h)).await;
             from_shared = selected.is_some();
             now = self.clock.now_millis();
         }
@@ -248,9 +270,10 @@ impl Proxy {
             if ctx.cc.only_if_cached {
                 return only_if_cached();
             }
-            // Pieces of a representation are no variant.
-            let fwd =
-                if found.variants.is_some_and(|v| !v.entries().is_empty()) { Fwd::VaryMiss } else { Fwd::UriMiss };
+            // Other variants than one just purged: a vary miss. Pieces of a representation are no
+            // variant.
+            let others = found.variants.as_ref().is_some_and(|v| v.entries().len() > usize::from(purged));
+            let fwd = if others { Fwd::VaryMiss } else { Fwd::UriMiss };
             return self.fetch(Arc::new(ctx), Miss { fwd, stale: None, join: Some(writes) }).await;
         };
         let usable = match entry.freshness.usable(&ctx.cc, now) {

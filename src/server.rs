@@ -46,6 +46,8 @@ pub struct Running {
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The admin listener, when configured: its address, its stop and its task.
+    admin: Option<(SocketAddr, Option<oneshot::Sender<()>>, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -64,6 +66,11 @@ impl Running {
         self.certificates.reload()
     }
 
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _, _)| *addr)
+    }
+
     /// The proxy itself (its memory tier, for inspection).
     pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
@@ -74,20 +81,29 @@ impl Running {
         &self.stats
     }
 
-    /// Stops accepting, lets in-flight requests finish within `timeouts.shutdown`, and waits.
+    /// Stops accepting, lets in-flight requests finish within `timeouts.shutdown`, and waits;
+    /// the admin listener stops with it.
     pub async fn shutdown(mut self) {
+        self.stop_all();
+        let _ = (&mut self.task).await;
+        if let Some((_, _, task)) = self.admin.as_mut() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop_all(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        if let Some(stop) = self.admin.as_mut().and_then(|(_, stop, _)| stop.take()) {
+            let _ = stop.send(());
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop_all();
     }
 }
 
@@ -113,21 +129,34 @@ pub struct ServerStats {
     pub tls_failed: AtomicU64,
 }
 
-/// Binds `cfg.listen` (when served) and every `[[listener]]`, and serves in a background task.
+/// Binds `cfg.listen` (when served), every `[[listener]]` and `admin.listen` (when
+/// configured), and serves in background tasks.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let listeners = Listeners::bind(&cfg).await?;
     let mut addrs = listeners.addrs().into_iter().map(|(a, _)| a);
     let addr = addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
     let listener_addrs = if cfg.listen_enabled { addrs.collect() } else { [addr].into_iter().chain(addrs).collect() };
     let certificates = listeners.certificates().clone();
+    let admin_listener = match &cfg.admin {
+        Some(a) => Some(crate::admin::bind(a).await.map_err(io::Error::other)?),
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let proxy = Arc::new(Proxy::new(cfg.clone(), clock));
     let stats = Arc::new(ServerStats::default());
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve_with_stats(listeners, proxy.clone(), cfg, stats.clone(), async {
+    let task = tokio::spawn(serve_with_stats(listeners, proxy.clone(), cfg.clone(), stats.clone(), async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, listener_addrs, certificates, proxy, stats, stop: Some(tx), task })
+    let admin = admin_listener.zip(cfg.admin.as_ref()).map(|((l, admin_addr), a)| {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let admin = crate::admin::Admin::new(proxy.clone(), a);
+        let task = tokio::spawn(crate::admin::serve(l, admin, async {
+            let _ = stopped.await;
+        }));
+        (admin_addr, Some(stop), task)
+    });
+    Ok(Running { addr, listener_addrs, certificates, proxy, stats, stop: Some(tx), task, admin })
 }
 
 /// Serves connections from `listener` until `shutdown` completes, then drains in-flight

@@ -493,3 +493,27 @@ async fn wait_for_line(log: &mut (impl tokio::io::AsyncBufRead + Unpin), needle:
     })
     .await
 }
+
+#[tokio::test]
+async fn a_url_purge_removes_the_copies_stored_over_https_and_over_http() {
+    let dir = test_dir("purge");
+    let ca = TestCa::new("purge CA");
+    let origin = origin().await;
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let listeners = tls_listener(&[ca.leaf(&["shop.test"]).write(&dir, "shop")], "");
+    let p = start(config(&format!("origin = \"http://{}\"\n{admin}", origin.addr()), &listeners)).await;
+    let tls = TlsClient::new(p.listener_addr(0), &ca);
+    let plain = Client::new(p.addr());
+    let over_https = async || tls.connect("shop.test", Alpn::Http1).await.get("/p").await.cache_status().to_string();
+    let over_http = async || plain.get_with("/p", &[("host", "shop.test")]).await.cache_status().to_string();
+    assert_eq!(over_https().await, MISS_STORED);
+    assert_eq!(over_http().await, MISS_STORED, "stored apart from the https copy");
+    let admin = Client::new(p.admin_addr().expect("admin listener"));
+    let body = bytes::Bytes::from_static(br#"{"files":["https://shop.test/p"]}"#);
+    let r = admin.send("POST", "/purge", &[], body).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON answer");
+    assert_eq!((r.status, v["purged"].as_u64()), (200, Some(2)), "one URL, both schemes' copies");
+    assert_eq!(over_https().await, MISS_STORED);
+    assert_eq!(over_http().await, MISS_STORED);
+    assert_eq!(origin.count(), 4);
+}

@@ -30,8 +30,10 @@ use crate::http::policy::{self, Usable};
 use crate::http::range::{self, RangeAnswer, Spec};
 use crate::status::{CacheStatus, Fwd, NotStored};
 use crate::store::headers::StoredHeaders;
+
 use crate::store::pieces::{self, Partial};
-use crate::store::{CacheKey, Entry};
+use crate::store::purge::{Seq, Stamp, Verdict};
+use crate::store::{tags, CacheKey, Entry};
 use crate::upstream::body::{BoxError, IdleBody, OriginBody, UpBody};
 use crate::upstream::UpstreamError;
 
@@ -61,6 +63,7 @@ impl Proxy {
             .tiers
             .memory()
             .partial(&ctx.key, now)
+            .filter(|p| self.not_purged(&ctx, p))
             .filter(|p| matches!(p.template.freshness.usable(&ctx.cc, now), Usable::Fresh | Usable::Stale));
         if let Some(p) = &partial {
             let etag = p.template.headers.get_bytes(&header::ETAG).and_then(|e| std::str::from_utf8(e).ok());
@@ -240,12 +243,36 @@ impl Proxy {
         self.respond(StatusCode::PARTIAL_CONTENT, headers, ProxyBody::Slices(Box::pin(body), end - start), status)
     }
 
+    /// Checks the stored pieces `p` against the generation purges (host, prefix, everything)
+    /// recorded since they were checked. A purged representation's record is removed, hard or
+    /// soft alike (a stale piece cannot be revalidated on its own), and its slices with it: they
+    /// are only reached through it.
+    fn not_purged(&self, ctx: &Ctx, p: &Partial) -> bool {
+        if !self.purges.unchecked(&p.template.checked) {
+            return true;
+        }
+        let seq = self.purges.seq();
+        let path = ctx.target.path_and_query.as_str();
+        match self.purges.at_lookup(&ctx.target.host, path, p.template.checked.get()) {
+            Verdict::Keep => {
+                p.template.checked.set(seq);
+                true
+            }
+            Verdict::Hard | Verdict::Soft(_) => {
+                self.tiers.memory().invalidate(&ctx.key);
+                false
+            }
+        }
+    }
+
     /// Asks the origin for slice `i` (`slice` bytes from `i * slice`), with the strong
     /// validator of `known` in `If-Range`, and stores the `206` as a piece.
     async fn fetch_slice(&self, ctx: &Ctx, i: u64, slice: u64, known: Option<&Arc<Partial>>) -> Fetched {
         let lo = i * slice;
         let hi = known.map_or(lo + slice, |p| p.span(i).1);
         let mut req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, Ask::Full);
+        // The piece is stamped with the purges before the origin was asked (see `fetch`).
+        let stamp = self.purges.seq();
         let h = req.headers_mut();
         h.insert(header::RANGE, HeaderValue::from_str(&format!("bytes={lo}-{}", hi - 1)).expect("ascii"));
         h.remove(header::IF_RANGE);
@@ -256,11 +283,12 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return Fetched::Failed(e),
         };
-        self.take_piece(ctx, resp).await
+        self.take_piece(ctx, resp, stamp).await
     }
 
-    /// Reads a `206` from the origin and stores it as a piece; anything else is handed back.
-    async fn take_piece(&self, ctx: &Ctx, resp: OriginResponse) -> Fetched {
+    /// Reads a `206` from the origin and stores it as a piece, stamped `stamp`; anything else
+    /// is handed back.
+    async fn take_piece(&self, ctx: &Ctx, resp: OriginResponse, stamp: Seq) -> Fetched {
         let OriginResponse { parts: rp, body, request_time, response_time } = resp;
         let range = rp.headers.get(header::CONTENT_RANGE).and_then(|v| content_range(v.as_bytes()));
         let (Some((at, last, length)), StatusCode::PARTIAL_CONTENT) = (range, rp.status) else {
@@ -293,7 +321,7 @@ impl Proxy {
             return Fetched::Unusable(rp, buf.freeze());
         }
         let bytes = buf.freeze();
-        let partial = self.store_piece(ctx, &rp.headers, (at, length), &bytes, request_time, response_time);
+        let partial = self.store_piece(ctx, &rp.headers, (at, length), &bytes, (request_time, response_time), stamp);
         Fetched::Piece { partial, at, bytes }
     }
 
@@ -306,8 +334,8 @@ impl Proxy {
         headers: &HeaderMap,
         (at, length): (u64, u64),
         bytes: &Bytes,
-        request_time: Millis,
-        response_time: Millis,
+        (request_time, response_time): (Millis, Millis),
+        stamp: Seq,
     ) -> Arc<Partial> {
         let key = ctx.key;
         let cc = policy::response_cache_control(headers, &self.opts);
@@ -323,6 +351,7 @@ impl Proxy {
             body: Bytes::new(),
             vary: Box::new([]),
             freshness: fresh,
+            checked: Stamp::new(stamp),
         };
         let date = fresh.times.date;
         let lm = headers
@@ -362,6 +391,14 @@ impl Proxy {
             memory.put_slice(key.slice(i), Arc::new(s), keep_for);
         }
         memory.put_partial(key, partial.clone(), keep_for);
+        // A URL or tag purge recorded while the piece was fetched applies to it (see
+        // `after_store`): the record goes, and with it every piece.
+        if self.purges.seq() != stamp
+            && !matches!(self.purges.after_store(&key, &tags::of(&partial.template.headers), stamp), Verdict::Keep)
+        {
+            memory.invalidate(&key);
+            return partial;
+        }
         self.combine(ctx, &partial, now);
         partial
     }
@@ -392,6 +429,7 @@ impl Proxy {
     /// Forwards the request as it is; a `206` answer is stored as a piece on its way.
     async fn forward_piece(&self, ctx: Ctx) -> Answer {
         let req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, Ask::Full);
+        let stamp = self.purges.seq();
         let mut status = CacheStatus::forward(Fwd::UriMiss);
         let resp = match self.ask_origin(ctx.route, &ctx.key, req).await {
             Ok(r) => r,
@@ -399,7 +437,7 @@ impl Proxy {
         };
         let headers = resp.parts.headers.clone();
         status.fwd_status = Some(resp.parts.status.as_u16());
-        match self.take_piece(&ctx, resp).await {
+        match self.take_piece(&ctx, resp, stamp).await {
             Fetched::Piece { bytes, .. } => {
                 self.respond(StatusCode::PARTIAL_CONTENT, headers, ProxyBody::full(bytes), status)
             }

@@ -24,6 +24,7 @@ use moka::sync::Cache;
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
 use super::pieces::{Partial, Slice};
+use super::tags::{self, TagId, TagIndex};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
 
@@ -82,8 +83,25 @@ impl Variants {
             List::Slice(s) => s.weight(),
             List::One(_) | List::Many(_) => 0,
         };
-        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + pieces + PER_URL;
+        let tags: usize = self.entries().iter().map(|e| tags::of(&e.headers).len()).sum();
+        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>()
+            + pieces
+            + PER_URL
+            + tags * tags::INDEX_BYTES_PER_TAG;
         u32::try_from(w).unwrap_or(u32::MAX)
+    }
+
+    /// The tags of every variant, each once per variant carrying it.
+    fn tags(&self) -> Vec<TagId> {
+        if let List::Partial(p) = &self.list {
+            // A representation in pieces carries the tags of the 206s it was made of.
+            return tags::of(&p.template.headers);
+        }
+        let mut out = Vec::new();
+        for e in self.entries() {
+            out.extend(tags::of(&e.headers));
+        }
+        out
     }
 }
 
@@ -101,15 +119,22 @@ pub struct MemoryTier {
     /// How many bytes of bodies may be stored before the tier runs the maintenance: evicted
     /// values are held beyond the budget by about this much at most.
     max_unapplied: u64,
+    /// Tag → URLs, kept by [`put`](Self::put) and moka's removal listener.
+    tags: Arc<TagIndex>,
 }
 
 impl MemoryTier {
     /// A tier holding at most `budget_bytes` (keys, headers and bodies counted) and at most
     /// `max_variants` variants per URL.
     pub fn new(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>) -> Self {
+        let index = Arc::new(TagIndex::default());
+        let on_removal = index.clone();
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
+            // Every value that leaves (replaced, removed, evicted, refused admission) takes its
+            // tags' references with it.
+            .eviction_listener(move |k: Arc<CacheKey>, v: Variants, _cause| on_removal.remove(&k, &v.tags()))
             .build_with_hasher(BuildKeyHasher::default());
         MemoryTier {
             cache,
@@ -118,7 +143,13 @@ impl MemoryTier {
             writes: Arc::default(),
             unapplied: Arc::default(),
             max_unapplied: budget_bytes / 16,
+            tags: index,
         }
+    }
+
+    /// The tag index.
+    pub fn tag_index(&self) -> &TagIndex {
+        &self.tags
     }
 
     /// How many writes the tier has had. Read before a lookup; while it is unchanged, the same
@@ -127,12 +158,17 @@ impl MemoryTier {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// Stores `variants` under `key`, then counts the write. Runs moka's maintenance (which
-    /// applies evictions) once the bodies stored since its last run reach `max_unapplied` bytes:
-    /// moka itself waits for 64 writes, which for large objects is several budgets. The body
-    /// counted is the newest variant's (the one this write stores).
+    /// Stores `variants` under `key`, then counts the write. Their tags are indexed first: the
+    /// value they replace takes its own references away when it leaves. Runs moka's maintenance
+    /// (which applies evictions) once the bodies stored since its last run reach `max_unapplied`
+    /// bytes: moka itself waits for 64 writes, which for large objects is several budgets. The
+    /// body counted is the newest variant's (the one this write stores).
     fn put(&self, key: CacheKey, variants: Variants) {
         let bytes = variants.entries().first().map_or(0, |e| e.body.len() as u64);
+        let tags = variants.tags();
+        if !tags.is_empty() {
+            self.tags.add(&key, &tags);
+        }
         self.cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
         if self.unapplied.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.max_unapplied {
@@ -249,14 +285,61 @@ impl MemoryTier {
         }
     }
 
+    /// Removes the representation in pieces under `key` when `purged`; returns how many.
+    fn remove_pieces(&self, key: &CacheKey, purged: bool) -> usize {
+        if purged {
+            self.cache.invalidate(key);
+        }
+        usize::from(purged)
+    }
+
     /// Removes every variant of `key` (invalidation, RFC 9111 §4.4).
     pub fn invalidate(&self, key: &CacheKey) {
         self.cache.invalidate(key);
     }
 
-    /// Removes everything.
-    pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
+    /// Removes the variants of `key` that `purged` selects; returns how many.
+    /// A representation stored in pieces is removed as one (its slices are only reached
+    /// through it).
+    pub fn remove_where(&self, key: &CacheKey, purged: impl Fn(&Entry) -> bool) -> usize {
+        let Some(cur) = self.cache.get(key) else { return 0 };
+        if let List::Partial(p) = &cur.list {
+            return self.remove_pieces(key, purged(&p.template));
+        }
+        let kept: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !purged(e)).cloned().collect();
+        let removed = cur.entries().len() - kept.len();
+        if kept.is_empty() {
+            self.cache.invalidate(key);
+        } else if removed > 0 {
+            self.put(*key, Variants::new(kept, cur.until));
+        }
+        removed
+    }
+
+    /// Replaces each variant of `key` that `soften` returns a copy of by that copy (a soft
+    /// purge); returns how many were replaced.
+    /// Pieces cannot be revalidated on their own: a soft purge removes them.
+    pub fn soften_where(&self, key: &CacheKey, soften: impl Fn(&Entry) -> Option<Entry>) -> usize {
+        let Some(cur) = self.cache.get(key) else { return 0 };
+        if let List::Partial(p) = &cur.list {
+            return self.remove_pieces(key, soften(&p.template).is_some());
+        }
+        let mut n = 0;
+        let entries: Vec<Arc<Entry>> = cur
+            .entries()
+            .iter()
+            .map(|e| match soften(e) {
+                Some(s) => {
+                    n += 1;
+                    Arc::new(s)
+                }
+                None => e.clone(),
+            })
+            .collect();
+        if n > 0 {
+            self.put(*key, Variants::new(entries, cur.until));
+        }
+        n
     }
 
     /// Number of URLs stored (after pending maintenance).
@@ -323,5 +406,55 @@ mod tests {
             assert!(held <= BUDGET + BUDGET / 16, "after {} stores of 4 MiB: {held} bytes held", i + 1);
         }
         assert!(tier.weighted_size() <= BUDGET);
+    }
+
+    fn tagged(tags: &str, body: usize) -> Arc<Entry> {
+        let h = crate::testing::headers(&[("surrogate-key", tags)]);
+        Entry::for_tests(&h, Bytes::from(vec![b'x'; body]), 10)
+    }
+
+    #[test]
+    fn the_tag_index_follows_replacement_removal_and_eviction() {
+        let clock = Arc::new(ManualClock::new());
+        let tier = MemoryTier::new(1 << 20, 4, clock);
+        let (a, b) = (CacheKey::new("http", "h", "/a"), CacheKey::new("http", "h", "/b"));
+        let (t1, t2) = (tags::id(b"t1"), tags::id(b"t2"));
+        tier.insert(a, tagged("t1 t2", 10), Duration::from_secs(10));
+        tier.insert(b, tagged("t1", 10), Duration::from_secs(10));
+        // Replaced by a variant without t2 (same Vary key): t2 no longer leads to /a.
+        tier.insert(a, tagged("t1", 10), Duration::from_secs(10));
+        tier.cache.run_pending_tasks();
+        let mut keys = tier.tags.keys(t1);
+        keys.sort();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(keys, both);
+        assert_eq!(tier.tags.keys(t2), vec![]);
+        tier.invalidate(&b);
+        tier.cache.run_pending_tasks();
+        assert_eq!(tier.tags.keys(t1), vec![a]);
+        assert_eq!(tier.remove_where(&a, |_| true), 1);
+        tier.cache.run_pending_tasks();
+        assert_eq!(tier.tags.pairs(), 0);
+    }
+
+    #[test]
+    fn under_eviction_the_index_holds_exactly_the_urls_stored() {
+        let clock = Arc::new(ManualClock::new());
+        // Room for about 60 of these 16 KiB objects; 1,000 are stored.
+        let tier = MemoryTier::new(1 << 20, 4, clock);
+        let t = tags::id(b"all");
+        for i in 0..1000 {
+            let key = CacheKey::new("http", "h", &format!("/{i}"));
+            tier.insert(key, tagged("all", 16 << 10), Duration::from_secs(10));
+        }
+        tier.cache.run_pending_tasks();
+        let stored: Vec<CacheKey> = tier.cache.iter().map(|(k, _)| *k).collect();
+        assert!(stored.len() < 100, "{} stored", stored.len());
+        let mut indexed = tier.tags.keys(t);
+        indexed.sort();
+        let mut stored = stored;
+        stored.sort();
+        assert_eq!(indexed, stored);
     }
 }
