@@ -16,7 +16,7 @@ use walk::Walker;
 pub use walk::{parse_duration, parse_size};
 
 /// The validated runtime configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
@@ -38,10 +38,20 @@ pub struct Config {
     pub targeted: Targeted,
     /// The shared tier (Redis), when configured.
     pub redis: Option<RedisConfig>,
+    /// What `/ready` asks of the origin.
+    pub health: Health,
+}
+
+/// What `/ready` asks of the origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// The origin counts as reachable when it answered (or accepted a probe connection) within
+    /// this long; when no request asked it for this long, a connection probes it.
+    pub origin_interval: Duration,
 }
 
 /// The shared tier: Redis, standalone or Cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (a seed node when `cluster`).
     pub url: String,
@@ -74,7 +84,7 @@ impl Default for RedisConfig {
 }
 
 /// Request coalescing: one origin request per key at a time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Coalescing {
     /// Coalesce concurrent misses and revalidations of the same key.
     pub enabled: bool,
@@ -85,7 +95,7 @@ pub struct Coalescing {
 }
 
 /// Serving stale responses (RFC 5861 and RFC 9111 §4.2.4).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StaleConfig {
     /// When the origin fails (5xx, refused, timeout), a stale response may be served for this long
     /// past its expiry even without `stale-if-error` (unless `must-revalidate` and the like forbid
@@ -94,7 +104,7 @@ pub struct StaleConfig {
 }
 
 /// Targeted cache-control fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Targeted {
     /// An edgecache-specific field that takes precedence over `CDN-Cache-Control` and
     /// `Cache-Control` (empty: none).
@@ -108,7 +118,7 @@ pub struct Targeted {
 }
 
 /// The origin server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Origin {
     /// `http://host:port` as configured (no path).
     pub url: String,
@@ -117,7 +127,7 @@ pub struct Origin {
 }
 
 /// Cache settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// Memory budget in bytes (keys, headers and bodies).
     pub memory_bytes: u64,
@@ -142,7 +152,7 @@ pub struct CacheConfig {
 }
 
 /// Timeouts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
     /// Connecting to the origin.
     pub connect: Duration,
@@ -165,7 +175,7 @@ pub struct Timeouts {
 }
 
 /// Limits on client input.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest request head accepted (HTTP/1.1 read buffer / HTTP/2 header list).
     pub max_header_bytes: usize,
@@ -178,12 +188,24 @@ pub struct Limits {
 }
 
 /// Logging.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// One line per request on the `access` target.
     pub access: bool,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// How access log lines are written.
+    pub access_format: AccessFormat,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// An event on the `access` target with named fields, in the `log.format` of every line.
+    Fields,
+    /// The combined log format (Apache, nginx) with the cache outcome appended, one line on
+    /// standard output, for tools that read it.
+    Combined,
 }
 
 /// Log line format.
@@ -227,7 +249,7 @@ impl Default for Config {
                 max_concurrent_streams: 100,
                 origin_connections: 256,
             },
-            log: LogConfig { access: true, format: LogFormat::Text },
+            log: LogConfig { access: true, format: LogFormat::Text, access_format: AccessFormat::Fields },
             coalescing: Coalescing {
                 enabled: true,
                 wait_limit: Duration::from_secs(10),
@@ -241,6 +263,7 @@ impl Default for Config {
                 forward_surrogate_control: false,
             },
             redis: None,
+            health: Health { origin_interval: Duration::from_secs(10) },
         }
     }
 }
@@ -354,7 +377,23 @@ const SECTIONS: &[(&str, Section)] = &[
     ("targeted", targeted_section),
     ("redis", redis_section),
     ("log", log_section),
+    ("health", health_section),
 ];
+
+/// `[health]`: every key read from `t`, bad ones reported.
+fn health_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let h = &mut cfg.health;
+    w.take(t, "health", "origin_interval", |w, p, v| {
+        let d = w.duration(p, v)?;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+            w.bad(p, "must be between 1s and 1h".into());
+            return None;
+        }
+        h.origin_interval = d;
+        Some(())
+    });
+    w.unknown(t, "health");
+}
 
 /// `[cache]`: every key read from `t`, bad ones reported.
 fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
@@ -555,6 +594,20 @@ fn log_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
             None
         }
     });
+    w.take(t, "log", "access_format", |w, p, v| match v.as_str() {
+        Some("fields") => {
+            l.access_format = AccessFormat::Fields;
+            Some(())
+        }
+        Some("combined") => {
+            l.access_format = AccessFormat::Combined;
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected \"fields\" or \"combined\"".into());
+            None
+        }
+    });
     w.unknown(t, "log");
 }
 
@@ -601,6 +654,31 @@ mod tests {
         {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn the_access_format_is_fields_or_combined() {
+        let cfg = Config::parse("[log]\naccess_format = \"combined\"").unwrap();
+        assert_eq!(cfg.log.access_format, AccessFormat::Combined);
+        let err = Config::parse("[log]\naccess_format = \"clf\"").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [("log.access_format".to_string(), "expected \"fields\" or \"combined\"".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_origin_interval_is_between_a_second_and_an_hour() {
+        let cfg = Config::parse("[health]\norigin_interval = \"30s\"").unwrap();
+        assert_eq!(cfg.health.origin_interval, Duration::from_secs(30));
+        let err = Config::parse("[health]\norigin_interval = \"500ms\"\ncolour = 1").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                ("health.origin_interval".to_string(), "must be between 1s and 1h".to_string()),
+                ("health.colour".to_string(), "unknown key".to_string())
+            ]
+        );
     }
 
     #[test]

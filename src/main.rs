@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use edgecache::config::{Config, ConfigError, LogFormat, Origin};
+use edgecache::reload::{Live, Overrides, Steps};
 use tracing_subscriber::EnvFilter;
 
 mod alloc;
@@ -72,6 +73,40 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     }
 }
 
+/// The command line's overrides, applied again to every configuration a reload reads.
+fn overrides(args: &Args, demo_origin: Option<Origin>) -> Overrides {
+    let listen = args.listen.as_ref().and_then(|l| l.parse::<SocketAddr>().ok());
+    let origin = demo_origin.or_else(|| args.origin.as_ref().and_then(|o| Origin::parse(o).ok()));
+    let no_access_log = args.no_access_log;
+    Box::new(move |cfg: &mut Config| {
+        if let Some(l) = listen {
+            cfg.listen = l;
+        }
+        if let Some(o) = &origin {
+            cfg.origin = o.clone();
+        }
+        if no_access_log {
+            cfg.log.access = false;
+        }
+    })
+}
+
+/// Runs every reload step at each SIGHUP, logging what each came to.
+async fn reload_on_sighup(steps: Steps) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin listener only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        for (step, result) in steps.run("SIGHUP") {
+            match result {
+                Ok(done) => tracing::info!(step, done = ?done, "reload step done"),
+                Err(problems) => tracing::warn!(step, problems = ?problems, "reload step failed; running state kept"),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = match load(&args) {
@@ -121,10 +156,12 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let mut demo_origin = None;
         if args.demo {
             match edgecache::demo::spawn("127.0.0.1:0".parse().expect("valid")).await {
                 Ok(addr) => {
                     cfg.origin = Origin::parse(&format!("http://{addr}")).expect("valid");
+                    demo_origin = Some(cfg.origin.clone());
                     tracing::info!(%addr, "demo origin started");
                 }
                 Err(e) => {
@@ -146,9 +183,11 @@ fn main() -> ExitCode {
         if args.demo {
             tracing::info!("try: curl -si http://{listen}/articles/1");
         }
-        let cfg = Arc::new(cfg);
-        let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
-        edgecache::server::serve(listener, proxy, cfg, shutdown_signal()).await;
+        let proxy = edgecache::proxy::Proxy::new(Arc::new(cfg), Arc::new(edgecache::clock::SystemClock));
+        let live = Arc::new(Live::new(proxy, args.config.clone(), overrides(&args, demo_origin)));
+        let steps = Steps::config(live.clone());
+        tokio::spawn(reload_on_sighup(steps));
+        edgecache::server::serve(listener, live, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

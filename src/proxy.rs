@@ -17,6 +17,7 @@ mod body;
 mod fetch;
 mod origin;
 mod pass;
+pub mod reconfigure;
 mod request;
 mod respond;
 
@@ -27,6 +28,7 @@ pub use respond::CACHE_STATUS;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::policy::{self, PolicyOptions, Usable};
+use crate::metrics::{Metrics, SharedState, StaleServed, TierFigures};
 use crate::status::{CacheStatus, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
@@ -38,6 +40,14 @@ use fetch::{Fetched, Miss};
 use request::Ctx;
 use respond::{finish, local, only_if_cached, Answer};
 
+/// What a reload may carry over from one proxy to the next.
+struct Shared {
+    tiers: Tiers,
+    upstream: Upstream,
+    inflight: Arc<Inflight<Fetched>>,
+    hit_for_pass: Arc<HitForPass>,
+}
+
 /// The proxy: configuration, the tiers, the origin client and the clock.
 pub struct Proxy {
     cfg: Arc<Config>,
@@ -45,10 +55,12 @@ pub struct Proxy {
     upstream: Upstream,
     clock: Arc<dyn Clock>,
     opts: PolicyOptions,
-    /// Fills clients may join, for coalescing.
-    inflight: Inflight<Fetched>,
+    /// Fills clients may join, for coalescing (shared with the proxies a reload makes).
+    inflight: Arc<Inflight<Fetched>>,
     /// Keys whose responses could not be shared, until when.
-    hit_for_pass: HitForPass,
+    hit_for_pass: Arc<HitForPass>,
+    /// What the proxy counts (shared with the proxies a reload makes).
+    metrics: Arc<Metrics>,
     /// Targeted cache-control fields not sent on to clients.
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
@@ -58,6 +70,31 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for `cfg`, reading time from `clock`.
     pub fn new(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_metrics(cfg, clock, Arc::new(Metrics::new()))
+    }
+
+    /// A proxy for `cfg`, reading time from `clock`, counting in `metrics`; within a runtime,
+    /// it also takes the status page's per-minute points.
+    pub fn with_metrics(cfg: Arc<Config>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        let c = &cfg.cache;
+        let memory = MemoryTier::counted(c.memory_bytes, c.max_variants, clock.clone(), &metrics);
+        let shared = cfg.redis.clone().map(|r| {
+            SharedTier::start(r, memory.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(crate::metrics::history::sampler(Arc::downgrade(&metrics), clock.clone()));
+        }
+        let parts = Shared {
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
+            upstream: Upstream::new(&cfg),
+            inflight: Arc::default(),
+            hit_for_pass: Arc::new(HitForPass::new(cfg.coalescing.hit_for_pass)),
+        };
+        Self::assemble(cfg, clock, metrics, parts)
+    }
+
+    /// A proxy for `cfg` made of `parts`.
+    fn assemble(cfg: Arc<Config>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, parts: Shared) -> Self {
         let opts = PolicyOptions {
             heuristic: cfg.cache.heuristic_freshness,
             heuristic_max_secs: cfg.cache.heuristic_max.as_secs(),
@@ -76,19 +113,50 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
-        let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, memory.clone(), clock.clone()));
         Proxy {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
-            inflight: Inflight::default(),
-            hit_for_pass: HitForPass::new(cfg.coalescing.hit_for_pass),
+            tiers: parts.tiers,
+            inflight: parts.inflight,
+            hit_for_pass: parts.hit_for_pass,
+            metrics,
             strip_known: strip.iter().any(crate::store::headers::is_known),
             strip,
-            upstream: Upstream::new(&cfg),
+            upstream: parts.upstream,
             clock,
             opts,
             cfg,
         }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// The clock it reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// What it counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, the tiers' gauges read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.set_tiers(self.tier_figures(), self.shared_state());
+        self.metrics.render()
+    }
+
+    /// The memory tier's objects, bytes and budget now.
+    pub fn tier_figures(&self) -> TierFigures {
+        let m = self.tiers.memory();
+        TierFigures { objects: m.entry_count(), bytes: m.weighted_size(), budget: m.budget() }
+    }
+
+    /// The shared tier's state now; `None` without one.
+    pub fn shared_state(&self) -> Option<SharedState> {
+        self.tiers.shared().map(|s| SharedState { connected: s.connected(), breaker_open: s.breaker_open() })
     }
 
     /// The shared tier, when configured (for inspection in tests).
@@ -195,6 +263,7 @@ impl Proxy {
             }
             // RFC 5861 §3: serve stale at once, revalidate once in the background.
             Usable::Revalidate(Fwd::Stale) if entry.freshness.within_stale_while_revalidate(now) => {
+                self.metrics.stale_served(StaleServed::WhileRevalidate);
                 self.revalidate_in_background(&ctx, entry.clone());
                 let status = CacheStatus {
                     detail: Some(Stale::WhileRevalidate.into()),

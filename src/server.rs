@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,15 +23,18 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::Live;
 
 mod access;
+pub mod combined;
 use access::{AccessLog, LoggedBody};
 
 /// A proxy serving on a bound address, stopped with [`Running::shutdown`].
 pub struct Running {
     addr: SocketAddr,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -43,9 +46,14 @@ impl Running {
         self.addr
     }
 
-    /// The proxy itself (its memory tier, for inspection).
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// The proxy in use now (its memory tier, for inspection).
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.live.current()
+    }
+
+    /// The proxy in use and its reloads.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// The listener's counters.
@@ -73,6 +81,8 @@ impl Drop for Running {
 /// What the listener did, for tests and metrics.
 #[derive(Debug, Default)]
 pub struct ServerStats {
+    /// The accept loop is running (false before it starts and once shutdown began).
+    pub listening: AtomicBool,
     /// Client connections open now.
     pub open: AtomicUsize,
     /// Connections accepted.
@@ -92,22 +102,26 @@ pub struct ServerStats {
 /// Binds `cfg.listen` and serves in a background task.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
-    let addr = listener.local_addr()?;
-    let cfg = Arc::new(cfg);
-    let proxy = Arc::new(Proxy::new(cfg.clone(), clock));
-    let stats = Arc::new(ServerStats::default());
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve_with_stats(listener, proxy.clone(), cfg, stats.clone(), async {
-        let _ = rx.await;
-    }));
-    Ok(Running { addr, proxy, stats, stop: Some(tx), task })
+    let proxy = Proxy::new(Arc::new(cfg), clock);
+    start_on(listener, Arc::new(Live::new(proxy, None, Box::new(|_| {}))))
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then drains in-flight
-/// connections for at most `timeouts.shutdown`.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, shutdown: impl Future<Output = ()>) {
-    serve_with_stats(listener, proxy, cfg, Arc::default(), shutdown).await
+/// Serves `live` on `listener` in a background task.
+pub fn start_on(listener: TcpListener, live: Arc<Live>) -> io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let stats = live.current().metrics().server.clone();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve(listener, live.clone(), async {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, live, stats, stop: Some(tx), task })
 }
+
+/// How long a draining connection with no request in progress is left open for its client's
+/// next request, whose response then says `Connection: close`; after it the connection is
+/// closed while idle. A client that sends a request just as an idle connection closes sees
+/// the close (RFC 9112 §9.3.1 lets it retry); a client that keeps sending does not.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// What a connection task is told by the accept loop.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -119,13 +133,8 @@ enum Phase {
     Closing,
 }
 
-async fn serve_with_stats(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    cfg: Arc<Config>,
-    stats: Arc<ServerStats>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// The connection settings of `cfg`.
+fn builder(cfg: &Config) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -138,7 +147,20 @@ async fn serve_with_stats(
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.limits.max_header_bytes as u32)
         .max_concurrent_streams(cfg.limits.max_concurrent_streams);
-    let builder = Arc::new(builder);
+    Arc::new(builder)
+}
+
+/// Serves connections from `listener` until `shutdown` completes, then drains in-flight
+/// connections for at most `timeouts.shutdown`. Each request is handled by the proxy `live`
+/// holds when it arrives; each connection takes the connection settings in use when it is
+/// accepted.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+    tokio::spawn(crate::ops::probe_origin(Arc::downgrade(&live)));
+    let first = live.current();
+    let stats = first.metrics().server.clone();
+    let mut cfg = first.config().clone();
+    let mut builder = builder(&cfg);
+    drop(first);
     // One permit per open connection: at the limit, the loop stops accepting and new
     // connections wait in the kernel's listen backlog, as nginx and HAProxy do.
     let max = cfg.limits.max_connections;
@@ -146,6 +168,7 @@ async fn serve_with_stats(
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
+    stats.listening.store(true, Ordering::Relaxed);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -181,9 +204,16 @@ async fn serve_with_stats(
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        let proxy = live.current();
+        if !Arc::ptr_eq(proxy.config(), &cfg) {
+            // Reloaded: new connections take the new settings.
+            cfg = proxy.config().clone();
+            builder = self::builder(&cfg);
+        }
         let conn = Connection {
             builder: builder.clone(),
-            proxy: proxy.clone(),
+            live: live.clone(),
+            metrics: proxy.metrics().clone(),
             cfg: cfg.clone(),
             stats: stats.clone(),
             phase: phase_rx.clone(),
@@ -192,6 +222,7 @@ async fn serve_with_stats(
         // A span per connection at debug level: disabled by default, it costs a level check.
         tokio::spawn(conn.serve(stream, peer).instrument(tracing::debug_span!("connection", %peer)));
     }
+    stats.listening.store(false, Ordering::Relaxed);
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
     let _ = phase_tx.send(Phase::Draining);
@@ -249,11 +280,17 @@ impl AcceptBackoff {
     }
 }
 
-/// Requests of one connection: how many are in progress, and how many have started.
-#[derive(Default)]
+/// Requests of one connection: how many are in progress, and how many have started; whether
+/// the connection is draining; and where its requests are counted.
 struct Activity {
     active: AtomicUsize,
     started: AtomicU64,
+    /// Set when the connection drains: HTTP/1.1 responses then say `Connection: close`, so the
+    /// client sends its next request on a new connection instead of racing the close.
+    draining: AtomicBool,
+    /// The connection speaks HTTP/2 (drained with GOAWAY at once).
+    h2: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// A request in progress on its connection, until its response body is done or dropped.
@@ -276,7 +313,9 @@ impl Drop for InProgress {
 /// One client connection and what it needs.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    /// The configuration in use when it was accepted: its timeouts.
     cfg: Arc<Config>,
     stats: Arc<ServerStats>,
     phase: watch::Receiver<Phase>,
@@ -296,27 +335,36 @@ impl Connection {
     /// is shut down gracefully (HTTP/2: GOAWAY); one that is draining (idle, or the process is
     /// shutting down) and has not ended `timeouts.header_read` later is closed.
     async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
-        let activity = Arc::new(Activity::default());
-        let access = self.cfg.log.access;
-        let proxy = self.proxy.clone();
+        let activity = Arc::new(Activity {
+            active: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            metrics: self.metrics.clone(),
+        });
+        let live = self.live.clone();
         let act = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
+            // The proxy in use when the request arrives: it finishes on it, reloaded or not.
+            let proxy = live.current();
             let in_progress = InProgress::begin(&act);
             async move {
-                // Read only for the access log: without it, no clock is read per request here.
-                let log_head = access.then(|| {
-                    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                    (req.method().clone(), path, Instant::now())
-                });
-                let (resp, cs) = proxy.handle(req, peer).await;
-                let log = log_head.map(|(method, path, start)| {
-                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, start, peer })
-                });
+                let start = Instant::now();
+                let h1 = req.version() < http::Version::HTTP_2;
+                if !h1 {
+                    in_progress.0.h2.store(true, Ordering::Relaxed);
+                }
+                let log_head =
+                    proxy.config().log.access.then(|| AccessLog::head(&req, proxy.config().log.access_format));
+                let (mut resp, cs) = proxy.handle(req, peer).await;
+                if h1 && in_progress.0.draining.load(Ordering::Relaxed) {
+                    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                let log = log_head.map(|head| Box::new(AccessLog { head, status: resp.status().as_u16(), peer }));
                 let expected = log
                     .as_ref()
                     .and_then(|_| resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok());
-                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log, in_progress)))
+                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, cs, start, expected, log, in_progress)))
             }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
@@ -331,6 +379,8 @@ impl Connection {
         let mut busy_at = accepted;
         let mut seen = 0;
         let mut drain_since: Option<tokio::time::Instant> = None;
+        // Draining, and the graceful shutdown of the connection not yet asked for.
+        let mut draining_h1 = false;
         loop {
             tokio::select! {
                 // The connection first: it is what wakes this task nearly every time.
@@ -348,7 +398,16 @@ impl Connection {
                         Phase::Draining => {
                             if drain_since.is_none() {
                                 drain_since = Some(tokio::time::Instant::now());
-                                conn.as_mut().graceful_shutdown();
+                                activity.draining.store(true, Ordering::Relaxed);
+                                if activity.h2.load(Ordering::Relaxed) {
+                                    // GOAWAY: the client knows which streams were not served.
+                                    conn.as_mut().graceful_shutdown();
+                                } else {
+                                    // HTTP/1.1: closed at a tick with no request in progress,
+                                    // unless a response that says close ends it first.
+                                    draining_h1 = true;
+                                    deadline = tokio::time::Instant::now() + DRAIN_IDLE;
+                                }
                             }
                         }
                         Phase::Closing => break,
@@ -360,6 +419,10 @@ impl Connection {
                     if started != seen || activity.active.load(Ordering::Relaxed) > 0 {
                         seen = started;
                         busy_at = now;
+                    }
+                    if draining_h1 && activity.active.load(Ordering::Relaxed) == 0 {
+                        draining_h1 = false;
+                        conn.as_mut().graceful_shutdown();
                     }
                     if started == 0 {
                         if now >= accepted + header_read {
@@ -376,7 +439,7 @@ impl Connection {
                         drain_since = Some(now);
                         conn.as_mut().graceful_shutdown();
                     }
-                    deadline = now + tick;
+                    deadline = now + if drain_since.is_some() { DRAIN_IDLE } else { tick };
                 }
             }
         }

@@ -284,6 +284,9 @@ pub struct CacheStatus {
     pub ttl: Option<i64>,
     /// Why not stored, why stale, or why an error.
     pub detail: Option<Detail>,
+    /// How long the origin took to answer the fetch this response came from, in microseconds
+    /// (the access log's `origin_ms`; not part of the header).
+    pub origin_us: Option<u32>,
 }
 
 impl CacheStatus {

@@ -20,6 +20,8 @@ pub(super) struct OriginResponse {
     pub(super) body: OriginIncoming,
     pub(super) request_time: Millis,
     pub(super) response_time: Millis,
+    /// From sending the request to the response head, in microseconds.
+    pub(super) took_us: u32,
 }
 
 /// What a request sent to the origin asks, beyond the client's own request.
@@ -70,13 +72,23 @@ impl Proxy {
     /// missing (RFC 9110 §6.6.1) and `Via` appended: ready to forward and to store.
     pub(super) async fn ask_origin(&self, req: Request<UpBody>) -> Result<OriginResponse, UpstreamError> {
         let request_time = self.clock.now_millis();
-        let resp = self.upstream.send(req).await?;
+        let started = std::time::Instant::now();
+        let resp = match self.upstream.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.origin_failed(&e, self.clock.now_millis());
+                return Err(e);
+            }
+        };
         let response_time = self.clock.now_millis();
+        let took = started.elapsed();
+        self.metrics.origin_answered(resp.status(), took, response_time);
+        let took_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         ensure_date(&mut parts.headers, response_time);
         append_list(&mut parts.headers, header::VIA, HeaderValue::from_static(via(parts.version)));
-        Ok(OriginResponse { parts, body, request_time, response_time })
+        Ok(OriginResponse { parts, body, request_time, response_time, took_us })
     }
 }
 

@@ -53,7 +53,7 @@ impl Proxy {
             _ => UpBody::Empty,
         };
         let req = self.origin_request(&parts, &target, peer, &parts.method, up_body, Ask::AsIs);
-        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(req).await {
+        let OriginResponse { parts: rp, body: rbody, took_us, .. } = match self.ask_origin(req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, method = %parts.method, path = %target.path_and_query, %peer, "origin request failed");
@@ -61,6 +61,7 @@ impl Proxy {
             }
         };
         status.fwd_status = Some(rp.status.as_u16());
+        status.origin_us = Some(took_us);
         if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
             self.invalidate_after_unsafe(&target, &rp.headers);
         }

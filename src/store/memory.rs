@@ -8,17 +8,21 @@
 //! and a dead entry needs no timer to go: it is never read again, so the byte budget evicts it
 //! early, and the next store of its URL replaces it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
+use crate::metrics::{Eviction, Metrics};
 
 /// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
 const PER_URL: usize = 320;
@@ -64,26 +68,107 @@ impl Variants {
     }
 }
 
+type Store = Cache<CacheKey, Variants, BuildKeyHasher>;
+
+/// The moka cache and its budget. moka cannot change a cache's capacity: a new budget is a new
+/// cache, which every handle on the tier sees at its next call.
+struct Sized {
+    cache: Store,
+    budget: u64,
+}
+
+/// The counters of objects leaving the tier, by cause.
+#[derive(Clone, Default)]
+struct Evictions {
+    size: Counter,
+    expired: Counter,
+    purged: Counter,
+}
+
 /// The in-process tier.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<CacheKey, Variants, BuildKeyHasher>,
-    max_variants: usize,
+    store: Arc<ArcSwap<Sized>>,
+    max_variants: Arc<AtomicUsize>,
     clock: Arc<dyn Clock>,
     /// Writes so far (any key): a lookup that saw this count, repeated while it is unchanged,
     /// would find nothing new.
     writes: Arc<AtomicU64>,
+    evictions: Evictions,
 }
 
 impl MemoryTier {
     /// A tier holding at most `budget_bytes` (keys, headers and bodies counted) and at most
     /// `max_variants` variants per URL.
     pub fn new(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(budget_bytes)
+        Self::build(budget_bytes, max_variants, clock, Evictions::default())
+    }
+
+    /// [`new`](Self::new), counting evictions in `metrics`.
+    pub fn counted(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>, metrics: &Metrics) -> Self {
+        let evictions = Evictions {
+            size: metrics.eviction_counter(Eviction::Size),
+            expired: metrics.eviction_counter(Eviction::Expired),
+            purged: metrics.eviction_counter(Eviction::Purged),
+        };
+        Self::build(budget_bytes, max_variants, clock, evictions)
+    }
+
+    fn build(budget: u64, max_variants: usize, clock: Arc<dyn Clock>, evictions: Evictions) -> Self {
+        let cache = Self::cache(budget, &clock, &evictions);
+        MemoryTier {
+            store: Arc::new(ArcSwap::from_pointee(Sized { cache, budget })),
+            max_variants: Arc::new(AtomicUsize::new(max_variants.max(1))),
+            clock,
+            writes: Arc::default(),
+            evictions,
+        }
+    }
+
+    fn cache(budget: u64, clock: &Arc<dyn Clock>, evictions: &Evictions) -> Store {
+        let (clock, ev) = (clock.clone(), evictions.clone());
+        Cache::builder()
+            .max_capacity(budget)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
-            .build_with_hasher(BuildKeyHasher::default());
-        MemoryTier { cache, max_variants: max_variants.max(1), clock, writes: Arc::default() }
+            .eviction_listener(move |_k, v: Variants, cause| {
+                let counter = match cause {
+                    // The budget pushed it out: it was still useful, or its time was over (a
+                    // dead URL is never removed before that: nothing reads it again).
+                    RemovalCause::Size if v.until > clock.now_millis() => &ev.size,
+                    RemovalCause::Size | RemovalCause::Expired => &ev.expired,
+                    RemovalCause::Explicit => &ev.purged,
+                    RemovalCause::Replaced => return,
+                };
+                counter.inc();
+            })
+            .build_with_hasher(BuildKeyHasher::default())
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.store.load().budget
+    }
+
+    /// Gives the tier a new byte budget, keeping every stored URL that fits in it. Stores made
+    /// meanwhile land in the new cache: a URL is copied over only where it is absent there.
+    pub fn resize(&self, budget: u64) {
+        let old = self.store.load_full();
+        if old.budget == budget {
+            return;
+        }
+        let cache = Self::cache(budget, &self.clock, &self.evictions);
+        self.store.store(Arc::new(Sized { cache, budget }));
+        let new = self.store.load();
+        for (key, variants) in old.cache.iter() {
+            new.cache.entry(*key).or_insert(variants);
+        }
+        new.cache.run_pending_tasks();
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Keeps at most `n` variants per URL from now on.
+    pub fn set_max_variants(&self, n: usize) {
+        self.max_variants.store(n.max(1), Ordering::Relaxed);
     }
 
     /// How many writes the tier has had. Read before a lookup; while it is unchanged, the same
@@ -94,7 +179,7 @@ impl MemoryTier {
 
     /// Stores `variants` under `key`, then counts the write.
     fn put(&self, key: CacheKey, variants: Variants) {
-        self.cache.insert(key, variants);
+        self.store.load().cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
     }
 
@@ -105,14 +190,14 @@ impl MemoryTier {
 
     /// [`get`](Self::get) at `now`, a time the caller has already read from the proxy's clock.
     pub fn get_at(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
-        self.cache.get(key).filter(|v| v.until > now)
+        self.store.load().cache.get(key).filter(|v| v.until > now)
     }
 
     /// [`get_at`](Self::get_at) for a key that is most likely absent (a miss looking again, a
     /// new URL being stored): an absent key is not counted as a read in the eviction policy's
     /// popularity estimate, which the lookup that found it absent already did.
     pub fn get_if_present(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
-        if self.cache.contains_key(key) {
+        if self.store.load().cache.contains_key(key) {
             self.get_at(key, now)
         } else {
             None
@@ -135,8 +220,9 @@ impl MemoryTier {
         };
         let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
         entries.push(entry.clone());
+        let max_variants = self.max_variants.load(Ordering::Relaxed);
         for e in old.entries().iter() {
-            if entries.len() >= self.max_variants {
+            if entries.len() >= max_variants {
                 break;
             }
             // Same selecting field names and values: the new response supersedes it.
@@ -167,10 +253,11 @@ impl MemoryTier {
 
     /// Removes one variant.
     pub fn remove_variant(&self, key: &CacheKey, old: &Arc<Entry>) {
-        if let Some(cur) = self.cache.get(key) {
+        let store = self.store.load();
+        if let Some(cur) = store.cache.get(key) {
             let entries: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !Arc::ptr_eq(e, old)).cloned().collect();
             if entries.is_empty() {
-                self.cache.invalidate(key);
+                store.cache.invalidate(key);
             } else if entries.len() != cur.entries().len() {
                 self.put(*key, Variants::new(entries, cur.until));
             }
@@ -179,24 +266,26 @@ impl MemoryTier {
 
     /// Removes every variant of `key` (invalidation, RFC 9111 §4.4).
     pub fn invalidate(&self, key: &CacheKey) {
-        self.cache.invalidate(key);
+        self.store.load().cache.invalidate(key);
     }
 
     /// Removes everything.
     pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
+        self.store.load().cache.invalidate_all();
     }
 
     /// Number of URLs stored (after pending maintenance).
     pub fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        let store = self.store.load();
+        store.cache.run_pending_tasks();
+        store.cache.entry_count()
     }
 
     /// Bytes counted against the budget (after pending maintenance).
     pub fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.weighted_size()
+        let store = self.store.load();
+        store.cache.run_pending_tasks();
+        store.cache.weighted_size()
     }
 }
 
@@ -230,5 +319,30 @@ mod tests {
         assert!(Arc::ptr_eq(&found.entries()[0], &fresh));
         clock.advance(Duration::from_secs(5));
         assert!(tier.get(&key).is_none());
+    }
+
+    #[test]
+    fn a_new_budget_keeps_what_fits_and_counts_what_leaves() {
+        let clock = Arc::new(ManualClock::new());
+        let metrics = Metrics::new();
+        let tier = MemoryTier::counted(1 << 20, 4, clock.clone(), &metrics);
+        let keys: Vec<CacheKey> = (0..100).map(|i| CacheKey::new("http", "h", &format!("/{i}"))).collect();
+        for k in &keys {
+            tier.insert(*k, entry(), Duration::from_secs(60));
+        }
+        tier.resize(2 << 20);
+        assert_eq!(tier.budget(), 2 << 20);
+        assert_eq!(tier.entry_count(), 100, "a larger budget lost objects");
+        assert!(keys.iter().all(|k| tier.get(k).is_some()));
+        // 100 URLs of about 400 bytes each do not fit in 10 KiB.
+        tier.resize(10 << 10);
+        assert!(tier.weighted_size() <= 10 << 10);
+        let kept = tier.entry_count();
+        assert!(kept < 100);
+        assert_eq!(metrics.evictions(Eviction::Size), 100 - kept);
+        tier.invalidate(&keys[0]);
+        tier.invalidate_all();
+        assert_eq!(tier.entry_count(), 0);
+        assert_eq!(metrics.evictions(Eviction::Purged), kept);
     }
 }

@@ -1,0 +1,150 @@
+//! What the admin listener's operations endpoints answer, independent of its router:
+//! `GET /metrics`, `GET /health`, `GET /ready`, `GET /` (the status page) and `POST /reload`.
+//! Each returns an [`Answer`]; the router only maps paths and methods to them.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::clock::Millis;
+use crate::metrics::ReloadResult;
+use crate::reload::{Live, Steps};
+
+pub mod json;
+pub mod page;
+
+/// An endpoint's answer: status, `Content-Type` and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: String,
+}
+
+impl Answer {
+    fn json(status: StatusCode, body: String) -> Answer {
+        Answer { status, content_type: "application/json", body }
+    }
+
+    /// 400/404/405 and the like, with the reason as JSON.
+    pub fn error(status: StatusCode, reason: &str) -> Answer {
+        Answer::json(status, format!("{{\"status\":\"error\",\"reason\":{}}}", json::string(reason)))
+    }
+}
+
+/// The operations endpoints of one process.
+pub struct Ops {
+    live: Arc<Live>,
+    steps: Arc<Steps>,
+}
+
+impl Ops {
+    /// The endpoints for `live`, reloading through `steps`.
+    pub fn new(live: Arc<Live>, steps: Arc<Steps>) -> Self {
+        Ops { live, steps }
+    }
+
+    /// `GET /metrics`: the Prometheus text format.
+    pub fn metrics(&self) -> Answer {
+        let proxy = self.live.current();
+        Answer { status: StatusCode::OK, content_type: crate::metrics::CONTENT_TYPE, body: proxy.render_metrics() }
+    }
+
+    /// `GET /health`: the process serves (200 whenever it can answer at all).
+    pub fn health(&self) -> Answer {
+        Answer::json(StatusCode::OK, "{\"status\":\"ok\"}".into())
+    }
+
+    /// `GET /ready`: 200 when the listener accepts, a configuration is loaded and the origin
+    /// was reachable within `health.origin_interval`; 503 otherwise. The shared tier's state
+    /// is reported, not required (a request without it goes to the origin).
+    pub fn ready(&self) -> Answer {
+        let proxy = self.live.current();
+        let m = proxy.metrics();
+        let cfg = proxy.config();
+        let now = proxy.clock().now_millis();
+        let listening = m.server.listening.load(Ordering::Relaxed);
+        let last = m.origin.last_reachable.load(Ordering::Relaxed);
+        let within = cfg.health.origin_interval.as_millis() as Millis;
+        let reachable = last != 0 && now.saturating_sub(last) <= within;
+        let ready = listening && reachable;
+        let last_reload = m.reload_log().last().map_or("none", |r| r.result.as_str());
+        let shared = match proxy.shared_state() {
+            None => "null".to_string(),
+            Some(s) => format!(
+                "{{\"connected\":{},\"breaker\":\"{}\"}}",
+                s.connected,
+                if s.breaker_open { "open" } else { "closed" }
+            ),
+        };
+        let ago = if last == 0 { "null".to_string() } else { now.saturating_sub(last).to_string() };
+        let body = format!(
+            "{{\"status\":\"{}\",\"listening\":{listening},\"config\":{{\"loaded\":true,\"last_reload\":\"{last_reload}\"}},\
+             \"origin\":{{\"url\":{},\"reachable\":{reachable},\"last_reachable_ms_ago\":{ago},\"interval_ms\":{within}}},\
+             \"shared_tier\":{shared}}}",
+            if ready { "ready" } else { "not-ready" },
+            json::string(&cfg.origin.url),
+        );
+        Answer::json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+    }
+
+    /// `GET /`: the status page.
+    pub fn page(&self) -> Answer {
+        let proxy = self.live.current();
+        Answer { status: StatusCode::OK, content_type: "text/html; charset=utf-8", body: page::render(&proxy) }
+    }
+
+    /// `POST /reload`: runs every reload step; 200 when all succeeded, 400 with every problem
+    /// when one refused its input (the running state is kept).
+    pub fn reload(&self, trigger: &str) -> Answer {
+        let report = self.steps.run(trigger);
+        let ok = report.iter().all(|(_, r)| r.is_ok());
+        let steps: Vec<String> = report
+            .iter()
+            .map(|(name, r)| {
+                let (result, lines) = match r {
+                    Ok(l) => (ReloadResult::Ok.as_str(), l),
+                    Err(l) => (ReloadResult::Invalid.as_str(), l),
+                };
+                format!(
+                    "{{\"step\":{},\"result\":\"{result}\",\"{}\":{}}}",
+                    json::string(name),
+                    if r.is_ok() { "changes" } else { "problems" },
+                    json::strings(lines)
+                )
+            })
+            .collect();
+        let body = format!("{{\"status\":\"{}\",\"steps\":[{}]}}", if ok { "ok" } else { "error" }, steps.join(","));
+        Answer::json(if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }, body)
+    }
+}
+
+/// While `live` lives: every `health.origin_interval` in which no request reached the origin,
+/// tries a connection to it, so `/ready` knows the origin is reachable on an idle node. It
+/// waits on the runtime's timer (a test clock's sleepers are the proxy's retries).
+pub async fn probe_origin(live: Weak<Live>) {
+    loop {
+        let Some(l) = live.upgrade() else { return };
+        let proxy = l.current();
+        drop(l);
+        let (clock, cfg) = (proxy.clock().clone(), proxy.config().clone());
+        let interval = cfg.health.origin_interval;
+        let last = proxy.metrics().origin.last_reachable.load(Ordering::Relaxed);
+        let now = clock.now_millis();
+        if now.saturating_sub(last) >= interval.as_millis() as Millis {
+            let a = &cfg.origin.authority;
+            let host = a.host().trim_start_matches('[').trim_end_matches(']');
+            let connect = tokio::net::TcpStream::connect((host, a.port_u16().unwrap_or(80)));
+            if let Ok(Ok(_)) = tokio::time::timeout(cfg.timeouts.connect, connect).await {
+                proxy.metrics().origin.last_reachable.fetch_max(clock.now_millis(), Ordering::Relaxed);
+            }
+        }
+        drop(proxy);
+        tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+    }
+}
