@@ -86,7 +86,8 @@ struct Ring {
     points: Vec<Point>,
     /// Index of the oldest point once the ring is full.
     next: usize,
-    last: Option<Totals>,
+    /// The totals at the last point (zero before the first).
+    last: Totals,
 }
 
 /// The ring of per-minute points.
@@ -96,12 +97,12 @@ pub struct History {
 }
 
 impl History {
-    /// Closes the minute ending at `at`: the counters' change since the previous call becomes a
-    /// point. The first call only sets the starting totals.
+    /// Closes the minute ending at `at`: the counters' change since the previous call (the
+    /// first time: since they started) becomes a point.
     pub fn sample(&self, m: &Metrics, at: Millis) {
         let now = Totals::read(m);
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(prev) = ring.last.replace(now) else { return };
+        let prev = std::mem::replace(&mut ring.last, now);
         let point = Point {
             at,
             requests: now.requests - prev.requests,
@@ -131,9 +132,6 @@ impl History {
 /// on the runtime's timer, not on `clock`: a test clock's sleepers are the proxy's own retries,
 /// which tests count; tests take points with [`History::sample`].
 pub async fn sampler(metrics: Weak<Metrics>, clock: Arc<dyn Clock>) {
-    if let Some(m) = metrics.upgrade() {
-        m.history.sample(&m, clock.now_millis());
-    }
     loop {
         let now = clock.now_millis();
         let wait = MINUTE_MS - now % MINUTE_MS;
@@ -150,7 +148,6 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_last_hour_oldest_first() {
         let m = Metrics::new();
-        m.history.sample(&m, 0);
         for minute in 1..=(POINTS as u64 + 5) {
             for _ in 0..minute {
                 m.request(Outcome::Hit, None, 0, Duration::ZERO);
@@ -169,7 +166,6 @@ mod tests {
     #[test]
     fn the_proxys_own_answers_are_left_out_of_the_hit_ratio() {
         let m = Metrics::new();
-        m.history.sample(&m, 0);
         m.request(Outcome::Hit, None, 0, Duration::ZERO);
         m.request(Outcome::Local, None, 0, Duration::ZERO);
         m.request(Outcome::Revalidated, None, 0, Duration::ZERO);
