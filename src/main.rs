@@ -12,6 +12,8 @@ use edgecache::reload::{Live, Overrides, Steps};
 use tracing_subscriber::EnvFilter;
 
 mod alloc;
+mod handover;
+mod listenfd;
 
 /// mimalloc rather than the system allocator: a miss costs less CPU and a stored object less
 /// memory (glibc grows its per-thread arenas a page at a time with `mprotect`); the figures are
@@ -108,6 +110,14 @@ async fn reload_on_sighup(steps: Steps) {
 }
 
 fn main() -> ExitCode {
+    // First: sockets handed over by systemd or a replaced process, before any file is opened.
+    let mut inherited = match listenfd::inherited() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("edgecache: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let args = Args::parse();
     let mut cfg = match load(&args) {
         Ok(c) => c,
@@ -170,16 +180,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        let (listener, handed) = match listener(&mut inherited, cfg.listen).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("edgecache: cannot listen on {}: {e}", cfg.listen);
                 return ExitCode::FAILURE;
             }
         };
+        for name in inherited.left() {
+            tracing::warn!(name, "an inherited socket this build does not use; closed");
+        }
+        drop(inherited);
         // The address bound, not the one asked for: with port 0 the system picks the port.
         let listen = listener.local_addr().unwrap_or(cfg.listen);
-        tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+        if listen != cfg.listen && cfg.listen.port() != 0 {
+            tracing::warn!(%listen, configured = %cfg.listen, "serving on the inherited socket, not on `listen`");
+        }
+        let pid = std::process::id();
+        tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, pid, "edgecache started");
         if args.demo {
             tracing::info!("try: curl -si http://{listen}/articles/1");
         }
@@ -187,9 +205,34 @@ fn main() -> ExitCode {
         let live = Arc::new(Live::new(proxy, args.config.clone(), overrides(&args, demo_origin)));
         let steps = Steps::config(live.clone());
         tokio::spawn(reload_on_sighup(steps));
-        edgecache::server::serve(listener, live, shutdown_signal()).await;
+        let handed_over = handover::on_sigusr2(vec![("proxy", handed)]);
+        handover::announce_serving();
+        edgecache::server::serve(listener, live, async {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = handed_over => {},
+            }
+        })
+        .await;
         ExitCode::SUCCESS
     })
+}
+
+/// The client listener: the one handed over, or `addr` bound; with a second handle on the same
+/// socket for a later hand-over.
+async fn listener(
+    inherited: &mut listenfd::Inherited,
+    addr: SocketAddr,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::TcpListener)> {
+    let std = match inherited.take("proxy") {
+        Some(l) => {
+            tracing::info!(addr = %l.local_addr()?, "listening socket inherited");
+            l
+        }
+        None => tokio::net::TcpListener::bind(addr).await?.into_std()?,
+    };
+    let handed = std.try_clone()?;
+    Ok((tokio::net::TcpListener::from_std(std)?, handed))
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:
