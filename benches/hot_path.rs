@@ -230,6 +230,7 @@ fn stored_entry() -> Arc<Entry> {
         body: Bytes::from(vec![b'x'; 1024]),
         vary: Box::new([]),
         freshness,
+        checked: Default::default(),
     })
 }
 

@@ -40,13 +40,51 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// What `/ready` asks of the origin.
     pub health: Health,
+    /// The admin listener, when configured.
+    pub admin: Option<AdminConfig>,
+    /// Purging.
+    pub purge: PurgeConfig,
+}
+
+/// The admin listener: purges (and the other operator calls), apart from client traffic.
+#[derive(Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address it listens on (loopback by default).
+    pub listen: SocketAddr,
+    /// The token every call must carry (`Authorization: Bearer` or `Fastly-Key`). Without one,
+    /// which only a loopback `listen` allows, calls need none.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "127.0.0.1:9180".parse().expect("valid"), token: None }
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token is a secret: never in a log line.
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Purging: the tags (surrogate keys) on the origin's responses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PurgeConfig {
+    /// Send `Surrogate-Key`, `Cache-Tag` and `xkey` on to clients (off: they are the origin's
+    /// business, and may say more than it means to publish).
+    pub forward_tag_fields: bool,
 }
 
 /// What `/ready` asks of the origin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
-    /// The origin counts as reachable when it answered (or accepted a probe connection) within
-    /// this long; when no request asked it for this long, a connection probes it.
+    /// The origin counts as reachable when it answered within this long; when no request reached
+    /// it for this long, `/ready` tries a connection to it.
     pub origin_interval: Duration,
 }
 
@@ -264,6 +302,8 @@ impl Default for Config {
             },
             redis: None,
             health: Health { origin_interval: Duration::from_secs(10) },
+            admin: None,
+            purge: PurgeConfig::default(),
         }
     }
 }
@@ -376,6 +416,8 @@ const SECTIONS: &[(&str, Section)] = &[
     ("stale", stale_section),
     ("targeted", targeted_section),
     ("redis", redis_section),
+    ("admin", admin_section),
+    ("purge", purge_section),
     ("log", log_section),
     ("health", health_section),
 ];
@@ -576,6 +618,68 @@ fn redis_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     cfg.redis = Some(r);
 }
 
+/// `[admin]`: every key read from `t`, bad ones reported. The table turns the admin listener on.
+fn admin_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let mut a = AdminConfig::default();
+    w.take(t, "admin", "listen", |w, p, v| w.socket_addr(p, v).map(|addr| a.listen = addr));
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    let mut token = None;
+    w.take(t, "admin", "token", |w, p, v| match v.as_str() {
+        Some(s) if valid(s) => {
+            token = Some(s.to_string());
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected a non-empty string of visible ASCII characters (no spaces)".into());
+            None
+        }
+    });
+    let mut from_file = None;
+    w.take(t, "admin", "token_file", |w, p, v| {
+        let Some(path) = v.as_str() else {
+            w.bad(p, format!("expected a file path, found {}", v.type_str()));
+            return None;
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if valid(text.trim_end()) => {
+                from_file = Some(text.trim_end().to_string());
+                Some(())
+            }
+            Ok(_) => {
+                w.bad(p, format!("{path}: expected one token of visible ASCII characters (no spaces)"));
+                None
+            }
+            Err(e) => {
+                w.bad(p, format!("cannot read {path}: {e}"));
+                None
+            }
+        }
+    });
+    w.unknown(t, "admin");
+    match (token, from_file) {
+        (Some(_), Some(_)) => w.bad("admin.token_file", "set admin.token or admin.token_file, not both".into()),
+        (t, f) => a.token = t.or(f),
+    }
+    if a.token.is_none() && !a.listen.ip().is_loopback() {
+        w.bad(
+            "admin.token",
+            format!(
+                "required when admin.listen ({}) is not a loopback address: anyone who reaches it could purge; \
+                 set admin.token or admin.token_file, or listen on 127.0.0.1",
+                a.listen
+            ),
+        );
+    }
+    cfg.admin = Some(a);
+}
+
+/// `[purge]`: every key read from `t`, bad ones reported.
+fn purge_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let p = &mut cfg.purge;
+    w.take(t, "purge", "forward_tag_fields", |w, path, v| w.boolean(path, v).map(|b| p.forward_tag_fields = b));
+    w.unknown(t, "purge");
+}
+
 /// `[log]`: every key read from `t`, bad ones reported.
 fn log_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     let l = &mut cfg.log;
@@ -679,6 +783,25 @@ mod tests {
                 ("health.colour".to_string(), "unknown key".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn admin_keys_are_checked_and_a_public_listener_needs_a_token() {
+        let cfg = Config::parse("[admin]\ntoken = \"s3cret\"\n").unwrap();
+        let admin = cfg.admin.unwrap();
+        assert_eq!((admin.listen.to_string(), admin.token.as_deref()), ("127.0.0.1:9180".into(), Some("s3cret")));
+        assert!(!format!("{admin:?}").contains("s3cret"), "the token is printed");
+        assert!(Config::parse("").unwrap().admin.is_none(), "on without [admin]");
+        let err = Config::parse("[admin]\nlisten = \"0.0.0.0:9180\"\n").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].0, "admin.token");
+        assert!(err.problems[0].1.contains("not a loopback address"), "{}", err.problems[0].1);
+        assert!(Config::parse("[admin]\nlisten = \"[::1]:9180\"\n").is_ok(), "IPv6 loopback needs no token");
+        let err = Config::parse("[admin]\ntoken = \"a b\"\ntoken_file = \"/nonexistent\"\ncolour = 1\n").unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["admin.token", "admin.token_file", "admin.colour"]);
+        let err = Config::parse("[purge]\nforward_tag_fields = \"yes\"\n").unwrap_err();
+        assert_eq!(err.problems[0].0, "purge.forward_tag_fields");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use edgecache::config::{Config, ConfigError, LogFormat, Origin};
 use edgecache::reload::{Live, Overrides, Steps};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 mod alloc;
@@ -23,8 +24,10 @@ static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 /// An HTTP caching reverse proxy (RFC 9111 shared cache).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (proxy.toml). Without it, built-in defaults apply.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -43,6 +46,147 @@ struct Args {
     /// Turn the access log off (overrides `log.access`).
     #[arg(long)]
     no_access_log: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Purge objects on a running node (and, through its shared tier, on every node), through
+    /// the admin listener named in the configuration. Prints the JSON answer; exit code 0 only
+    /// when the purge was accepted.
+    Purge(PurgeArgs),
+    /// Reload the configuration of a running node (and run every other reload step) through the
+    /// admin listener named in the configuration, as SIGHUP does. Prints the JSON answer: what
+    /// changed, or every bad field; exit code 0 only when the reload was applied.
+    Reload(ReloadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReloadArgs {
+    /// Configuration file of the node (its `[admin]` address and token are used; the node
+    /// re-reads the file it was started with).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+/// `edgecache reload`: 0 applied, 1 refused or unreachable, 2 bad configuration.
+fn reload(args: ReloadArgs) -> ExitCode {
+    let admin = match Config::from_file(&args.config) {
+        Ok(Config { admin: Some(a), .. }) => a,
+        Ok(_) => {
+            eprintln!(
+                "edgecache reload: {} has no [admin] table: the node has no admin listener",
+                args.config.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            // The node keeps its configuration when the file is invalid: say why here too.
+            eprintln!("edgecache reload: invalid configuration ({}):", args.config.display());
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecache reload: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(30);
+    match rt.block_on(edgecache::admin::cli::post(&admin, "/reload", bytes::Bytes::new(), timeout)) {
+        Ok((status, text)) => {
+            println!("{}", text.trim_end());
+            if edgecache::admin::cli::accepted(status, &text) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("edgecache reload: refused ({status})");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("edgecache reload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct PurgeArgs {
+    /// Configuration file of the node (its `[admin]` address and token are used).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Absolute URLs to purge (every variant of each).
+    urls: Vec<String>,
+    /// Tags (surrogate keys) to purge: repeat the option or separate them with commas.
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// URL prefixes to purge (e.g. https://example.com/blog/): repeat the option for several.
+    #[arg(long = "prefix", value_name = "URL")]
+    prefixes: Vec<String>,
+    /// Hosts to purge: repeat the option or separate them with commas.
+    #[arg(long = "host", value_name = "HOST", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Purge everything.
+    #[arg(long)]
+    all: bool,
+    /// Mark stale instead of removing: the next request revalidates.
+    #[arg(long)]
+    soft: bool,
+}
+
+/// `edgecache purge`: 0 accepted, 1 refused or unreachable, 2 bad configuration or arguments.
+fn purge(args: PurgeArgs) -> ExitCode {
+    let cfg = match Config::from_file(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgecache purge: invalid configuration ({}):", args.config.display());
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let Some(admin) = cfg.admin else {
+        eprintln!("edgecache purge: {} has no [admin] table: the node has no admin listener", args.config.display());
+        return ExitCode::from(2);
+    };
+    let ask = edgecache::admin::cli::Ask {
+        urls: args.urls,
+        tags: args.tags,
+        prefixes: args.prefixes,
+        hosts: args.hosts,
+        all: args.all,
+        soft: args.soft,
+    };
+    let Some(body) = ask.body() else {
+        eprintln!("edgecache purge: nothing to purge: give URLs, --tag, --prefix, --host or --all");
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecache purge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(edgecache::admin::cli::send(&admin, &body, std::time::Duration::from_secs(30))) {
+        Ok((status, text)) => {
+            print!("{text}");
+            if edgecache::admin::cli::accepted(status, &text) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("edgecache purge: refused ({status})");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("edgecache purge: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load(args: &Args) -> Result<Config, ConfigError> {
@@ -94,7 +238,7 @@ fn overrides(args: &Args, demo_origin: Option<Origin>) -> Overrides {
 }
 
 /// Runs every reload step at each SIGHUP, logging what each came to.
-async fn reload_on_sighup(steps: Steps) {
+async fn reload_on_sighup(steps: Arc<Steps>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload through the admin listener only");
         return;
@@ -118,7 +262,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = Args::parse();
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Command::Purge(p)) => return purge(p),
+        Some(Command::Reload(r)) => return reload(r),
+        None => {}
+    }
     let mut cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -132,7 +281,8 @@ fn main() -> ExitCode {
     };
     if args.check_config {
         let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
-        println!("configuration ok: listen {} origin {}{shared}", cfg.listen, cfg.origin.url);
+        let admin = cfg.admin.as_ref().map(|a| format!(", admin {}", a.listen)).unwrap_or_default();
+        println!("configuration ok: listen {} origin {}{shared}{admin}", cfg.listen, cfg.origin.url);
         return ExitCode::SUCCESS;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -187,10 +337,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        for name in inherited.left() {
-            tracing::warn!(name, "an inherited socket this build does not use; closed");
-        }
-        drop(inherited);
         // The address bound, not the one asked for: with port 0 the system picks the port.
         let listen = listener.local_addr().unwrap_or(cfg.listen);
         if listen != cfg.listen && cfg.listen.port() != 0 {
@@ -201,19 +347,52 @@ fn main() -> ExitCode {
         if args.demo {
             tracing::info!("try: curl -si http://{listen}/articles/1");
         }
+        let mut handed = vec![("proxy", handed)];
+        let admin_listener = match &cfg.admin {
+            Some(a) => match admin_listener(&mut inherited, a).await {
+                Ok((l, h)) => {
+                    let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    tracing::info!(%addr, token = a.token.is_some(), "admin listener started");
+                    handed.push(("admin", h));
+                    Some(l)
+                }
+                Err(e) => {
+                    eprintln!("edgecache: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        for name in inherited.left() {
+            tracing::warn!(name, "an inherited socket this configuration does not use; closed");
+        }
+        drop(inherited);
         let proxy = edgecache::proxy::Proxy::new(Arc::new(cfg), Arc::new(edgecache::clock::SystemClock));
         let live = Arc::new(Live::new(proxy, args.config.clone(), overrides(&args, demo_origin)));
-        let steps = Steps::config(live.clone());
-        tokio::spawn(reload_on_sighup(steps));
-        let handed_over = handover::on_sigusr2(vec![("proxy", handed)]);
-        handover::announce_serving();
-        edgecache::server::serve(listener, live, async {
+        let steps = Arc::new(Steps::config(live.clone()));
+        tokio::spawn(reload_on_sighup(steps.clone()));
+        // One signal (or a hand-over to a new process) stops both listeners.
+        let handed_over = handover::on_sigusr2(handed);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown_signal() => {},
                 _ = handed_over => {},
             }
-        })
-        .await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = admin_listener.map(|l| {
+            let admin = edgecache::admin::Admin::new(live.clone(), steps);
+            tokio::spawn(edgecache::admin::serve(l, admin, until_stopped(stopped.clone())))
+        });
+        handover::announce_serving();
+        edgecache::server::serve(listener, live, until_stopped(stopped)).await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         ExitCode::SUCCESS
     })
 }
@@ -233,6 +412,20 @@ async fn listener(
     };
     let handed = std.try_clone()?;
     Ok((tokio::net::TcpListener::from_std(std)?, handed))
+}
+
+/// The admin listener: the one handed over, or `admin.listen` bound; with a second handle on the
+/// same socket for a later hand-over.
+async fn admin_listener(
+    inherited: &mut listenfd::Inherited,
+    cfg: &edgecache::config::AdminConfig,
+) -> Result<(tokio::net::TcpListener, std::net::TcpListener), String> {
+    let std = match inherited.take("admin") {
+        Some(l) => l,
+        None => edgecache::admin::bind(cfg).await?.0.into_std().map_err(|e| e.to_string())?,
+    };
+    let handed = std.try_clone().map_err(|e| e.to_string())?;
+    Ok((tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?, handed))
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:

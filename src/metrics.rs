@@ -286,8 +286,8 @@ fn origin_histogram() -> Histogram {
 /// What the status page and `/ready` need about the origin that a counter does not say.
 #[derive(Debug, Default)]
 pub struct OriginHealth {
-    /// When the origin last answered with a response head or accepted a probe connection
-    /// (clock milliseconds; 0: never).
+    /// When the origin last answered with a response head, or accepted the connection `/ready`
+    /// tries when it has not (clock milliseconds; 0: never).
     pub last_reachable: AtomicU64,
     /// When a request to it last failed (0: never).
     pub last_failure: AtomicU64,

@@ -3,7 +3,7 @@
 //! Each returns an [`Answer`]; the router only maps paths and methods to them.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -61,17 +61,26 @@ impl Ops {
     }
 
     /// `GET /ready`: 200 when the listener accepts, a configuration is loaded and the origin
-    /// was reachable within `health.origin_interval`; 503 otherwise. The shared tier's state
-    /// is reported, not required (a request without it goes to the origin).
-    pub fn ready(&self) -> Answer {
+    /// was reachable within `health.origin_interval`; 503 otherwise. When no request reached the
+    /// origin within the interval, a connection to it is tried now (within `timeouts.connect`,
+    /// at most 2 s). The shared tier's state is reported, not required (a request without it
+    /// goes to the origin).
+    pub async fn ready(&self) -> Answer {
         let proxy = self.live.current();
         let m = proxy.metrics();
         let cfg = proxy.config();
-        let now = proxy.clock().now_millis();
+        let clock = proxy.clock();
         let listening = m.server.listening.load(Ordering::Relaxed);
-        let last = m.origin.last_reachable.load(Ordering::Relaxed);
         let within = cfg.health.origin_interval.as_millis() as Millis;
-        let reachable = last != 0 && now.saturating_sub(last) <= within;
+        let recent = |last: Millis| last != 0 && clock.now_millis().saturating_sub(last) <= within;
+        if !recent(m.origin.last_reachable.load(Ordering::Relaxed))
+            && probe(&cfg.origin.authority, cfg.timeouts.connect).await
+        {
+            m.origin.last_reachable.fetch_max(clock.now_millis(), Ordering::Relaxed);
+        }
+        let last = m.origin.last_reachable.load(Ordering::Relaxed);
+        let reachable = recent(last);
+        let now = clock.now_millis();
         let ready = listening && reachable;
         let last_reload = m.reload_log().last().map_or("none", |r| r.result.as_str());
         let shared = match proxy.shared_state() {
@@ -124,27 +133,9 @@ impl Ops {
     }
 }
 
-/// While `live` lives: every `health.origin_interval` in which no request reached the origin,
-/// tries a connection to it, so `/ready` knows the origin is reachable on an idle node. It
-/// waits on the runtime's timer (a test clock's sleepers are the proxy's retries).
-pub async fn probe_origin(live: Weak<Live>) {
-    loop {
-        let Some(l) = live.upgrade() else { return };
-        let proxy = l.current();
-        drop(l);
-        let (clock, cfg) = (proxy.clock().clone(), proxy.config().clone());
-        let interval = cfg.health.origin_interval;
-        let last = proxy.metrics().origin.last_reachable.load(Ordering::Relaxed);
-        let now = clock.now_millis();
-        if now.saturating_sub(last) >= interval.as_millis() as Millis {
-            let a = &cfg.origin.authority;
-            let host = a.host().trim_start_matches('[').trim_end_matches(']');
-            let connect = tokio::net::TcpStream::connect((host, a.port_u16().unwrap_or(80)));
-            if let Ok(Ok(_)) = tokio::time::timeout(cfg.timeouts.connect, connect).await {
-                proxy.metrics().origin.last_reachable.fetch_max(clock.now_millis(), Ordering::Relaxed);
-            }
-        }
-        drop(proxy);
-        tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
-    }
+/// Does `origin` accept a connection within `connect` (at most 2 s)?
+async fn probe(origin: &http::uri::Authority, connect: Duration) -> bool {
+    let host = origin.host().trim_start_matches('[').trim_end_matches(']');
+    let attempt = tokio::net::TcpStream::connect((host, origin.port_u16().unwrap_or(80)));
+    matches!(tokio::time::timeout(connect.min(Duration::from_secs(2)), attempt).await, Ok(Ok(_)))
 }

@@ -17,6 +17,7 @@ mod body;
 mod fetch;
 mod origin;
 mod pass;
+mod purge;
 pub mod reconfigure;
 mod request;
 mod respond;
@@ -32,6 +33,7 @@ use crate::metrics::{Metrics, SharedState, StaleServed, TierFigures};
 use crate::status::{CacheStatus, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
+use crate::store::purge::{Purger, Purges};
 use crate::store::shared::SharedTier;
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
@@ -46,6 +48,8 @@ struct Shared {
     upstream: Upstream,
     inflight: Arc<Inflight<Fetched>>,
     hit_for_pass: Arc<HitForPass>,
+    purges: Arc<Purges>,
+    purger: Purger,
 }
 
 /// The proxy: configuration, the tiers, the origin client and the clock.
@@ -65,6 +69,10 @@ pub struct Proxy {
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
     strip_known: bool,
+    /// The purges recorded here: every lookup compares its entry's stamp with them.
+    purges: Arc<Purges>,
+    /// Applies purges to the memory tier.
+    purger: Purger,
 }
 
 impl Proxy {
@@ -78,17 +86,23 @@ impl Proxy {
     pub fn with_metrics(cfg: Arc<Config>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         let c = &cfg.cache;
         let memory = MemoryTier::counted(c.memory_bytes, c.max_variants, clock.clone(), &metrics);
+        // Records are kept as long as anything in the shared tier can be older than them.
+        let retain = cfg.redis.as_ref().map_or(std::time::Duration::from_secs(86_400), |r| r.ttl_cap);
+        let purges = Arc::new(Purges::new(retain));
+        let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
         let shared = cfg.redis.clone().map(|r| {
-            SharedTier::start(r, memory.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
+            SharedTier::start(r, purger.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(crate::metrics::history::sampler(Arc::downgrade(&metrics), clock.clone()));
         }
         let parts = Shared {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone()),
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
             upstream: Upstream::new(&cfg),
             inflight: Arc::default(),
             hit_for_pass: Arc::new(HitForPass::new(cfg.coalescing.hit_for_pass)),
+            purges,
+            purger,
         };
         Self::assemble(cfg, clock, metrics, parts)
     }
@@ -113,8 +127,13 @@ impl Proxy {
         if !tg.forward_surrogate_control {
             strip.push(policy::SURROGATE_CONTROL.clone());
         }
+        if !cfg.purge.forward_tag_fields {
+            strip.extend(crate::store::tags::TAG_FIELDS.iter().cloned());
+        }
         Proxy {
             tiers: parts.tiers,
+            purges: parts.purges,
+            purger: parts.purger,
             inflight: parts.inflight,
             hit_for_pass: parts.hit_for_pass,
             metrics,
@@ -226,10 +245,17 @@ impl Proxy {
         let writes = self.tiers.memory().writes();
         let found = self.tiers.in_memory(&ctx.key, h, now);
         let mut selected = found.selected;
+        let mut purged = false;
+        if let Some(e) = selected.as_ref().filter(|e| self.purges.unchecked(&e.checked)) {
+            // A host, prefix or everything purge since this entry was last checked.
+            selected = self.recheck(&ctx, e.clone(), now);
+            purged = selected.is_none();
+        }
         let mut from_shared = false;
         if selected.is_none() && self.tiers.shared().is_some() {
             // Memory → shared tier → origin. A shared-tier hit is promoted into memory.
-            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.target.canonical(), h)).await;
+            let at = (&*ctx.target.host, ctx.target.path_and_query.as_str());
+            selected = Box::pin(self.tiers.in_shared(&ctx.key, &ctx.target.canonical(), at, h)).await;
             from_shared = selected.is_some();
             now = self.clock.now_millis();
         }
@@ -253,7 +279,9 @@ impl Proxy {
             if ctx.cc.only_if_cached {
                 return only_if_cached();
             }
-            let fwd = if found.variants.is_some() { Fwd::VaryMiss } else { Fwd::UriMiss };
+            // Other variants than one just purged: a vary miss.
+            let others = found.variants.as_ref().is_some_and(|v| v.entries().len() > usize::from(purged));
+            let fwd = if others { Fwd::VaryMiss } else { Fwd::UriMiss };
             return self.fetch(Arc::new(ctx), Miss { fwd, stale: None, join: Some(writes) }).await;
         };
         match entry.freshness.usable(&ctx.cc, now) {

@@ -38,12 +38,19 @@ pub struct Running {
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The admin listener, when configured: its address, its stop and its task.
+    admin: Option<(SocketAddr, Option<oneshot::Sender<()>>, JoinHandle<()>)>,
 }
 
 impl Running {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(addr, _, _)| *addr)
     }
 
     /// The proxy in use now (its memory tier, for inspection).
@@ -61,20 +68,29 @@ impl Running {
         &self.stats
     }
 
-    /// Stops accepting, lets in-flight requests finish within `timeouts.shutdown`, and waits.
+    /// Stops accepting, lets in-flight requests finish within `timeouts.shutdown`, and waits;
+    /// the admin listener stops with it.
     pub async fn shutdown(mut self) {
+        self.stop_all();
+        let _ = (&mut self.task).await;
+        if let Some((_, _, task)) = self.admin.as_mut() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop_all(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        if let Some(stop) = self.admin.as_mut().and_then(|(_, stop, _)| stop.take()) {
+            let _ = stop.send(());
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop_all();
     }
 }
 
@@ -99,22 +115,39 @@ pub struct ServerStats {
     pub idle_closed: AtomicU64,
 }
 
-/// Binds `cfg.listen` and serves in a background task.
+/// Binds `cfg.listen` (and `admin.listen`, when configured) and serves in background tasks.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
+    let admin = match &cfg.admin {
+        Some(a) => Some(crate::admin::bind(a).await.map_err(io::Error::other)?.0),
+        None => None,
+    };
     let proxy = Proxy::new(Arc::new(cfg), clock);
-    start_on(listener, Arc::new(Live::new(proxy, None, Box::new(|_| {}))))
+    start_on(listener, admin, Arc::new(Live::new(proxy, None, Box::new(|_| {}))))
 }
 
-/// Serves `live` on `listener` in a background task.
-pub fn start_on(listener: TcpListener, live: Arc<Live>) -> io::Result<Running> {
+/// Serves `live` on `listener`, and the admin calls on `admin` when given, in background tasks.
+pub fn start_on(listener: TcpListener, admin: Option<TcpListener>, live: Arc<Live>) -> io::Result<Running> {
     let addr = listener.local_addr()?;
     let stats = live.current().metrics().server.clone();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, live.clone(), async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, live, stats, stop: Some(tx), task })
+    let admin = match admin {
+        Some(l) => {
+            let admin_addr = l.local_addr()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let steps = Arc::new(crate::reload::Steps::config(live.clone()));
+            let admin = crate::admin::Admin::new(live.clone(), steps);
+            let task = tokio::spawn(crate::admin::serve(l, admin, async {
+                let _ = stopped.await;
+            }));
+            Some((admin_addr, Some(stop), task))
+        }
+        None => None,
+    };
+    Ok(Running { addr, live, stats, stop: Some(tx), task, admin })
 }
 
 /// How long a draining connection with no request in progress is left open for its client's
@@ -155,7 +188,6 @@ fn builder(cfg: &Config) -> Arc<auto::Builder<TokioExecutor>> {
 /// holds when it arrives; each connection takes the connection settings in use when it is
 /// accepted.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
-    tokio::spawn(crate::ops::probe_origin(Arc::downgrade(&live)));
     let first = live.current();
     let stats = first.metrics().server.clone();
     let mut cfg = first.config().clone();

@@ -1,6 +1,6 @@
 //! What is stored and where: the cache key, stored entries and their header blocks, the memory
-//! tier, the shared tier (Redis), fills in flight and hit-for-pass, and the tiers' read and
-//! write paths.
+//! tier, the shared tier (Redis), fills in flight and hit-for-pass, the tiers' read and write
+//! paths, and purges (records, generations and the tag index).
 
 pub mod entry;
 
@@ -9,8 +9,10 @@ pub mod headers;
 pub mod hit_for_pass;
 pub mod key;
 pub mod memory;
+pub mod purge;
 pub mod ready;
 pub mod shared;
+pub mod tags;
 pub mod tiers;
 
 pub use entry::Entry;

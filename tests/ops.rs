@@ -80,25 +80,29 @@ async fn a_stale_response_served_on_an_origin_error_is_counted_as_grace_or_stale
 #[tokio::test]
 async fn ready_needs_the_origin_reachable_and_health_does_not() {
     let clock = clock();
-    let (_origin, p, c) = serve(&clock, |_, _| Reply::ok("x").cc("max-age=60")).await;
+    let (origin, p, c) = serve(&clock, |_, _| Reply::ok("x").cc("max-age=60")).await;
     let ops = ops(&p);
     get(&c, "/a").await;
-    let ready = ops.ready();
+    let ready = ops.ready().await;
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert!(ready.body.contains("\"reachable\":true") && ready.body.contains("\"shared_tier\":null"), "{}", ready.body);
-    // Past the interval with no request and no probe yet: not ready.
+    assert!(ready.body.contains("\"last_reachable_ms_ago\":0,"), "{}", ready.body);
+    assert!(ready.body.contains("\"shared_tier\":null"), "{}", ready.body);
+    assert_eq!(origin.connections(), 1);
+    // Past the interval with no request: /ready connects to the origin itself.
     advance(&clock, 11);
-    let ready = ops.ready();
-    assert_eq!(ready.status, 503, "{}", ready.body);
-    assert!(ready.body.contains("\"status\":\"not-ready\""), "{}", ready.body);
+    let ready = ops.ready().await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    eventually("the origin saw the connection", async || origin.connections() == 2).await;
+    assert_eq!(origin.count(), 1, "the probe sent a request");
     assert_eq!(ops.health().status, 200);
 
     let closed = closed_port();
     let down = start_proxy(closed.addr(), &clock, |_| {}).await;
     let r = Client::new(down.addr()).get("/a").await;
     assert_eq!(r.status, 502);
-    let ready = self::ops(&down).ready();
+    let ready = self::ops(&down).ready().await;
     assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body.contains("\"status\":\"not-ready\""), "{}", ready.body);
     assert!(ready.body.contains("\"last_reachable_ms_ago\":null"), "{}", ready.body);
 }
 
@@ -139,4 +143,49 @@ async fn the_status_page_shows_the_last_minutes_and_the_breakdown() {
 
 async fn get(c: &Client, path: &str) -> String {
     c.get(path).await.cache_status().to_string()
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_every_operations_endpoint_and_refuses_bad_input() {
+    const AUTH: (&str, &str) = ("authorization", "Bearer s3cret");
+    let clock = clock();
+    let (_origin, p, c) = serve_with(
+        &clock,
+        |cfg| {
+            cfg.admin = Some(edgecache::config::AdminConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                token: Some("s3cret".into()),
+            })
+        },
+        |_, _| Reply::ok("x").cc("max-age=60"),
+    )
+    .await;
+    get(&c, "/a").await;
+    let admin = Client::new(p.admin_addr().expect("admin listener"));
+    let ask = async |method: &str, path: &str| admin.send(method, path, &[AUTH], Default::default()).await;
+
+    let r = ask("GET", "/metrics").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/plain; version=0.0.4; charset=utf-8")));
+    assert!(r.text().contains("edgecache_requests_total{outcome=\"miss\"} 1"), "{}", r.text());
+    let r = ask("GET", "/health").await;
+    assert_eq!((r.status, r.text()), (200, "{\"status\":\"ok\"}".to_string()));
+    let r = ask("GET", "/ready").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
+    assert!(r.text().starts_with("{\"status\":\"ready\",\"listening\":true,"), "{}", r.text());
+    let r = ask("GET", "/").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(r.text().contains("class=\"chart hit-ratio\""));
+    // Started without a file: a reload has nothing to re-read, and says so.
+    let r = ask("POST", "/reload").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("started without --config"), "{}", r.text());
+
+    // Bad input: a reason, never a panic.
+    assert_eq!(ask("GET", "/nowhere").await.status, 404);
+    let r = ask("POST", "/metrics").await;
+    assert_eq!(r.status, 405);
+    assert!(r.text().contains("\"status\":\"error\""), "{}", r.text());
+    assert_eq!(ask("GET", "/reload").await.status, 405);
+    let r = admin.get("/metrics").await;
+    assert_eq!(r.status, 401, "no token");
 }

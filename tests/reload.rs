@@ -48,7 +48,7 @@ async fn start_from(file: &File, clock: &Arc<ManualClock>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = Proxy::new(Arc::new(cfg), clock.clone());
     let live = Arc::new(Live::new(proxy, Some(file.0.clone()), Box::new(|_| {})));
-    edgecache::server::start_on(listener, live).expect("serve")
+    edgecache::server::start_on(listener, None, live).expect("serve")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,6 +355,14 @@ impl Freshness {
         (self.current_age_ms(now) / 1000).min(super::cache_control::DELTA_MAX)
     }
 
+    /// Makes the response stale from `at` on (a soft purge): its lifetime becomes at most its
+    /// age at `at`, so from then on it must be revalidated, and `stale-while-revalidate`,
+    /// `stale-if-error` and grace count from `at`.
+    pub fn stale_from(&mut self, at: Millis) {
+        let age = u32::try_from(self.current_age_ms(at) / 1000).unwrap_or(u32::MAX);
+        self.lifetime = self.lifetime.min(age);
+    }
+
     /// Remaining freshness in milliseconds: positive while fresh.
     pub fn ttl_ms(&self, now: Millis) -> i64 {
         (i64::from(self.lifetime) * 1000).saturating_sub(self.current_age_ms(now) as i64)
@@ -531,6 +539,20 @@ mod tests {
         assert!(plain.stale_on_error(&none, 10_000, T0 + 20_000));
         assert!(!plain.stale_on_error(&none, 10_000, T0 + 21_000));
         assert!(plain.stale_on_error(&CacheControl::parse("stale-if-error=100"), 0, T0 + 50_000));
+    }
+
+    #[test]
+    fn stale_from_a_soft_purge_on_with_its_windows_counted_from_then() {
+        let mut f = fresh(&[("cache-control", "max-age=100, stale-while-revalidate=30")]);
+        let none = CacheControl::default();
+        f.stale_from(T0 + 10_500);
+        assert_eq!(f.usable(&none, T0 + 10_500), Usable::Revalidate(Fwd::Stale));
+        assert!(f.within_stale_while_revalidate(T0 + 40_000));
+        assert!(!f.within_stale_while_revalidate(T0 + 41_000));
+        // Already stale: unchanged.
+        let mut old = fresh(&[("cache-control", "max-age=5")]);
+        old.stale_from(T0 + 50_000);
+        assert_eq!(old.lifetime, 5);
     }
 
     #[test]

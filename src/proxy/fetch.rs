@@ -41,6 +41,7 @@ use crate::metrics::StaleServed;
 use crate::status::{CacheStatus, Fwd, NotStored, Stale};
 use crate::store::fill::{Abandoned, Fill, FillReader, Join, Settled};
 use crate::store::headers::StoredHeaders;
+use crate::store::purge::{Seq, Stamp};
 use crate::store::Entry;
 use crate::upstream::body::{drain, BoxError, IdleBody, OriginBody, UpBody};
 use crate::upstream::{OriginIncoming, UpstreamError};
@@ -142,6 +143,7 @@ impl Proxy {
                     .flatten()
                     .and_then(|v| v.select(&ctx.parts.headers).cloned())
                     .filter(|e| !stale.as_ref().is_some_and(|s| Arc::ptr_eq(s, e)))
+                    .filter(|e| !self.purges.unchecked(&e.checked))
                     .filter(|e| e.freshness.usable(&ctx.cc, now) == Usable::Fresh);
                 if let Some(entry) = fresh {
                     let writer = fill.writer();
@@ -362,6 +364,9 @@ impl Proxy {
         // clients that joined keep their Arc and finish reading.
         let _leave = LeaveInflight { proxy: &self, fill: &fill, key: ctx.key };
         let (key, parts, target) = (ctx.key, &ctx.parts, &ctx.target);
+        // What is stored is stamped with the purges before the origin was asked: any purge
+        // since applies to it.
+        let stamp = self.purges.seq();
         let validators = stale.as_deref().filter(|e| e.has_validator());
         let ask = match validators {
             Some(e) => Ask::Revalidate(e),
@@ -384,7 +389,7 @@ impl Proxy {
         // §4.3.4: a 304 to our revalidation refreshes the stored response.
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
-                let (entry, stored) = self.refresh(&ctx, old, &rp.headers, request_time, response_time);
+                let (entry, stored) = self.refresh(&ctx, old, &rp.headers, (request_time, response_time), stamp);
                 writer.publish(Fetched::Entry { entry, stored, origin_us: Some(took_us) });
                 return writer.finish();
             }
@@ -410,7 +415,7 @@ impl Proxy {
             return writer.finish();
         }
 
-        let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh);
+        let template = self.entry_template(&parts.headers, &rp, &resp_cc, fresh, stamp);
         let last_modified = fresh.last_modified;
         let whole_first = expected.is_some_and(|n| n <= WHOLE_BEFORE_HEAD);
         let vary = template.vary.clone();
@@ -464,19 +469,22 @@ impl Proxy {
             tracing::warn!(%key, path = %target.path_and_query, detail = NotStored::Incomplete.as_str(), "origin body length mismatch; nothing stored");
             return writer.fail("origin body length mismatch");
         }
-        self.tiers.insert(key, || target.canonical(), Arc::new(template.with_body(whole)), response_time);
+        let entry = Arc::new(template.with_body(whole));
+        self.tiers.insert(key, || target.canonical(), entry.clone(), response_time);
+        self.after_store(key, &entry, stamp);
         writer.complete(Ok(()));
     }
 
-    /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store. Returns the
-    /// refreshed entry and whether it could be stored.
+    /// A 304 from the origin refreshed `old`: merge (RFC 9111 §4.3.4) and store, stamped with
+    /// the purges before the revalidation (`stamp`). Returns the refreshed entry and whether it
+    /// could be stored.
     fn refresh(
         &self,
         ctx: &Ctx,
         old: &Arc<Entry>,
         not_modified: &HeaderMap,
-        request_time: Millis,
-        response_time: Millis,
+        (request_time, response_time): (Millis, Millis),
+        stamp: Seq,
     ) -> (Arc<Entry>, Result<(), NotStored>) {
         let mut merged = old.merged_headers(not_modified);
         let cc = policy::response_cache_control(&merged, &self.opts);
@@ -487,12 +495,17 @@ impl Proxy {
         for name in cc.no_cache_fields.iter().chain(cc.private_fields.iter()) {
             merged.remove(&**name);
         }
-        let entry = Arc::new(old.refreshed(&merged, fresh));
+        let mut refreshed = old.refreshed(&merged, fresh);
+        refreshed.checked = Stamp::new(stamp);
+        let entry = Arc::new(refreshed);
         let req = policy::Req { method: &Method::GET, headers: &ctx.parts.headers, cc: &ctx.cc };
         let resp = policy::Resp { status: entry.status, headers: &merged, cc: &cc };
         let stored = policy::storable(&req, &resp, &self.opts);
         match stored {
-            Ok(()) => self.tiers.replace(ctx.key, &ctx.target.canonical(), old, entry.clone(), response_time),
+            Ok(()) => {
+                self.tiers.replace(ctx.key, &ctx.target.canonical(), old, entry.clone(), response_time);
+                self.after_store(ctx.key, &entry, stamp);
+            }
             Err(_) => self.tiers.remove_variant(&ctx.key, old),
         }
         (entry, stored)
@@ -529,6 +542,7 @@ impl Proxy {
         rp: &http::response::Parts,
         cc: &CacheControl,
         fresh: Freshness,
+        stamp: Seq,
     ) -> Entry {
         // `Age` is recomputed when served. §5.2.2.4 / §5.2.2.7: fields named by a qualified
         // no-cache or private are not stored.
@@ -537,7 +551,7 @@ impl Proxy {
         let headers = StoredHeaders::from_map_where(&rp.headers, |n| *n != header::AGE && !named(n.as_str()));
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
-        Entry { status: rp.status, headers, body: Bytes::new(), vary, freshness: fresh }
+        Entry { status: rp.status, headers, body: Bytes::new(), vary, freshness: fresh, checked: Stamp::new(stamp) }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A proxy for a new configuration that shares with the running one what the change leaves
-//! alone: the memory tier always (resized when `cache.memory` changed), the shared tier and its
-//! connection when `[redis]` did not change, the origin client and its pool when the origin and
-//! its limits did not, the fills in flight, and hit-for-pass when its time did not change.
+//! alone: the memory tier always (resized when `cache.memory` changed) and the purges recorded,
+//! the shared tier and its connection when `[redis]` did not change, the origin client and its
+//! pool when the origin and its limits did not, the fills in flight, and hit-for-pass when its
+//! time did not change.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::upstream::Upstream;
 /// keeps the running value.
 pub const NEED_RESTART: &[(&str, &str)] = &[
     ("listen", "the listening socket is bound once; restart with socket hand-over (SIGUSR2) to move it"),
+    ("admin", "the admin listener is bound, and its token read, once: a reload must not open it wider"),
     ("log.format", "the log subscriber is installed once per process"),
     ("limits.max_connections", "the connection slots are sized when the listener starts"),
     ("cache.preallocate", "the memory is claimed at start-up"),
@@ -26,6 +28,7 @@ pub const NEED_RESTART: &[(&str, &str)] = &[
 pub fn needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let differs = [
         old.listen != new.listen,
+        old.admin != new.admin,
         old.log.format != new.log.format,
         old.limits.max_connections != new.limits.max_connections,
         old.cache.preallocate != new.cache.preallocate,
@@ -48,6 +51,8 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("targeted", old.targeted != new.targeted),
         ("redis", old.redis != new.redis),
         ("health", old.health != new.health),
+        ("admin", old.admin != new.admin),
+        ("purge", old.purge != new.purge),
     ];
     differs.iter().filter(|(_, d)| *d).map(|(k, _)| *k).collect()
 }
@@ -68,6 +73,7 @@ impl Proxy {
     pub fn reconfigured(&self, mut cfg: Config) -> Proxy {
         let old = &*self.cfg;
         cfg.listen = old.listen;
+        cfg.admin = old.admin.clone();
         cfg.log.format = old.log.format;
         cfg.limits.max_connections = old.limits.max_connections;
         cfg.cache.preallocate = old.cache.preallocate;
@@ -80,7 +86,7 @@ impl Proxy {
             (Some(new), Some(running)) if running.config() == new => Some(running.clone()),
             (Some(new), _) => Some(SharedTier::start(
                 new.clone(),
-                memory.clone(),
+                self.purger.clone(),
                 self.clock.clone(),
                 self.metrics.shared.clone(),
                 self.metrics.shared_call_seconds(),
@@ -94,10 +100,12 @@ impl Proxy {
             Arc::new(HitForPass::new(cfg.coalescing.hit_for_pass))
         };
         let parts = Shared {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, self.clock.clone()),
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, self.clock.clone(), self.purges.clone()),
             upstream,
             inflight: self.inflight.clone(),
             hit_for_pass,
+            purges: self.purges.clone(),
+            purger: self.purger.clone(),
         };
         Proxy::assemble(Arc::new(cfg), self.clock.clone(), self.metrics.clone(), parts)
     }

@@ -5,6 +5,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, ETAG, LAST_MODIFIED};
 use http::StatusCode;
 
 use super::headers::StoredHeaders;
+use super::purge::Stamp;
+use crate::clock::Millis;
 use crate::http::policy::Freshness;
 use crate::http::vary::VaryKey;
 
@@ -21,6 +23,9 @@ pub struct Entry {
     pub vary: VaryKey,
     /// Freshness facts.
     pub freshness: Freshness,
+    /// The purge sequence number this entry is known to be unaffected through (it sits in the
+    /// padding after `status`: the entry keeps its size).
+    pub checked: Stamp,
 }
 
 /// Fields never copied from a 304 into the stored response (RFC 9111 §3.2): the stored body's
@@ -81,7 +86,23 @@ impl Entry {
     /// A copy of this entry with new headers and freshness, sharing the body.
     pub fn refreshed(&self, headers: &HeaderMap, freshness: Freshness) -> Entry {
         let headers = StoredHeaders::from_map(headers);
-        Entry { status: self.status, headers, body: self.body.clone(), vary: self.vary.clone(), freshness }
+        Entry {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+            vary: self.vary.clone(),
+            freshness,
+            checked: self.checked.clone(),
+        }
+    }
+
+    /// A copy of this entry that is stale from `at` on (a soft purge), checked through purge
+    /// `seq`: the next request revalidates it, and its stale windows count from `at`.
+    pub fn softened(&self, at: Millis, seq: u32) -> Entry {
+        let mut e = self.clone();
+        e.freshness.stale_from(at);
+        e.checked = Stamp::new(seq);
+        e
     }
 }
 
@@ -105,6 +126,7 @@ impl Entry {
                 stale_if_error: 0,
                 last_modified: 0,
             },
+            checked: Stamp::default(),
         })
     }
 }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
+use super::tags::{self, TagId, TagIndex};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
 use crate::metrics::{Eviction, Metrics};
@@ -63,8 +64,19 @@ impl Variants {
     }
 
     fn weight(&self) -> u32 {
-        let w: usize = self.entries().iter().map(|e| e.weight()).sum::<usize>() + PER_URL;
+        let tags: usize = self.entries().iter().map(|e| tags::of(&e.headers).len()).sum();
+        let w: usize =
+            self.entries().iter().map(|e| e.weight()).sum::<usize>() + PER_URL + tags * tags::INDEX_BYTES_PER_TAG;
         u32::try_from(w).unwrap_or(u32::MAX)
+    }
+
+    /// The tags of every variant, each once per variant carrying it.
+    fn tags(&self) -> Vec<TagId> {
+        let mut out = Vec::new();
+        for e in self.entries() {
+            out.extend(tags::of(&e.headers));
+        }
+        out
     }
 }
 
@@ -95,6 +107,8 @@ pub struct MemoryTier {
     /// would find nothing new.
     writes: Arc<AtomicU64>,
     evictions: Evictions,
+    /// Tag → URLs, kept by [`put`](Self::put) and moka's removal listener.
+    tags: Arc<TagIndex>,
 }
 
 impl MemoryTier {
@@ -115,22 +129,27 @@ impl MemoryTier {
     }
 
     fn build(budget: u64, max_variants: usize, clock: Arc<dyn Clock>, evictions: Evictions) -> Self {
-        let cache = Self::cache(budget, &clock, &evictions);
+        let tags = Arc::new(TagIndex::default());
+        let cache = Self::cache(budget, &clock, &evictions, &tags);
         MemoryTier {
             store: Arc::new(ArcSwap::from_pointee(Sized { cache, budget })),
             max_variants: Arc::new(AtomicUsize::new(max_variants.max(1))),
             clock,
             writes: Arc::default(),
             evictions,
+            tags,
         }
     }
 
-    fn cache(budget: u64, clock: &Arc<dyn Clock>, evictions: &Evictions) -> Store {
-        let (clock, ev) = (clock.clone(), evictions.clone());
+    fn cache(budget: u64, clock: &Arc<dyn Clock>, evictions: &Evictions, tags: &Arc<TagIndex>) -> Store {
+        let (clock, ev, on_removal) = (clock.clone(), evictions.clone(), tags.clone());
         Cache::builder()
             .max_capacity(budget)
             .weigher(|_k: &CacheKey, v: &Variants| v.weight())
-            .eviction_listener(move |_k, v: Variants, cause| {
+            .eviction_listener(move |k: Arc<CacheKey>, v: Variants, cause| {
+                // Every value that leaves (replaced, removed, evicted, refused admission) takes
+                // its tags' references with it.
+                on_removal.remove(&k, &v.tags());
                 let counter = match cause {
                     // The budget pushed it out: it was still useful, or its time was over (a
                     // dead URL is never removed before that: nothing reads it again).
@@ -156,11 +175,15 @@ impl MemoryTier {
         if old.budget == budget {
             return;
         }
-        let cache = Self::cache(budget, &self.clock, &self.evictions);
+        let cache = Self::cache(budget, &self.clock, &self.evictions, &self.tags);
         self.store.store(Arc::new(Sized { cache, budget }));
         let new = self.store.load();
         for (key, variants) in old.cache.iter() {
-            new.cache.entry(*key).or_insert(variants);
+            let tags = variants.tags();
+            if !new.cache.entry(*key).or_insert(variants).is_fresh() {
+                // A newer value was stored meanwhile: this one leaves, with its tags.
+                self.tags.remove(&key, &tags);
+            }
         }
         new.cache.run_pending_tasks();
         self.writes.fetch_add(1, Ordering::Release);
@@ -171,14 +194,24 @@ impl MemoryTier {
         self.max_variants.store(n.max(1), Ordering::Relaxed);
     }
 
+    /// The tag index.
+    pub fn tag_index(&self) -> &TagIndex {
+        &self.tags
+    }
+
     /// How many writes the tier has had. Read before a lookup; while it is unchanged, the same
     /// lookup would find nothing new (every write counts after it is visible).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Acquire)
     }
 
-    /// Stores `variants` under `key`, then counts the write.
+    /// Stores `variants` under `key`, then counts the write. Their tags are indexed first: the
+    /// value they replace takes its own references away when it leaves.
     fn put(&self, key: CacheKey, variants: Variants) {
+        let tags = variants.tags();
+        if !tags.is_empty() {
+            self.tags.add(&key, &tags);
+        }
         self.store.load().cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
     }
@@ -274,6 +307,41 @@ impl MemoryTier {
         self.store.load().cache.invalidate_all();
     }
 
+    /// Removes the variants of `key` that `purged` selects; returns how many.
+    pub fn remove_where(&self, key: &CacheKey, purged: impl Fn(&Entry) -> bool) -> usize {
+        let Some(cur) = self.store.load().cache.get(key) else { return 0 };
+        let kept: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !purged(e)).cloned().collect();
+        let removed = cur.entries().len() - kept.len();
+        if kept.is_empty() {
+            self.store.load().cache.invalidate(key);
+        } else if removed > 0 {
+            self.put(*key, Variants::new(kept, cur.until));
+        }
+        removed
+    }
+
+    /// Replaces each variant of `key` that `soften` returns a copy of by that copy (a soft
+    /// purge); returns how many were replaced.
+    pub fn soften_where(&self, key: &CacheKey, soften: impl Fn(&Entry) -> Option<Entry>) -> usize {
+        let Some(cur) = self.store.load().cache.get(key) else { return 0 };
+        let mut n = 0;
+        let entries: Vec<Arc<Entry>> = cur
+            .entries()
+            .iter()
+            .map(|e| match soften(e) {
+                Some(s) => {
+                    n += 1;
+                    Arc::new(s)
+                }
+                None => e.clone(),
+            })
+            .collect();
+        if n > 0 {
+            self.put(*key, Variants::new(entries, cur.until));
+        }
+        n
+    }
+
     /// Number of URLs stored (after pending maintenance).
     pub fn entry_count(&self) -> u64 {
         let store = self.store.load();
@@ -344,5 +412,55 @@ mod tests {
         tier.invalidate_all();
         assert_eq!(tier.entry_count(), 0);
         assert_eq!(metrics.evictions(Eviction::Purged), kept);
+    }
+
+    fn tagged(tags: &str, body: usize) -> Arc<Entry> {
+        let h = crate::testing::headers(&[("surrogate-key", tags)]);
+        Entry::for_tests(&h, Bytes::from(vec![b'x'; body]), 10)
+    }
+
+    #[test]
+    fn the_tag_index_follows_replacement_removal_and_eviction() {
+        let clock = Arc::new(ManualClock::new());
+        let tier = MemoryTier::new(1 << 20, 4, clock);
+        let (a, b) = (CacheKey::new("http", "h", "/a"), CacheKey::new("http", "h", "/b"));
+        let (t1, t2) = (tags::id(b"t1"), tags::id(b"t2"));
+        tier.insert(a, tagged("t1 t2", 10), Duration::from_secs(10));
+        tier.insert(b, tagged("t1", 10), Duration::from_secs(10));
+        // Replaced by a variant without t2 (same Vary key): t2 no longer leads to /a.
+        tier.insert(a, tagged("t1", 10), Duration::from_secs(10));
+        tier.store.load().cache.run_pending_tasks();
+        let mut keys = tier.tags.keys(t1);
+        keys.sort();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(keys, both);
+        assert_eq!(tier.tags.keys(t2), vec![]);
+        tier.invalidate(&b);
+        tier.store.load().cache.run_pending_tasks();
+        assert_eq!(tier.tags.keys(t1), vec![a]);
+        assert_eq!(tier.remove_where(&a, |_| true), 1);
+        tier.store.load().cache.run_pending_tasks();
+        assert_eq!(tier.tags.pairs(), 0);
+    }
+
+    #[test]
+    fn under_eviction_the_index_holds_exactly_the_urls_stored() {
+        let clock = Arc::new(ManualClock::new());
+        // Room for about 60 of these 16 KiB objects; 1,000 are stored.
+        let tier = MemoryTier::new(1 << 20, 4, clock);
+        let t = tags::id(b"all");
+        for i in 0..1000 {
+            let key = CacheKey::new("http", "h", &format!("/{i}"));
+            tier.insert(key, tagged("all", 16 << 10), Duration::from_secs(10));
+        }
+        tier.store.load().cache.run_pending_tasks();
+        let stored: Vec<CacheKey> = tier.store.load().cache.iter().map(|(k, _)| *k).collect();
+        assert!(stored.len() < 100, "{} stored", stored.len());
+        let mut indexed = tier.tags.keys(t);
+        indexed.sort();
+        let mut stored = stored;
+        stored.sort();
+        assert_eq!(indexed, stored);
     }
 }

@@ -18,7 +18,11 @@
 //! - **Fleet-wide invalidation.** An invalidation deletes the URL's hash and is appended to the
 //!   stream `PREFIX:v1:invalidations`; every node reads the stream from its last position, so a
 //!   node that was disconnected replays what it missed. If the stream was trimmed past that
-//!   position, the node cannot know what it missed and drops its whole memory tier.
+//!   position (or Redis restarted empty), the node cannot know what it missed and marks
+//!   everything it holds stale: each object is revalidated, and a 304 keeps it.
+//! - **Purges are never lost.** An operator's purge ([`publish`](SharedTier::publish)) is applied
+//!   to Redis and announced on the stream by a task of its own that keeps it until Redis takes it,
+//!   however long Redis is away (see `shared/publish.rs` for what is written).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,20 +34,24 @@ use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use tokio::sync::Notify;
+
 use super::entry::Entry;
 use super::key::{frame_optional, frame_part, CacheKey};
-use super::memory::MemoryTier;
-use crate::clock::Clock;
+use super::purge::{Purge, Purger};
+use crate::clock::{Clock, Millis};
 use crate::config::RedisConfig;
 
 mod breaker;
 mod conn;
 pub mod envelope;
+mod publish;
 mod stream;
 mod writer;
 
 use breaker::Breaker;
 use conn::{connector, Conn};
+use publish::{publisher, Outbox, Outgoing};
 use stream::invalidation_reader;
 use writer::{writer, Write};
 
@@ -66,6 +74,17 @@ pub struct Stats {
     pub dropped_writes: AtomicU64,
     /// Invalidations received from other nodes.
     pub remote_invalidations: AtomicU64,
+    /// Purges received from other nodes and applied here.
+    pub remote_purges: AtomicU64,
+    /// Purges made here and published (written to Redis and the stream).
+    pub published_purges: AtomicU64,
+    /// Purges made here that Redis refused every time they were tried (a command error, not an
+    /// outage), given up on.
+    pub dropped_purges: AtomicU64,
+    /// Stream messages of a format this build cannot read, skipped.
+    pub unreadable_messages: AtomicU64,
+    /// Times this node could not know which invalidations it missed, and marked everything stale.
+    pub lost_track: AtomicU64,
 }
 
 struct Inner {
@@ -78,6 +97,8 @@ struct Inner {
     node: String,
     /// What the probe and the connector wait on between tries.
     clock: Arc<dyn Clock>,
+    /// Woken when the tier becomes available (connected, or the breaker closed).
+    up: Arc<Notify>,
 }
 
 /// A handle on the shared tier; cheap to clone.
@@ -85,21 +106,24 @@ struct Inner {
 pub struct SharedTier {
     inner: Arc<Inner>,
     writes: mpsc::Sender<Write>,
+    purges: Arc<Outbox>,
 }
 
 impl SharedTier {
-    /// Starts the tier: connects in the background, and runs the writer and the invalidation
-    /// reader (which drops invalidated URLs from `memory`). Retries wait on `clock`. Counts in
-    /// `stats`, and the time of each call in `call_seconds`.
+    /// Starts the tier: connects in the background, and runs the writer, the purge publisher
+    /// and the invalidation reader (which applies other nodes' invalidations and purges through
+    /// `purger`). Retries wait on `clock`. Counts in `stats`, and the time of each call in
+    /// `call_seconds`.
     pub fn start(
         cfg: RedisConfig,
-        memory: MemoryTier,
+        purger: Purger,
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
         call_seconds: Histogram,
     ) -> SharedTier {
         let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
         let node = node_id();
+        let up = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             cfg,
             conn: RwLock::new(None),
@@ -108,11 +132,25 @@ impl SharedTier {
             call_seconds,
             node,
             clock,
+            up: up.clone(),
         });
+        let (outbox, pending) = Outbox::new();
         tokio::spawn(connector(Arc::downgrade(&inner), inner.clock.clone()));
         tokio::spawn(writer(inner.clone(), rx));
-        tokio::spawn(invalidation_reader(Arc::downgrade(&inner), memory));
-        SharedTier { inner, writes: tx }
+        tokio::spawn(publisher(Arc::downgrade(&inner), pending, outbox.clone(), up));
+        tokio::spawn(invalidation_reader(Arc::downgrade(&inner), purger));
+        SharedTier { inner, writes: tx, purges: outbox }
+    }
+
+    /// Publishes a purge made on this node (already applied here): applied to Redis, then
+    /// announced to every node on the stream. Kept until Redis takes it, in order.
+    pub fn publish(&self, purge: &Purge, id: &str) {
+        self.purges.push(Outgoing { purge: purge.clone(), id: id.to_string() });
+    }
+
+    /// Purges made here and not yet taken by Redis.
+    pub fn pending_purges(&self) -> usize {
+        self.purges.len()
     }
 
     /// The counters.
@@ -122,7 +160,7 @@ impl SharedTier {
 
     /// True while a connection is established and the breaker is closed.
     pub fn available(&self) -> bool {
-        self.connected() && !self.breaker_open()
+        self.inner.available()
     }
 
     /// True once a connection is established.
@@ -146,6 +184,8 @@ impl SharedTier {
     }
 
     /// Every stored variant of the URL, within the time budget; empty on a miss or any failure.
+    /// A purge of the URL written into its hash (see `shared/publish.rs`) applies to the variants
+    /// whose origin request was sent at or before it: removed (hard) or stale from then (soft).
     pub async fn get(&self, key: &CacheKey, canonical: &str) -> Vec<Entry> {
         let inner = &self.inner;
         let name = inner.key_name(key);
@@ -154,13 +194,32 @@ impl SharedTier {
         let fields: Option<(HashMap<String, Vec<u8>>,)> = inner.call(&pipe).await;
         let Some((fields,)) = fields else { return Vec::new() };
         let mut out = Vec::with_capacity(fields.len());
-        for (_, value) in fields {
+        let (mut hard, mut soft): (Option<Millis>, Option<Millis>) = (None, None);
+        for (field, value) in fields {
+            if let Some(kind) = field.strip_prefix(publish::MARK) {
+                let at = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok());
+                match kind {
+                    "hard" => hard = at,
+                    "soft" => soft = at,
+                    _ => {}
+                }
+                continue;
+            }
             match envelope::decode(Bytes::from(value), canonical) {
                 Ok(e) => out.push(e),
                 Err(e) => {
                     inner.stats.bad_values.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, %key, "shared tier value rejected");
                 }
+            }
+        }
+        if let Some(t) = hard {
+            out.retain(|e| e.freshness.times.request_time > t);
+        }
+        if let Some(t) = soft {
+            let at = t.min(inner.clock.now_millis());
+            for e in out.iter_mut().filter(|e| e.freshness.times.request_time <= t) {
+                e.freshness.stale_from(at);
             }
         }
         let counter = if out.is_empty() { &inner.stats.misses } else { &inner.stats.hits };
@@ -225,6 +284,15 @@ impl Inner {
 
     fn stream_name(&self) -> String {
         format!("{}:v{}:invalidations", self.cfg.key_prefix, envelope::VERSION)
+    }
+
+    /// The sorted set of the purges other than by URL, scored by time (see `shared/publish.rs`).
+    fn purges_name(&self) -> String {
+        format!("{}:v{}:purges", self.cfg.key_prefix, envelope::VERSION)
+    }
+
+    fn available(&self) -> bool {
+        self.conn().is_some() && !self.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
     }
 
     fn conn(&self) -> Option<Conn> {

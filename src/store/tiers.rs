@@ -9,7 +9,9 @@ use http::HeaderMap;
 use super::entry::Entry;
 use super::key::CacheKey;
 use super::memory::{MemoryTier, Variants};
+use super::purge::{Purges, Verdict};
 use super::shared::SharedTier;
+use super::tags;
 use crate::clock::{Clock, Millis};
 use crate::http::policy::Freshness;
 use crate::http::vary;
@@ -22,6 +24,8 @@ pub struct Tiers {
     /// How long an entry is kept past its freshness and stale windows, for revalidation.
     keep_stale: Duration,
     clock: Arc<dyn Clock>,
+    /// The purges recorded: what is read from the shared tier is checked against them.
+    purges: Arc<Purges>,
 }
 
 /// What the memory tier holds for a key, and the variant a request selects.
@@ -33,9 +37,16 @@ pub struct InMemory {
 }
 
 impl Tiers {
-    /// The tiers: `memory`, and `shared` when configured.
-    pub fn new(memory: MemoryTier, shared: Option<SharedTier>, keep_stale: Duration, clock: Arc<dyn Clock>) -> Self {
-        Tiers { memory, shared, keep_stale, clock }
+    /// The tiers: `memory`, and `shared` when configured; objects read from `shared` are checked
+    /// against `purges`.
+    pub fn new(
+        memory: MemoryTier,
+        shared: Option<SharedTier>,
+        keep_stale: Duration,
+        clock: Arc<dyn Clock>,
+        purges: Arc<Purges>,
+    ) -> Self {
+        Tiers { memory, shared, keep_stale, clock, purges }
     }
 
     /// The memory tier.
@@ -63,14 +74,31 @@ impl Tiers {
         InMemory { variants, selected }
     }
 
-    /// Looks the URL `canonical` up in the shared tier; every variant found is promoted into
-    /// memory for its remaining useful life. Returns the variant `req` selects.
-    pub async fn in_shared(&self, key: &CacheKey, canonical: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+    /// Looks the URL `canonical` (`host` + `path`) up in the shared tier; every variant found
+    /// that no purge removed is promoted into memory for its remaining useful life (softened
+    /// when a soft purge applies to it). Returns the variant `req` selects.
+    pub async fn in_shared(
+        &self,
+        key: &CacheKey,
+        canonical: &str,
+        (host, path): (&str, &str),
+        req: &HeaderMap,
+    ) -> Option<Arc<Entry>> {
         let shared = self.shared.as_ref()?;
         let found = shared.get(key, canonical).await;
         let now = self.clock.now_millis();
+        let seq = self.purges.seq();
         let mut selected = None;
         for entry in found {
+            let tags = tags::of(&entry.headers);
+            let entry = match self.purges.by_time(host, path, &tags, entry.freshness.times.request_time) {
+                Verdict::Hard => continue,
+                Verdict::Soft(at) => entry.softened(at.min(now), seq),
+                Verdict::Keep => {
+                    entry.checked.set(seq);
+                    entry
+                }
+            };
             let entry = Arc::new(entry);
             if selected.is_none() && vary::matches(&entry.vary, req) {
                 selected = Some(entry.clone());

@@ -104,6 +104,8 @@ async fn probe(inner: std::sync::Weak<Inner>, clock: Arc<dyn Clock>) {
             let mut b = me.breaker.lock().unwrap_or_else(|e| e.into_inner());
             b.open = false;
             b.failures = 0;
+            drop(b);
+            me.up.notify_waiters();
             tracing::info!("shared tier answering again; circuit closed");
             return;
         }

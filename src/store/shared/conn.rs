@@ -56,6 +56,7 @@ pub(super) async fn connector(inner: std::sync::Weak<Inner>, clock: Arc<dyn Cloc
             Ok(Ok(c)) => {
                 tracing::info!(url = %me.cfg.url, "shared tier connected");
                 *me.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                me.up.notify_waiters();
                 return;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, url = %me.cfg.url, "shared tier: cannot connect; retrying"),

@@ -146,7 +146,7 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
     }
     let body = value.slice(start..start + n);
     let headers = crate::store::headers::StoredHeaders::from_map(&headers);
-    Ok(Entry { status, headers, body, vary: vary.into_boxed_slice(), freshness })
+    Ok(Entry { status, headers, body, vary: vary.into_boxed_slice(), freshness, checked: Default::default() })
 }
 
 struct Reader<'a> {
@@ -207,6 +207,7 @@ mod tests {
                 stale_if_error: 6,
                 last_modified: 7,
             },
+            checked: Default::default(),
         }
     }
 

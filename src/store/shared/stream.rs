@@ -8,18 +8,19 @@ use std::time::Duration;
 use redis::FromRedisValue;
 
 use super::conn::{connect, connect_timeout, timeout, Conn};
+use super::publish::{parse_member, parse_message, MESSAGE_VERSION};
 use super::Inner;
 use crate::store::key::CacheKey;
-use crate::store::memory::MemoryTier;
+use crate::store::purge::Purger;
 
 /// Entries kept in the invalidation stream (approximately).
 pub(super) const STREAM_MAXLEN: usize = 100_000;
 /// How long the invalidation stream lives after its last entry.
 pub(super) const STREAM_TTL_SECS: u64 = 86_400;
 
-/// Applies other nodes' invalidations to `memory`, reading the stream from the last position
-/// seen, across disconnects.
-pub(super) async fn invalidation_reader(inner: std::sync::Weak<Inner>, memory: MemoryTier) {
+/// Applies other nodes' invalidations and purges through `purger`, reading the stream from the
+/// last position seen, across disconnects.
+pub(super) async fn invalidation_reader(inner: std::sync::Weak<Inner>, purger: Purger) {
     let mut pos: Option<Position> = None;
     let mut delay = Duration::from_millis(100);
     loop {
@@ -37,7 +38,7 @@ pub(super) async fn invalidation_reader(inner: std::sync::Weak<Inner>, memory: M
             }
         };
         delay = Duration::from_millis(100);
-        match read_stream(&inner, &conn, &stream, &mut pos, &memory).await {
+        match read_stream(&inner, &conn, &stream, &mut pos, &purger).await {
             Ok(()) => return, // the tier was dropped
             Err(e) => {
                 tracing::debug!(error = %e, "invalidation stream read failed; reconnecting");
@@ -83,19 +84,38 @@ fn info_field<T: FromRedisValue>(info: &HashMap<String, redis::Value>, name: &st
     info.get(name).and_then(|v| redis::from_redis_value::<T>(v.clone()).ok())
 }
 
+/// Loads the record of purges other than by URL (`PREFIX:v1:purges`): what is read from Redis
+/// is checked against it, including purges made before this node started.
+async fn load_purges(conn: &Conn, name: &str, bound: Duration, purger: &Purger) -> redis::RedisResult<()> {
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(name).arg(0).arg(-1).arg("WITHSCORES");
+    let members: Vec<(String, f64)> = timeout(bound, conn.cmd(&cmd)).await?;
+    for (m, at) in members {
+        if let Some((scope, soft)) = parse_member(&m) {
+            purger.purges().note(&scope, soft, at as u64);
+        }
+    }
+    Ok(())
+}
+
 async fn read_stream(
     inner: &std::sync::Weak<Inner>,
     conn: &Conn,
     stream: &str,
     pos: &mut Option<Position>,
-    memory: &MemoryTier,
+    purger: &Purger,
 ) -> redis::RedisResult<()> {
     use redis::streams::StreamReadReply;
-    let budget = match inner.upgrade() {
-        Some(me) => me.cfg.budget,
+    let (budget, purges) = match inner.upgrade() {
+        Some(me) => (me.cfg.budget, me.purges_name()),
         None => return Ok(()),
     };
     let bounded = |d: Duration| d + budget + Duration::from_secs(1);
+    if let Err(e) = load_purges(conn, &purges, bounded(Duration::ZERO), purger).await {
+        // Not a reason to stop reading the stream: only objects read from Redis are checked
+        // against this record.
+        tracing::warn!(error = %e, key = %purges, "cannot read the record of purges");
+    }
     let info = stream_info(conn, stream, bounded(Duration::ZERO)).await?;
     match (pos.as_ref(), info) {
         // First connection: start after the newest entry (the memory tier is empty).
@@ -106,7 +126,8 @@ async fn read_stream(
         }
         // Reconnected. If entries after our position were trimmed before we could read them, or
         // the stream we had read from is gone or was recreated (Redis restarted empty), we cannot
-        // know what we missed: nothing in memory can be trusted.
+        // know what we missed: nothing in memory can be trusted as fresh, so all of it is marked
+        // stale (revalidated, and kept when the origin answers 304), not dropped.
         (Some(p), info) => {
             let missed = match info {
                 None => p.id != "0-0",
@@ -119,8 +140,11 @@ async fn read_stream(
                 }
             };
             if missed {
-                tracing::warn!("missed invalidations while disconnected; dropping the memory tier");
-                memory.invalidate_all();
+                tracing::warn!("missed invalidations while disconnected; everything in memory marked stale");
+                purger.lost_track();
+                if let Some(me) = inner.upgrade() {
+                    me.stats.lost_track.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -144,9 +168,25 @@ async fn read_stream(
                 if from_node.as_deref() == Some(node.as_str()) {
                     continue;
                 }
+                if let Some(v) = entry.get::<String>("v") {
+                    // A purge (see `publish.rs` for the format).
+                    let purge = (v == MESSAGE_VERSION).then(|| parse_message(|f| entry.get(f))).flatten();
+                    let Some(purge) = purge else {
+                        tracing::warn!(id = %entry.id, version = %v, "invalidation stream message not understood; skipped");
+                        if let Some(me) = inner.upgrade() {
+                            me.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    };
+                    purger.apply(&purge).await;
+                    if let Some(me) = inner.upgrade() {
+                        me.stats.remote_purges.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 let Some(digest) = entry.get::<String>("key") else { continue };
                 if let Some(k) = CacheKey::from_hex(&digest) {
-                    memory.invalidate(&k);
+                    purger.memory().invalidate(&k);
                     if let Some(me) = inner.upgrade() {
                         me.stats.remote_invalidations.fetch_add(1, Ordering::Relaxed);
                     }
