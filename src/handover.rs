@@ -32,9 +32,9 @@ pub fn announce_serving() {
     match from.parse::<i32>().ok().and_then(Pid::from_raw) {
         Some(pid) => {
             if let Err(e) = kill_process(pid, Signal::USR1) {
-                tracing::warn!(error = %e, pid = from, "cannot tell the replaced process that this one serves");
+                tracing::warn!(error = %e, pid = %from, "cannot tell the replaced process that this one serves");
             } else {
-                tracing::info!(pid = from, "serving; the replaced process drains");
+                tracing::info!(pid = %from, "serving; the replaced process drains");
             }
         }
         None => tracing::warn!(value = from, "{FROM} is not a process id"),
