@@ -3,6 +3,7 @@
 # expected) and origin requests, without and with the shared tier (Redis).
 #
 #   cargo build --release && benches/restart.sh [--keys N] [--duration S] [--conns N]
+#   KEEP=DIR benches/restart.sh     also keeps each node's log and wrk's output in DIR
 #
 # An nginx origin (one 1 KiB body for every path, Cache-Control: public, max-age=3600; its
 # stub_status counts requests) and one edgecache node. wrk asks for N distinct URLs uniformly at
@@ -81,21 +82,24 @@ function request() return wrk.format(nil, "/k/" .. math.random(1, n)) end
 EOF
 
 run() { # name [redis]
-  local name=$1 redis=${2:-} port log
+  local name=$1 redis=${2:-} port admin log
   port=$(free_port)
+  admin=$(free_port)
   log="$TMP/node-$name.log"
   {
     printf 'listen = "127.0.0.1:%s"\norigin = "http://127.0.0.1:%s"\n[log]\naccess = false\n' "$port" "$OPORT"
-    printf '[cache]\nmemory = "256MiB"\n'
+    printf '[cache]\nmemory = "256MiB"\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin"
     [[ -n $redis ]] && printf '[redis]\nurl = "redis://127.0.0.1:%s"\nkey_prefix = "bench%s"\n' "$RPORT" "$RANDOM"
   } >"$TMP/$name.toml"
   RUST_LOG=info "$BIN" --config "$TMP/$name.toml" >"$log" 2>&1 &
   local old=$!
   wait_http "127.0.0.1:$port"
-  # Every URL once, then until the origin saw each (and Redis holds them, when configured).
+  # Every URL, until the origin saw each (and Redis holds them, when configured).
+  local start
+  start=$(origin_count)
   wrk -t1 -c1 -d30s -s "$TMP/seq.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 &
   local primer=$!
-  for _ in $(seq 300); do [[ $(origin_count) -ge $KEYS ]] && break; sleep 0.1; done
+  for _ in $(seq 300); do [[ $(origin_count) -ge $((start + KEYS)) ]] && break; sleep 0.1; done
   kill $primer 2>/dev/null; wait $primer 2>/dev/null || true
   if [[ -n $redis ]]; then
     for _ in $(seq 100); do
@@ -112,15 +116,22 @@ run() { # name [redis]
   wait $old # the old process drains and exits; wrk goes on against the new one
   wait $load
   after=$(origin_count)
+  # What the new process did: its outcomes and shared tier lookups, from its metrics.
+  curl -s "http://127.0.0.1:$admin/metrics" >"$TMP/metrics-$name.txt"
+  local seen
+  seen=$(grep -E '^edgecache_(requests_total\{outcome="(miss|shared-hit|collapsed)"\}|shared_(hits|misses|errors)_total)' \
+    "$TMP/metrics-$name.txt" | sed 's/^edgecache_//; s/_total//; s/requests{outcome="\(.*\)"}/\1/' | tr '\n' ' ')
   new=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep 'edgecache started' | tail -1 | grep -o 'pid=[0-9]*' | cut -d= -f2)
   [[ -n $new && $new != "$old" ]] && kill "$new" 2>/dev/null
   local reqs errors non2xx
   reqs=$(awk '/requests in/{print $1}' "$out")
   errors=$(awk '/Socket errors/{gsub(",",""); print $4+$6+$8+$10}' "$out")
   non2xx=$(awk '/Non-2xx/{print $NF}' "$out")
-  printf '%-8s %8s requests  %s socket errors  %s non-2xx  %5d origin requests for the restart (%d URLs; old pid %s, new pid %s)\n' \
-    "$name" "$reqs" "${errors:-0}" "${non2xx:-0}" $((after - before)) "$KEYS" "$old" "${new:-?}"
+  printf '%-8s %8s requests  %s socket errors  %s non-2xx  %5d origin requests for the restart (%d URLs)\n' \
+    "$name" "$reqs" "${errors:-0}" "${non2xx:-0}" $((after - before)) "$KEYS"
+  printf '         new process (pid %s, old %s): %s\n' "${new:-?}" "$old" "$seen"
   for _ in $(seq 100); do kill -0 "$new" 2>/dev/null || break; sleep 0.1; done
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP"; cp "$log" "$out" "$TMP/metrics-$name.txt" "$KEEP/"; fi
 }
 
 printf 'restart by hand-over under load: wrk 1 thread, %s connections, %s s, SIGUSR2 at %s s, %s URLs\n' \

@@ -24,6 +24,15 @@ const FROM: &str = "EDGECACHE_HANDOVER_FROM";
 /// How long the new process has to start serving.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long a process that replaces another waits for its shared tier before it says it serves:
+/// its first misses then find the objects in Redis instead of asking the origin.
+pub const SHARED_TIER_WITHIN: Duration = Duration::from_secs(2);
+
+/// True when this process replaces another (started by [`on_sigusr2`]).
+pub fn replacing() -> bool {
+    std::env::var_os(FROM).is_some()
+}
+
 /// Tells the process this one replaces, if any, that this one serves now. Called once the
 /// listeners are in place; the variable is removed so no later process sees it.
 pub fn announce_serving() {

@@ -388,6 +388,13 @@ fn main() -> ExitCode {
             let admin = edgecache::admin::Admin::new(live.clone(), steps);
             tokio::spawn(edgecache::admin::serve(l, admin, until_stopped(stopped.clone())))
         });
+        if let Some(shared) = live.current().shared().filter(|_| handover::replacing()) {
+            // The replaced process serves meanwhile: better to start with the shared tier.
+            let waited = tokio::time::timeout(handover::SHARED_TIER_WITHIN, shared.wait_available()).await;
+            if waited.is_err() {
+                tracing::warn!("shared tier not available yet; serving without it until it is");
+            }
+        }
         handover::announce_serving();
         edgecache::server::serve(listener, live, until_stopped(stopped)).await;
         if let Some(admin) = admin {

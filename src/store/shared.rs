@@ -163,6 +163,20 @@ impl SharedTier {
         self.inner.available()
     }
 
+    /// Completes once the tier is available (connected, breaker closed).
+    pub async fn wait_available(&self) {
+        loop {
+            let up = self.inner.up.notified();
+            tokio::pin!(up);
+            // Registered before the check, so becoming available in between is not missed.
+            up.as_mut().enable();
+            if self.available() {
+                return;
+            }
+            up.await;
+        }
+    }
+
     /// True once a connection is established.
     pub fn connected(&self) -> bool {
         self.inner.conn().is_some()
