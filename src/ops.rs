@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use serde_json::json;
 
 use crate::clock::Millis;
 use crate::metrics::ReloadResult;
 use crate::reload::{Live, Steps};
 
-pub mod json;
 pub mod page;
 
 /// An endpoint's answer: status, `Content-Type` and body.
@@ -27,13 +27,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn json(status: StatusCode, body: String) -> Answer {
-        Answer { status, content_type: "application/json", body }
-    }
-
-    /// 400/404/405 and the like, with the reason as JSON.
-    pub fn error(status: StatusCode, reason: &str) -> Answer {
-        Answer::json(status, format!("{{\"status\":\"error\",\"reason\":{}}}", json::string(reason)))
+    fn json(status: StatusCode, value: serde_json::Value) -> Answer {
+        Answer { status, content_type: "application/json", body: value.to_string() }
     }
 }
 
@@ -57,7 +52,7 @@ impl Ops {
 
     /// `GET /health`: the process serves (200 whenever it can answer at all).
     pub fn health(&self) -> Answer {
-        Answer::json(StatusCode::OK, "{\"status\":\"ok\"}".into())
+        Answer::json(StatusCode::OK, json!({ "status": "ok" }))
     }
 
     /// `GET /ready`: 200 when the listener accepts, a configuration is loaded and the origin
@@ -83,22 +78,21 @@ impl Ops {
         let now = clock.now_millis();
         let ready = listening && reachable;
         let last_reload = m.reload_log().last().map_or("none", |r| r.result.as_str());
-        let shared = match proxy.shared_state() {
-            None => "null".to_string(),
-            Some(s) => format!(
-                "{{\"connected\":{},\"breaker\":\"{}\"}}",
-                s.connected,
-                if s.breaker_open { "open" } else { "closed" }
-            ),
-        };
-        let ago = if last == 0 { "null".to_string() } else { now.saturating_sub(last).to_string() };
-        let body = format!(
-            "{{\"status\":\"{}\",\"listening\":{listening},\"config\":{{\"loaded\":true,\"last_reload\":\"{last_reload}\"}},\
-             \"origin\":{{\"url\":{},\"reachable\":{reachable},\"last_reachable_ms_ago\":{ago},\"interval_ms\":{within}}},\
-             \"shared_tier\":{shared}}}",
-            if ready { "ready" } else { "not-ready" },
-            json::string(&cfg.origin.url),
-        );
+        let shared = proxy
+            .shared_state()
+            .map(|s| json!({ "connected": s.connected, "breaker": if s.breaker_open { "open" } else { "closed" } }));
+        let body = json!({
+            "status": if ready { "ready" } else { "not-ready" },
+            "listening": listening,
+            "config": { "loaded": true, "last_reload": last_reload },
+            "origin": {
+                "url": cfg.origin.url,
+                "reachable": reachable,
+                "last_reachable_ms_ago": (last != 0).then(|| now.saturating_sub(last)),
+                "interval_ms": within,
+            },
+            "shared_tier": shared,
+        });
         Answer::json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
     }
 
@@ -113,22 +107,16 @@ impl Ops {
     pub fn reload(&self, trigger: &str) -> Answer {
         let report = self.steps.run(trigger);
         let ok = report.iter().all(|(_, r)| r.is_ok());
-        let steps: Vec<String> = report
+        let steps: Vec<serde_json::Value> = report
             .iter()
-            .map(|(name, r)| {
-                let (result, lines) = match r {
-                    Ok(l) => (ReloadResult::Ok.as_str(), l),
-                    Err(l) => (ReloadResult::Invalid.as_str(), l),
-                };
-                format!(
-                    "{{\"step\":{},\"result\":\"{result}\",\"{}\":{}}}",
-                    json::string(name),
-                    if r.is_ok() { "changes" } else { "problems" },
-                    json::strings(lines)
-                )
+            .map(|(name, r)| match r {
+                Ok(changes) => json!({ "step": name, "result": ReloadResult::Ok.as_str(), "changes": changes }),
+                Err(problems) => {
+                    json!({ "step": name, "result": ReloadResult::Invalid.as_str(), "problems": problems })
+                }
             })
             .collect();
-        let body = format!("{{\"status\":\"{}\",\"steps\":[{}]}}", if ok { "ok" } else { "error" }, steps.join(","));
+        let body = json!({ "status": if ok { "ok" } else { "error" }, "steps": steps });
         Answer::json(if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }, body)
     }
 }

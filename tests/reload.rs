@@ -146,9 +146,11 @@ async fn an_invalid_file_keeps_the_running_configuration_and_names_every_bad_fie
     let ops = Ops::new(p.live().clone(), Arc::new(Steps::config(p.live().clone())));
     let answer = ops.reload("POST /reload");
     assert_eq!(answer.status, 400);
-    for field in fields {
-        assert!(answer.body.contains(&format!("\"{field}: ")), "{field} missing from {}", answer.body);
-    }
+    let problems: Vec<String> = err.to_string().lines().map(str::to_string).collect();
+    assert_eq!(problems.iter().map(|p| p.split(": ").next().unwrap()).collect::<Vec<_>>(), fields);
+    let steps = serde_json::json!([{ "step": "config", "result": "invalid", "problems": problems }]);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(body, serde_json::json!({ "status": "error", "steps": steps }));
     let m = p.proxy().metrics().clone();
     assert_eq!(m.reloads(ReloadResult::Invalid), 2);
     assert!(m.render().contains("edgecache_reload_problems 3"));
