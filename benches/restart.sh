@@ -57,13 +57,16 @@ CONF
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/origin.log" 2>&1 &
 PIDS+=($!)
 wait_http "127.0.0.1:$OPORT"
-# Requests the origin served, less the status requests themselves.
+# COUNT := requests the origin served, less the status requests themselves (stub_status counts
+# every request, its own included). Called as a command, not in $(...): a subshell would lose
+# the increment of STATUS_READS, and each earlier status read would count as an origin request.
 STATUS_READS=0
+COUNT=0
 origin_count() {
   STATUS_READS=$((STATUS_READS + 1))
   local n
   n=$(curl -s "http://127.0.0.1:$OPORT/__status" | awk 'NR==3{print $3}')
-  echo $((n - STATUS_READS))
+  COUNT=$((n - STATUS_READS))
 }
 
 RPORT=$(free_port)
@@ -96,10 +99,11 @@ run() { # name [redis]
   wait_http "127.0.0.1:$port"
   # Every URL, until the origin saw each (and Redis holds them, when configured).
   local start
-  start=$(origin_count)
+  origin_count
+  start=$COUNT
   wrk -t1 -c1 -d30s -s "$TMP/seq.lua" "http://127.0.0.1:$port" >/dev/null 2>&1 &
   local primer=$!
-  for _ in $(seq 300); do [[ $(origin_count) -ge $((start + KEYS)) ]] && break; sleep 0.1; done
+  for _ in $(seq 300); do origin_count; [[ $COUNT -ge $((start + KEYS)) ]] && break; sleep 0.1; done
   kill $primer 2>/dev/null; wait $primer 2>/dev/null || true
   if [[ -n $redis ]]; then
     for _ in $(seq 100); do
@@ -107,7 +111,8 @@ run() { # name [redis]
     done
   fi
   local before after out new
-  before=$(origin_count)
+  origin_count
+  before=$COUNT
   out="$TMP/wrk-$name.txt"
   wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/rand.lua" "http://127.0.0.1:$port" >"$out" 2>&1 &
   local load=$!
@@ -115,7 +120,8 @@ run() { # name [redis]
   kill -USR2 $old
   wait $old # the old process drains and exits; wrk goes on against the new one
   wait $load
-  after=$(origin_count)
+  origin_count
+  after=$COUNT
   # What the new process did: its outcomes and shared tier lookups, from its metrics.
   curl -s "http://127.0.0.1:$admin/metrics" >"$TMP/metrics-$name.txt"
   local seen
