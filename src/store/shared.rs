@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -90,7 +91,9 @@ struct Inner {
     cfg: RedisConfig,
     conn: RwLock<Option<Conn>>,
     breaker: Mutex<Breaker>,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// Time of each call.
+    call_seconds: Histogram,
     node: String,
     /// What the probe and the connector wait on between tries.
     clock: Arc<dyn Clock>,
@@ -109,8 +112,15 @@ pub struct SharedTier {
 impl SharedTier {
     /// Starts the tier: connects in the background, and runs the writer, the purge publisher
     /// and the invalidation reader (which applies other nodes' invalidations and purges through
-    /// `purger`). Retries wait on `clock`.
-    pub fn start(cfg: RedisConfig, purger: Purger, clock: Arc<dyn Clock>) -> SharedTier {
+    /// `purger`). Retries wait on `clock`. Counts in `stats`, and the time of each call in
+    /// `call_seconds`.
+    pub fn start(
+        cfg: RedisConfig,
+        purger: Purger,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+        call_seconds: Histogram,
+    ) -> SharedTier {
         let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
         let node = node_id();
         let up = Arc::new(Notify::new());
@@ -118,7 +128,8 @@ impl SharedTier {
             cfg,
             conn: RwLock::new(None),
             breaker: Mutex::new(Breaker { failures: 0, open: false }),
-            stats: Stats::default(),
+            stats,
+            call_seconds,
             node,
             clock,
             up: up.clone(),
@@ -150,6 +161,40 @@ impl SharedTier {
     /// True while a connection is established and the breaker is closed.
     pub fn available(&self) -> bool {
         self.inner.available()
+    }
+
+    /// Completes once the tier is available (connected, breaker closed).
+    pub async fn wait_available(&self) {
+        loop {
+            let up = self.inner.up.notified();
+            tokio::pin!(up);
+            // Registered before the check, so becoming available in between is not missed.
+            up.as_mut().enable();
+            if self.available() {
+                return;
+            }
+            up.await;
+        }
+    }
+
+    /// True once a connection is established.
+    pub fn connected(&self) -> bool {
+        self.inner.conn().is_some()
+    }
+
+    /// True while the circuit breaker is open: calls are skipped.
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.cfg
+    }
+
+    /// True when `other` is a handle on this same tier (one connection, one writer).
+    pub fn same_as(&self, other: &SharedTier) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Every stored variant of the URL, within the time budget; empty on a miss or any failure.

@@ -72,7 +72,10 @@ impl Inner {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        match tokio::time::timeout(self.cfg.budget, conn.query::<T>(pipe)).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.cfg.budget, conn.query::<T>(pipe)).await;
+        self.call_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(Ok(v)) => {
                 self.success();
                 Some(v)
