@@ -145,6 +145,8 @@ pub enum Failure {
     OriginBusy,
     /// The origin's answer was not a valid response to the request, e.g. an unasked `101` (502).
     OriginInvalid,
+    /// Handling the request panicked; the panic was contained to it (500).
+    Internal,
 }
 
 impl Failure {
@@ -159,6 +161,7 @@ impl Failure {
             Failure::OriginTimeout => "origin-timeout",
             Failure::OriginBusy => "origin-busy",
             Failure::OriginInvalid => "origin-invalid",
+            Failure::Internal => "internal-error",
         }
     }
 }

@@ -19,6 +19,9 @@ pub enum ProxyBody {
     Origin(Box<OriginBody>),
     /// Read from a fill shared with other clients.
     Fill(Box<FillBody>),
+    /// Panics when polled: the body the server's panic-containment tests inject.
+    #[cfg(test)]
+    Panics,
 }
 
 impl ProxyBody {
@@ -51,6 +54,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Origin(b) => Pin::new(&mut **b).poll_frame(cx),
             ProxyBody::Fill(b) => Pin::new(&mut **b).poll_frame(cx),
+            #[cfg(test)]
+            ProxyBody::Panics => panic!("injected panic in a response body"),
         }
     }
 
@@ -59,6 +64,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Origin(b) => b.is_end_stream(),
             ProxyBody::Fill(b) => b.is_end_stream(),
+            #[cfg(test)]
+            ProxyBody::Panics => false,
         }
     }
 
@@ -68,6 +75,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Origin(b) => b.size_hint(),
             ProxyBody::Fill(b) => b.size_hint(),
+            #[cfg(test)]
+            ProxyBody::Panics => SizeHint::with_exact(10),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The access log: one line per request, written when its response body is done or dropped.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -38,14 +40,16 @@ pub struct LoggedBody {
     expected: Option<u64>,
     log: Option<Box<AccessLog>>,
     complete: bool,
+    /// Sending it panicked: it ended there, incomplete.
+    panicked: bool,
     /// The request counts as in progress on its connection until this body is dropped.
-    _in_progress: InProgress,
+    in_progress: InProgress,
 }
 
 impl LoggedBody {
     /// Wraps `inner`; `log` None disables the line.
     pub fn new(inner: ProxyBody, expected: Option<u64>, log: Option<Box<AccessLog>>, in_progress: InProgress) -> Self {
-        LoggedBody { inner, bytes: 0, expected, log, complete: false, _in_progress: in_progress }
+        LoggedBody { inner, bytes: 0, expected, log, complete: false, panicked: false, in_progress }
     }
 }
 
@@ -55,7 +59,31 @@ impl Body for LoggedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.panicked {
+            return Poll::Ready(None);
+        }
+        // A panic while producing the body (a fill, the origin's stream) is contained to this
+        // response: counted, logged, and the body ends with an error, which makes the server cut
+        // the response off (HTTP/1.1: the connection closes; HTTP/2: the stream is reset), so
+        // the client never takes it for complete. AssertUnwindSafe: see `handle_contained`.
+        let r = match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.inner).poll_frame(cx))) {
+            Ok(r) => r,
+            Err(panic) => {
+                this.panicked = true;
+                let activity = &this.in_progress.0;
+                activity.stats.panics.fetch_add(1, Ordering::Relaxed);
+                let (method, path) = this.log.as_ref().map_or(("-", "-"), |l| (l.method.as_str(), l.path.as_str()));
+                tracing::error!(
+                    method,
+                    path,
+                    peer = %activity.peer,
+                    bytes = this.bytes,
+                    panic = super::panic_message(&*panic),
+                    "response body panicked; response cut off"
+                );
+                return Poll::Ready(Some(Err("the response body panicked".into())));
+            }
+        };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
@@ -80,8 +108,8 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            let complete =
-                self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+            let complete = !self.panicked
+                && (self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes));
             // A body streamed from a fill ends after its head went out: its head said less than
             // the line can (stored, or why not).
             let mut cache = log.cache;
