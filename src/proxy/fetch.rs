@@ -204,7 +204,10 @@ impl Proxy {
                 }
             }
             Fetched::Entry { entry, stored } => {
-                if !vary::matches(&entry.vary, &parts.headers) {
+                // A refreshed response that may not be stored may not be shared either: the 304
+                // answered the first client's request (a `Set-Cookie` in it is that client's), so
+                // the others fetch on their own, as for `Fetched::Pass`.
+                if !vary::matches(&entry.vary, &parts.headers) || (!first && stored.is_err()) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(304);
