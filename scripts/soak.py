@@ -428,7 +428,7 @@ async def redis_chaos(binary, workdir, duration):
         return (path.encode() * 400)[:2048]
 
     def handler(method, path, headers):
-        return 200, [("cache-control", "max-age=2")], body_of(path)
+        return 200, [("cache-control", "max-age=60")], body_of(path)
 
     origin = Origin(handler)
     await origin.start()
@@ -463,10 +463,12 @@ async def redis_chaos(binary, workdir, duration):
         step = max(1.0, duration / 8)
         while time.monotonic() < deadline - 3 * step:
             await asyncio.sleep(step)
-            redis.kill()
+            # In a thread: the driver's clients and origin share this event loop, and must not
+            # stall while redis-server dies or starts.
+            await asyncio.to_thread(redis.kill)
             events.append("kill")
             await asyncio.sleep(step)
-            redis.start()
+            await asyncio.to_thread(redis.start)
             events.append("restart")
             await asyncio.sleep(step)
             redis.proc.send_signal(signal.SIGSTOP)
