@@ -227,6 +227,10 @@ pub fn normalized_host<'a>(raw: &'a str, scheme: &str) -> Option<Cow<'a, str>> {
             return None;
         }
         let h = h.strip_suffix('.').unwrap_or(h);
+        if h.is_empty() {
+            // "." alone: no name is left to forward or key.
+            return None;
+        }
         let host = if seen & UPPER != 0 { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) };
         (host, p)
     };
@@ -300,7 +304,7 @@ mod tests {
         {
             assert_eq!(normalized_host(changed, "http").as_deref(), Some(normal));
         }
-        for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80"] {
+        for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80", ".", ".:80", ".:8080"] {
             assert_eq!(normalize_host(bad, "http"), None, "{bad}");
         }
     }
