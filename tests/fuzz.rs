@@ -559,6 +559,8 @@ fn raw_host() -> impl Strategy<Value = String> {
         1 => (prop_oneof![Just("::1"), Just("::ABC"), Just("2001:db8::1")], prop::option::of("[0-9]{1,5}"))
             .prop_map(|(ip, port)| match port { Some(p) => format!("[{ip}]:{p}"), None => format!("[{ip}]") }),
         1 => "[ -~]{0,12}",
+        // Short runs of separators: ".", ":80", "a.:", where normal forms can come out empty.
+        1 => "[.:08a\\[\\]]{0,4}",
     ]
 }
 

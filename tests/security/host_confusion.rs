@@ -52,11 +52,12 @@ async fn host_confusion_spellings_of_one_host_share_one_entry_and_forward_one_ho
 
 /// A host that is only the trailing dot of a fully-qualified name (`.`, `.:80`) has no name left
 /// once normalised: 400, never forwarded with an empty `Host` (which an origin may answer with
-/// its default site) nor keyed under an empty host. Found by `fuzz::cache_key_host_normalisation_*`.
+/// its default site) nor keyed under an empty host; nor a host whose last label is empty (`a..`),
+/// which has no one normal form. Found by `fuzz::cache_key_host_normalisation_*`.
 #[tokio::test]
 async fn host_confusion_a_host_that_is_only_a_dot_is_refused() {
     let (origin, p, _c) = by_host().await;
-    for host in [".", ".:80", ".:8080"] {
+    for host in [".", ".:80", ".:8080", "..", "a..", "a..:8080"] {
         let req = format!("GET /d HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(raw_request(p.addr(), req.as_bytes()).await.status, 400, "Host: {host}");
     }
