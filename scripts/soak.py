@@ -33,6 +33,10 @@ import time
 
 MiB = 1 << 20
 
+# Every edgecache and redis-server a soak starts, so that main() can kill whichever are still
+# running when the soak ends by an exception or its time bound instead of stopping them itself.
+CHILDREN = []
+
 
 # --------------------------------------------------------------------------------------------
 # Processes
@@ -75,6 +79,7 @@ class Proxy:
             self.binary, "--config", self.config,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
         )
+        CHILDREN.append(self.proc)
         async def until_started():
             while True:
                 line = await self.proc.stdout.readline()
@@ -122,6 +127,7 @@ class Redis:
              "--appendonly", "no", "--dir", self.workdir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        CHILDREN.append(self.proc)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -629,6 +635,24 @@ async def conn_abuse(binary, workdir, duration):
     return met, figures
 
 
+async def reap():
+    """Kills the children a soak left running (it failed or hit its bound before stopping them);
+    their names, so that the report says so."""
+    left = []
+    for proc in CHILDREN:
+        if isinstance(proc, subprocess.Popen):
+            if proc.poll() is None:
+                left.append(os.path.basename(proc.args[0]))
+                proc.kill()
+                proc.wait()
+        elif proc.returncode is None:
+            left.append("edgecache")
+            proc.kill()
+            await proc.wait()
+    CHILDREN.clear()
+    return left
+
+
 SOAKS = {
     "hot-set": hot_set,
     "cache-busting": cache_busting,
@@ -645,6 +669,9 @@ async def main():
     ap.add_argument("--only", default="", help="comma-separated soak names")
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n] or list(SOAKS)
+    unknown = [n for n in names if n not in SOAKS]
+    if unknown:
+        ap.error(f"unknown soak {', '.join(unknown)}; the soaks: {', '.join(SOAKS)}")
     results = []
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"soak-{name}-") as workdir:
@@ -655,6 +682,10 @@ async def main():
                                                       args.duration * 3 + 120)
             except Exception as e:  # noqa: BLE001 - reported as a missed target
                 met, figures = False, f"{type(e).__name__}: {e}"
+            finally:
+                left = await reap()
+            if left:
+                figures += f"; killed {', '.join(left)} left running"
             took = time.monotonic() - started
         print(f"soak {name}: {'met' if met else 'MISSED'} ({took:.0f} s): {figures}", flush=True)
         results.append(met)
