@@ -811,6 +811,26 @@ fn toml_value() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The path of every key `text` writes, as the configuration reader names a field ("key",
+/// "section.key", "section.table.key"); none when `text` is not TOML. A line of printable noise
+/// can write a key of its own (`a=''`), whose problem then names that key.
+fn written_paths(text: &str) -> Vec<String> {
+    fn walk(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if let toml::Value::Table(inner) = value {
+                walk(inner, &path, out);
+            }
+            out.push(path);
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        walk(&table, "", &mut out);
+    }
+    out
+}
+
 fn toml_line() -> impl Strategy<Value = String> {
     prop_oneof![
         2 => prop::sample::select(SECTIONS).prop_map(|s| format!("[{s}]")),
@@ -832,7 +852,8 @@ proptest! {
 
     #[test]
     fn config_files_of_known_keys_give_a_configuration_or_field_errors(lines in prop::collection::vec(toml_line(), 0..16)) {
-        match Config::parse(&lines.join("\n")) {
+        let text = lines.join("\n");
+        match Config::parse(&text) {
             Ok(cfg) => {
                 // A configuration accepted is one the server can run with.
                 prop_assert!(cfg.limits.max_connections > 0 && cfg.limits.max_concurrent_streams > 0);
@@ -842,8 +863,14 @@ proptest! {
                 prop_assert!(!e.problems.is_empty());
                 for (path, msg) in &e.problems {
                     prop_assert!(!msg.is_empty());
-                    // Every problem names its field, or is the TOML syntax error (no field).
-                    prop_assert!(path.is_empty() || KEYS.iter().chain(SECTIONS).any(|k| path.ends_with(k) || path.starts_with(k)), "{path}: {msg}");
+                    // Every problem names its field (one the reader knows, or one the text
+                    // wrote), or is the TOML syntax error (no field).
+                    prop_assert!(
+                        path.is_empty()
+                            || KEYS.iter().chain(SECTIONS).any(|k| path.ends_with(k) || path.starts_with(k))
+                            || written_paths(&text).contains(path),
+                        "{path}: {msg}"
+                    );
                 }
             }
         }
