@@ -204,7 +204,7 @@ impl ReloadResult {
 }
 
 /// Every reason word, in the order of [`detail_index`].
-pub const DETAILS: [Detail; 28] = [
+pub const DETAILS: [Detail; 29] = [
     Detail::NotStored(NotStored::NoStore),
     Detail::NotStored(NotStored::RequestNoStore),
     Detail::NotStored(NotStored::Private),
@@ -233,6 +233,7 @@ pub const DETAILS: [Detail; 28] = [
     Detail::Failure(Failure::OriginTls),
     Detail::Failure(Failure::OriginDown),
     Detail::Failure(Failure::Misdirected),
+    Detail::Failure(Failure::Internal),
 ];
 
 /// The place of `d` in [`DETAILS`]. An exhaustive match: a new reason does not compile until it
@@ -272,6 +273,7 @@ pub fn detail_index(d: Detail) -> usize {
             Failure::OriginTls => 25,
             Failure::OriginDown => 26,
             Failure::Misdirected => 27,
+            Failure::Internal => 28,
         },
     }
 }

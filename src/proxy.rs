@@ -27,7 +27,7 @@ mod respond;
 pub use body::ProxyBody;
 pub use endpoint::{Endpoint, Scheme};
 pub use fetch::FillBody;
-pub use respond::CACHE_STATUS;
+pub use respond::{Answer, CACHE_STATUS};
 
 use crate::clock::Clock;
 use crate::config::{CacheMode, Config};
@@ -43,7 +43,7 @@ use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
 use fetch::{Fetched, Miss};
 use request::Ctx;
-use respond::{finish, local, only_if_cached, Answer};
+use respond::{finish, local, only_if_cached};
 
 /// What a reload may carry over from one proxy to the next.
 struct Shared {
@@ -200,6 +200,12 @@ impl Proxy {
     /// The memory tier (for inspection in tests and benches).
     pub fn memory(&self) -> &MemoryTier {
         self.tiers.memory()
+    }
+
+    /// The answer to a request whose handling panicked (the server contains the panic to that
+    /// request, counts and logs it).
+    pub fn internal_error() -> Answer {
+        local(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n", Failure::Internal, Fwd::Bypass)
     }
 
     /// Handles one request from `peer` on a cleartext listener.

@@ -1,18 +1,20 @@
 //! The accept loops (one per listener, `listeners`) and each client connection: HTTP/1.1 and
 //! h2c on a cleartext port, HTTP/1.1 and HTTP/2 (ALPN) over TLS (hyper-util auto), header-size
 //! limits, a bounded number of connections across all listeners, deadlines for connections that
-//! send no request (the TLS handshake included) or sit idle, one access-log line per request,
-//! and graceful shutdown with a hard deadline.
+//! send no request (the TLS handshake included) or sit idle, one access-log line per request, a
+//! panic contained to the request that raised it, and graceful shutdown with a hard deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
@@ -28,7 +30,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{Endpoint, Proxy};
+use crate::proxy::{Answer, Endpoint, Proxy};
 use crate::reload::Live;
 use crate::tls::Report;
 
@@ -137,6 +139,9 @@ pub struct ServerStats {
     pub tls_failed: AtomicU64,
     /// The accept loops are running (false before they start and once shutdown began).
     pub listening: AtomicBool,
+    /// Panics contained to one request: raised while handling it (answered 500) or while
+    /// sending its body (the response cut off, as for any failed body).
+    pub panics: AtomicU64,
 }
 
 /// Binds `cfg.listen` (when served), every `[[listener]]` and `admin.listen` (when
@@ -396,6 +401,9 @@ struct Activity {
     /// The connection speaks HTTP/2 (drained with GOAWAY at once).
     h2: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Where a panic in one of its requests is counted, and who it is logged with.
+    stats: Arc<ServerStats>,
+    peer: SocketAddr,
 }
 
 /// A request in progress on its connection, until its response body is done or dropped.
@@ -413,6 +421,44 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Handles one request, containing a panic to it: the request is answered 500
+/// (`detail=internal-error`), the panic counted in [`ServerStats::panics`] and logged with the
+/// request's method, target and peer; the process, the connection and its other requests go on
+/// (without this, the panic would end the connection's task: every request on it lost, unlogged).
+///
+/// Asserting unwind safety holds because what a panicking request leaves behind is either its
+/// own (dropped with its future) or shared state that tolerates it: every `Mutex` in the proxy
+/// is locked with `unwrap_or_else(PoisonError::into_inner)`, the rest is atomics and moka.
+async fn handle_contained(
+    proxy: &Arc<Proxy>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    stats: &ServerStats,
+) -> Answer {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let handled = AssertUnwindSafe(async move {
+        #[cfg(test)]
+        if let Some(answer) = tests::injected(&req) {
+            return answer;
+        }
+        proxy.handle_on(req, peer, endpoint).await
+    });
+    match handled.catch_unwind().await {
+        Ok(answer) => answer,
+        Err(panic) => {
+            stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%method, %uri, %peer, panic = panic_message(&*panic), "request handling panicked; answered 500");
+            Proxy::internal_error()
+        }
+    }
+}
+
+/// The message a panic was raised with, when it is text.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("-")
 }
 
 /// What woke a connection's task.
@@ -498,6 +544,8 @@ impl Connection {
             draining: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
+            peer,
         });
         let live = self.live.clone();
         let endpoint = self.endpoint;
@@ -514,7 +562,7 @@ impl Connection {
                 }
                 let log_head =
                     proxy.config().log.access.then(|| AccessLog::head(&req, proxy.config().log.access_format));
-                let (mut resp, cs) = proxy.handle_on(req, peer, endpoint).await;
+                let (mut resp, cs) = handle_contained(&proxy, req, peer, endpoint, &in_progress.0.stats).await;
                 if h1 && in_progress.0.draining.load(Ordering::Relaxed) {
                     resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
@@ -643,5 +691,141 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Panic containment, end to end: a panic is injected only here, in the library's own test
+    //! build (`cfg(test)`), so no build of the binary, and no integration test's build, has a
+    //! path from the network to a panic.
+
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::proxy::ProxyBody;
+    use crate::status::CacheStatus;
+
+    /// The test-only request field that makes the handler panic (`handler`), or answer with a
+    /// body that panics once its head is sent (`body`).
+    const INJECT: &str = "x-edgecache-test-panic";
+
+    pub(super) fn injected(req: &Request<Incoming>) -> Option<Answer> {
+        match req.headers().get(INJECT)?.as_bytes() {
+            b"handler" => panic!("injected panic in a request handler"),
+            b"body" => {
+                let resp = http::Response::builder()
+                    .header(http::header::CONTENT_LENGTH, 10)
+                    .body(ProxyBody::Panics)
+                    .expect("response");
+                Some((resp, CacheStatus::default()))
+            }
+            _ => None,
+        }
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    async fn proxy() -> Running {
+        let cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        start(cfg, Arc::new(ManualClock::new())).await.expect("start")
+    }
+
+    /// Reads until `done` holds for what arrived, or the peer closes (`true` with it).
+    async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> bool {
+        let mut chunk = [0u8; 4096];
+        tokio::time::timeout(BOUND, async {
+            while !done(buf) {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            false
+        })
+        .await
+        .expect("bounded read")
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    async fn options(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        read_until(&mut s, &mut buf, |_| false).await;
+        text(&buf)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_counted_and_the_connection_goes_on() {
+        let p = proxy().await;
+        let mut s = TcpStream::connect(p.addr()).await.unwrap();
+        s.write_all(b"GET /boom HTTP/1.1\r\nHost: a\r\nx-edgecache-test-panic: handler\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let end = |b: &[u8]| text(b).ends_with("internal error\n");
+        assert!(!read_until(&mut s, &mut buf, end).await, "closed before the 500: {}", text(&buf));
+        let head = text(&buf);
+        assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+        assert!(head.contains("cache-status: edgecache; fwd=bypass; detail=internal-error"), "{head}");
+        assert_eq!(p.stats().panics.load(Ordering::Relaxed), 1);
+        // The same connection serves its next request.
+        s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut next = Vec::new();
+        read_until(&mut s, &mut next, |_| false).await;
+        assert!(text(&next).starts_with("HTTP/1.1 200"), "{}", text(&next));
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_body_cuts_its_response_off_and_is_counted() {
+        let p = proxy().await;
+        let mut s = TcpStream::connect(p.addr()).await.unwrap();
+        s.write_all(b"GET /boom HTTP/1.1\r\nHost: a\r\nx-edgecache-test-panic: body\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        // The connection closes before the body (Content-Length: 10) is complete; hyper may not
+        // even have sent the head, since the body's first frame is what panicked.
+        assert!(read_until(&mut s, &mut buf, |_| false).await);
+        let got = text(&buf);
+        let body = got.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.len() < 10, "a cut-off body must not look complete: {got}");
+        assert_eq!(p.stats().panics.load(Ordering::Relaxed), 1);
+        // Every other connection is served.
+        assert!(options(p.addr()).await.starts_with("HTTP/1.1 200"));
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_one_http2_stream_leaves_the_others_served() {
+        let p = proxy().await;
+        let stream = TcpStream::connect(p.addr()).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(conn);
+        // only-if-cached: answered by the proxy itself (504), no origin needed.
+        let req = |inject: Option<&str>| {
+            let mut b = http::Request::builder()
+                .uri(format!("http://{}/x", p.addr()))
+                .header(http::header::CACHE_CONTROL, "only-if-cached");
+            if let Some(v) = inject {
+                b = b.header(INJECT, v);
+            }
+            b.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()
+        };
+        let panicked = tokio::time::timeout(BOUND, send.send_request(req(Some("handler")))).await.unwrap().unwrap();
+        assert_eq!(panicked.status(), 500);
+        let next = tokio::time::timeout(BOUND, send.send_request(req(None))).await.unwrap().unwrap();
+        assert_eq!(next.status(), 504);
+        assert_eq!(p.stats().panics.load(Ordering::Relaxed), 1);
+        p.shutdown().await;
     }
 }

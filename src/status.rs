@@ -159,6 +159,8 @@ pub enum Failure {
     OriginDown,
     /// No site serves the request's `Host` and there is no default site (421).
     Misdirected,
+    /// Handling the request panicked; the panic was contained to it (500).
+    Internal,
 }
 
 impl Failure {
@@ -176,6 +178,7 @@ impl Failure {
             Failure::OriginTls => "origin-tls",
             Failure::OriginDown => "origin-down",
             Failure::Misdirected => "misdirected",
+            Failure::Internal => "internal-error",
         }
     }
 }

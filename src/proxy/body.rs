@@ -26,6 +26,9 @@ pub enum ProxyBody {
     /// Slices of a range read from the store or fetched from the origin one after the other,
     /// and the bytes still to come.
     Slices(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>, u64),
+    /// Panics when polled: the body the server's panic-containment tests inject.
+    #[cfg(test)]
+    Panics,
 }
 
 impl ProxyBody {
@@ -68,6 +71,8 @@ impl Body for ProxyBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            #[cfg(test)]
+            ProxyBody::Panics => panic!("injected panic in a response body"),
         }
     }
 
@@ -78,6 +83,8 @@ impl Body for ProxyBody {
             ProxyBody::Fill(b) => b.is_end_stream(),
             ProxyBody::Pieces(p) => p.is_empty(),
             ProxyBody::Slices(_, left) => *left == 0,
+            #[cfg(test)]
+            ProxyBody::Panics => false,
         }
     }
 
@@ -89,6 +96,8 @@ impl Body for ProxyBody {
             ProxyBody::Fill(b) => b.size_hint(),
             ProxyBody::Pieces(p) => SizeHint::with_exact(p.iter().map(|b| b.len() as u64).sum()),
             ProxyBody::Slices(_, left) => SizeHint::with_exact(*left),
+            #[cfg(test)]
+            ProxyBody::Panics => SizeHint::with_exact(10),
         }
     }
 }

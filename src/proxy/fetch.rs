@@ -221,8 +221,11 @@ impl Proxy {
                 }
             }
             Fetched::Entry { entry, stored, origin_us } => {
+                // A refreshed response that may not be stored may not be shared either: the 304
+                // answered the first client's request (a `Set-Cookie` in it is that client's), so
+                // the others fetch on their own, as for `Fetched::Pass`.
                 let language = entry.headers.get_bytes(&header::CONTENT_LANGUAGE);
-                if !vary::selects(&entry.vary, &parts.headers, language) {
+                if !vary::selects(&entry.vary, &parts.headers, language) || (!first && stored.is_err()) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(304);

@@ -1,6 +1,7 @@
 //! Per request, when its response body is done or dropped: the metrics (outcome, reason, bytes,
 //! duration), and the access log line when it is on.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -90,6 +91,8 @@ pub struct LoggedBody {
     expected: Option<u64>,
     log: Option<Box<AccessLog>>,
     complete: bool,
+    /// Sending it panicked: it ended there, incomplete.
+    panicked: bool,
     /// The request counts as in progress on its connection until this body is dropped.
     in_progress: InProgress,
 }
@@ -104,7 +107,7 @@ impl LoggedBody {
         log: Option<Box<AccessLog>>,
         in_progress: InProgress,
     ) -> Self {
-        LoggedBody { inner, bytes: 0, cache, start, expected, log, complete: false, in_progress }
+        LoggedBody { inner, bytes: 0, cache, start, expected, log, complete: false, panicked: false, in_progress }
     }
 }
 
@@ -114,7 +117,32 @@ impl Body for LoggedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.panicked {
+            return Poll::Ready(None);
+        }
+        // A panic while producing the body (a fill, the origin's stream) is contained to this
+        // response: counted, logged, and the body ends with an error, which makes the server cut
+        // the response off (HTTP/1.1: the connection closes; HTTP/2: the stream is reset), so
+        // the client never takes it for complete. AssertUnwindSafe: see `handle_contained`.
+        let r = match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut this.inner).poll_frame(cx))) {
+            Ok(r) => r,
+            Err(panic) => {
+                this.panicked = true;
+                let activity = &this.in_progress.0;
+                activity.stats.panics.fetch_add(1, Ordering::Relaxed);
+                let (method, path) =
+                    this.log.as_ref().map_or(("-", "-"), |l| (l.head.method.as_str(), l.head.path.as_str()));
+                tracing::error!(
+                    method,
+                    path,
+                    peer = %activity.peer,
+                    bytes = this.bytes,
+                    panic = super::panic_message(&*panic),
+                    "response body panicked; response cut off"
+                );
+                return Poll::Ready(Some(Err("the response body panicked".into())));
+            }
+        };
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
@@ -150,7 +178,8 @@ impl Drop for LoggedBody {
         let outcome = cache.outcome();
         self.in_progress.0.metrics.request(outcome, cache.detail, self.bytes, took);
         let Some(log) = self.log.take() else { return };
-        let complete = self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes);
+        let complete = !self.panicked
+            && (self.complete || self.inner.is_end_stream() || self.expected.is_some_and(|n| n == self.bytes));
         let head = &log.head;
         if let Some(req) = &head.combined {
             combined::write(&combined::Line {

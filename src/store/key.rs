@@ -256,6 +256,10 @@ pub fn normalized_host<'a>(raw: &'a str, scheme: &str) -> Option<Cow<'a, str>> {
             return None;
         }
         let h = h.strip_suffix('.').unwrap_or(h);
+        if h.is_empty() || h.ends_with('.') {
+            // "." alone, or an empty last label ("a.."): no name, or not one normal form.
+            return None;
+        }
         let host = if seen & UPPER != 0 { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) };
         (host, p)
     };
@@ -329,7 +333,9 @@ mod tests {
         {
             assert_eq!(normalized_host(changed, "http").as_deref(), Some(normal));
         }
-        for bad in ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80"] {
+        for bad in
+            ["", "a b", "a:99999", "a:x", "[zz]", "a/b", "a@b", "a:80:80", ".", ".:80", ".:8080", "..", "a..", "a..:81"]
+        {
             assert_eq!(normalize_host(bad, "http"), None, "{bad}");
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use edgecache::clock::{Clock, ManualClock};
 use edgecache::{Config, Running};
 
-pub use client::{raw_request, Client, Resp, H2};
+pub use client::{raw_request, Client, RawResp, Resp, H2};
 pub use origin::{closed_port, Origin, RawOrigin, RawRequest, Reply, Seen};
 
 /// Upper bound of every wait in the tests.

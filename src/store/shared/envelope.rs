@@ -136,7 +136,9 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
         let name = HeaderName::from_bytes(r.take(n)?).map_err(|_| DecodeError::Malformed)?;
         let n = r.u32()? as usize;
         let value = HeaderValue::from_bytes(r.take(n)?).map_err(|_| DecodeError::Malformed)?;
-        headers.append(name, value);
+        // The count allows 65,535 fields; a HeaderMap holds 24,576 distinct names, and
+        // `append` past that panics.
+        headers.try_append(name, value).map_err(|_| DecodeError::Malformed)?;
     }
     let n = r.u32()? as usize;
     let start = r.pos;
@@ -237,5 +239,25 @@ mod tests {
         let mut long = bytes.to_vec();
         long.push(0);
         assert_eq!(decode(Bytes::from(long), "http://h/a").unwrap_err(), DecodeError::Malformed);
+    }
+
+    #[test]
+    fn more_distinct_header_names_than_a_header_map_holds_is_malformed() {
+        // The header count is a u16: 40,000 one-field names, each `u16 len, name, u32 0`, in
+        // place of the entry's empty header block (the 2 bytes before the body's length).
+        let mut e = entry();
+        e.headers = crate::store::headers::StoredHeaders::from_map(&HeaderMap::new());
+        e.body = Bytes::new();
+        let good = encode("http://h/a", &e);
+        let mut v = good[..good.len() - 6].to_vec();
+        v.extend_from_slice(&40_000u16.to_be_bytes());
+        for i in 0..40_000u32 {
+            let name = format!("x{i}");
+            v.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            v.extend_from_slice(name.as_bytes());
+            v.extend_from_slice(&0u32.to_be_bytes());
+        }
+        v.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(decode(Bytes::from(v), "http://h/a").unwrap_err(), DecodeError::Malformed);
     }
 }
