@@ -475,6 +475,9 @@ impl Proxy {
                 }
             }
         }
+        // The fill keeps the body for clients that join it until it leaves the table of fills in
+        // flight, after the insert: a request whose lookup missed before the insert joins it and
+        // reads the body from it, and one that looks after the insert finds the body stored.
         let Some(whole) = writer.whole() else {
             return writer.complete(Err(NotStored::TooLarge));
         };

@@ -26,7 +26,8 @@
 //! connection's read buffer: held until the body ended, they kept every buffer the connection
 //! read the body into, so it took a new one (up to about 400 KiB) for each read, and the buffers
 //! pinned allocator pages past the byte budget. A client that joins mid-body gets the bytes so
-//! far from the kept copy.
+//! far from the kept copy; one that joins once the body is complete gets all of it from there,
+//! the very bytes that are stored (see [`FillWriter::whole`]).
 //!
 //! Once a body outgrows `max_object_size`, storing is abandoned, the copy is dropped, no new
 //! reader joins, and the origin is read no faster than the slowest reader (at most [`WINDOW`]
@@ -333,23 +334,25 @@ impl<O> FillWriter<O> {
         self.append(chunk, max_retained, true);
     }
 
-    /// The whole body, when it was kept: handed over (to be stored), so the fill no longer keeps
-    /// it, and a client asking for a reader from now on is told to go elsewhere (a new request
-    /// for the key starts a new fill, which first looks in the store).
+    /// The whole body, when it was kept, to be stored. The fill goes on keeping it (the same
+    /// bytes, not a copy) and taking new readers: until the filler has stored it, the store does
+    /// not have it, so a client joining the fill meanwhile (its lookup missed) must read it from
+    /// here. Sent elsewhere, it would fetch the key once more.
     pub fn whole(&self) -> Option<Bytes> {
-        let fill = &self.fill;
-        let mut kept = fill.lock_kept();
+        let mut kept = self.fill.lock_kept();
         if kept.stopped {
             return None;
         }
-        let Kept { mut given, tail, .. } = std::mem::replace(&mut *kept, Kept { stopped: true, ..Kept::default() });
-        fill.lock().retain = false;
-        drop(kept);
-        if given.is_empty() {
-            return Some(exact(tail));
-        }
-        given.push(tail.freeze());
-        Some(concat(&given))
+        let tail = std::mem::take(&mut kept.tail);
+        let whole = if kept.given.is_empty() {
+            exact(tail)
+        } else {
+            kept.given.push(tail.freeze());
+            concat(&kept.given)
+        };
+        // What a reader joining from now on starts with: all of it.
+        kept.given = vec![whole.clone()];
+        Some(whole)
     }
 
     /// The body ended completely, `stored` or not: readers get its end.
@@ -417,8 +420,8 @@ fn trim<O>(st: &mut State<O>) {
     }
 }
 
-/// The kept body as stored: in an allocation of exactly its length (what the byte budget counts,
-/// and a block whose handle needs no allocation of its own), copied when it has room to spare.
+/// The kept body as stored: in an allocation of exactly its length (what the byte budget counts),
+/// copied when it has room to spare.
 fn exact(tail: BytesMut) -> Bytes {
     if tail.capacity() == tail.len() {
         tail.freeze()
@@ -452,19 +455,22 @@ impl<O> FillReader<O> {
     }
 
     /// The whole body at once, when this reader has read nothing yet and the body is already
-    /// complete in one chunk (a small response): it is then served as one block, without reading
-    /// chunk by chunk. The chunk is the origin connection's buffer, not the stored copy, whose
-    /// handle stays unshared until a hit needs it.
+    /// complete in one block (a small response): it is then served as one block, without reading
+    /// chunk by chunk. The block is the origin connection's buffer when the body came in one
+    /// chunk; for a reader that joined after the body was complete, the kept copy.
     pub fn complete_body(&mut self) -> Option<Bytes> {
         let st = self.fill.lock();
-        let fresh = self.prefix.is_empty() && st.readers[self.slot] == Some(0);
-        if self.done || !fresh || !matches!(st.end, Some(Ok(()))) {
+        if self.done || !matches!(st.end, Some(Ok(()))) {
             return None;
         }
-        if st.chunks.len() != 1 {
-            return None;
-        }
-        let only = st.chunks[0].clone();
+        let pos = st.readers[self.slot];
+        let end = st.first + st.chunks.len();
+        let only = match self.prefix.len() {
+            // Joined after the last chunk: its bytes so far are the whole body.
+            1 if pos == Some(end) => self.prefix.pop_front()?,
+            0 if pos == Some(0) && st.chunks.len() == 1 => st.chunks[0].clone(),
+            _ => return None,
+        };
         drop(st);
         self.done = true;
         Some(only)
@@ -647,8 +653,10 @@ mod tests {
         let mut late = fill.reader().unwrap();
         w.push_last(read_buffer.slice(600..), 10_000);
         assert_eq!(w.whole().unwrap(), read_buffer);
-        assert!(fill.reader().is_none(), "the body was handed over to be stored");
+        // Until it has been stored, the body is still read from the fill.
+        let mut after = fill.reader().expect("a reader of a body handed over to be stored");
         w.complete(Ok(()));
+        assert_eq!(after.complete_body().unwrap(), read_buffer);
         assert_eq!(r.next().await.unwrap().unwrap(), read_buffer.slice(600..));
         assert!(r.next().await.is_none());
         let mut got = Vec::new();
@@ -668,6 +676,10 @@ mod tests {
         let whole = w.whole().unwrap();
         assert_eq!(whole, read_buffer);
         assert_ne!(whole.as_ptr(), read_buffer.as_ptr(), "a copy, not the connection's buffer");
+        // The fill keeps it for the readers that join until the body is stored, and lets go of it
+        // with the fill.
+        w.complete(Ok(()));
+        drop((_r, fill));
         // Unique and of its exact length: turned back into a Vec without copying.
         let ptr = whole.as_ptr();
         let v = Vec::from(whole);
@@ -731,6 +743,43 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         inflight.remove(&k, &a);
         assert!(matches!(inflight.join(k), Join::Leader(_)));
+    }
+
+    /// The filler hands the whole body over, stores it, completes the fill, and only then takes
+    /// it out of the table: the store has the body from the insert on, the fill until it leaves
+    /// the table. A request for the key in between (its lookup missed: the body was not stored
+    /// yet) joins the fill and reads the body from it; one that joined earlier but takes its
+    /// reader only now reads it too. Neither may be sent to the origin.
+    #[tokio::test]
+    async fn a_fill_whose_body_was_handed_over_to_be_stored_still_serves_who_joins_it() {
+        let inflight = Inflight::<&'static str>::default();
+        let k = CacheKey::new("http", "h", "/handed-over");
+        let Join::Leader(fill) = inflight.join(k) else { panic!("first is leader") };
+        let w = fill.writer();
+        w.publish("head");
+        let mut first = fill.reader().unwrap();
+        let Join::Waiter(early) = inflight.join(k) else { panic!("second waits") };
+        assert!(w.push(Bytes::from_static(b"ab"), 100).await);
+        w.push_last(Bytes::from_static(b"cd"), 100);
+        assert_eq!(w.whole().unwrap(), Bytes::from_static(b"abcd"));
+        // The filler inserts the body into the store now; it is not there yet.
+        let Join::Waiter(late) = inflight.join(k) else {
+            panic!("the fill left no way to its body before it was stored: the key is fetched again")
+        };
+        assert!(Arc::ptr_eq(&late, &fill));
+        let mut early = early.reader().expect("a client that joined before the hand-over reads the body");
+        let mut late = late.reader().expect("a client that joined after the hand-over reads the body");
+        w.complete(Ok(()));
+        inflight.remove(&k, &fill);
+        assert_eq!(late.complete_body().unwrap(), Bytes::from_static(b"abcd"), "read at once, as one block");
+        assert!(late.next().await.is_none());
+        for r in [&mut first, &mut early] {
+            let mut got = Vec::new();
+            while let Some(c) = r.next().await {
+                got.extend_from_slice(&c.unwrap());
+            }
+            assert_eq!(got, b"abcd");
+        }
     }
 
     /// pingora-cache's lock, "dangling" on drop: a writer that goes away without an outcome
