@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The test command (README): makes sure redis-server is available — the shared-tier tests start
-# their own on free loopback ports, and fail rather than skip without it — then runs cargo test.
+# The test command (README): makes sure redis-server and memcached are available — the shared-tier
+# tests start their own on free loopback ports, and fail rather than skip without it — then runs cargo test.
 # Arguments are passed to cargo test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v redis-server >/dev/null; then
-    echo "redis-server not found; installing it (Debian/Ubuntu package redis-server)" >&2
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v memcached >/dev/null || missing+=(memcached)
+if ((${#missing[@]})); then
+    echo "${missing[*]} not found; installing (Debian/Ubuntu packages ${missing[*]})" >&2
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server </dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
     elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
         sudo apt-get update -qq
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server </dev/null
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
     else
-        echo "cannot install redis-server here: install it (apt-get install redis-server, brew install redis) and rerun" >&2
+        echo "cannot install ${missing[*]} here: install them (apt-get install redis-server memcached) and rerun" >&2
         exit 1
     fi
 fi

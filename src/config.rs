@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use toml::Table;
 
+mod memcached;
 mod site;
 mod tls;
 mod walk;
+pub use memcached::MemcachedConfig;
 pub use site::{
     ActiveCheck, Balance, CacheMode, HealthConfig, HostPattern, PathPattern, RuleConfig, ServerConfig, SiteConfig,
 };
@@ -48,8 +50,10 @@ pub struct Config {
     pub stale: StaleConfig,
     /// Targeted cache-control fields (RFC 9213, Surrogate-Control).
     pub targeted: Targeted,
-    /// The shared tier (Redis), when configured.
+    /// The shared tier on Redis, when configured.
     pub redis: Option<RedisConfig>,
+    /// The shared tier on memcached, when configured (never with `redis`).
+    pub memcached: Option<MemcachedConfig>,
     /// How client addresses are passed on to the origin.
     pub forwarding: Forwarding,
     /// The admin listener, when configured.
@@ -404,6 +408,7 @@ impl Default for Config {
                 forward_surrogate_control: false,
             },
             redis: None,
+            memcached: None,
             forwarding: Forwarding::default(),
             admin: None,
             purge: PurgeConfig::default(),
@@ -559,6 +564,7 @@ impl Config {
                 read(&mut w, &mut t, &mut cfg);
             }
         }
+        memcached::one_shared_tier(&mut w, &cfg);
         site::sites(&mut w, &mut root, &mut cfg);
         if origin_given && !cfg.sites.is_empty() {
             w.bad("origin", "not used with [[site]]: give each site its servers (default = true for the rest)".into());
@@ -610,6 +616,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("stale", stale_section),
     ("targeted", targeted_section),
     ("redis", redis_section),
+    ("memcached", memcached::memcached_section),
     ("admin", admin_section),
     ("purge", purge_section),
     ("log", log_section),

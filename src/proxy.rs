@@ -90,10 +90,19 @@ impl Proxy {
         }
         let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
         // Records are kept as long as anything in the shared tier can be older than them.
-        let retain = cfg.redis.as_ref().map_or(std::time::Duration::from_secs(86_400), |r| r.ttl_cap);
+        let retain = match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => r.ttl_cap,
+            (None, Some(m)) => m.ttl_cap,
+            (None, None) => std::time::Duration::from_secs(86_400),
+        };
         let purges = Arc::new(Purges::new(retain));
         let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
-        let shared = cfg.redis.clone().map(|r| SharedTier::start(r, purger.clone(), clock.clone()));
+        // The configuration allows one of the two (`memcached::one_shared_tier`).
+        let shared = match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => Some(SharedTier::start(r.clone(), purger.clone(), clock.clone())),
+            (None, Some(m)) => Some(SharedTier::start_memcached(m.clone(), purger.clone(), clock.clone())),
+            (None, None) => None,
+        };
         Proxy {
             tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
             purges,
