@@ -13,10 +13,12 @@ use std::time::Duration;
 use toml::Table;
 
 mod memcached;
+mod refresh;
 mod site;
 mod tls;
 mod walk;
 pub use memcached::MemcachedConfig;
+pub use refresh::RefreshAhead;
 pub use site::{
     ActiveCheck, Balance, CacheMode, HealthConfig, HostPattern, PathPattern, RuleConfig, ServerConfig, SiteConfig,
 };
@@ -54,6 +56,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The shared tier on memcached, when configured (never with `redis`).
     pub memcached: Option<MemcachedConfig>,
+    /// Refreshing hot objects before they expire.
+    pub refresh_ahead: RefreshAhead,
     /// How client addresses are passed on to the origin.
     pub forwarding: Forwarding,
     /// The admin listener, when configured.
@@ -409,6 +413,7 @@ impl Default for Config {
             },
             redis: None,
             memcached: None,
+            refresh_ahead: RefreshAhead::default(),
             forwarding: Forwarding::default(),
             admin: None,
             purge: PurgeConfig::default(),
@@ -617,6 +622,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("targeted", targeted_section),
     ("redis", redis_section),
     ("memcached", memcached::memcached_section),
+    ("refresh_ahead", refresh::refresh_section),
     ("admin", admin_section),
     ("purge", purge_section),
     ("log", log_section),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderValue};
 
 use crate::clock::Clock;
-use crate::config::{Config, HostPattern};
+use crate::config::{Config, HostPattern, RefreshAhead};
 use crate::store::CacheKey;
 use crate::upstream::OriginPool;
 
@@ -55,6 +55,8 @@ pub struct Site {
     pub rules: Rules,
     /// The `Host` sent to its origin, when not the client's.
     pub origin_host: Option<HeaderValue>,
+    /// Refresh-ahead, when on for this site.
+    pub refresh_ahead: Option<RefreshAhead>,
 }
 
 impl Sites {
@@ -84,6 +86,7 @@ impl Sites {
                 pool,
                 rules: Rules::new(&s.rules),
                 origin_host: s.origin_host.clone(),
+                refresh_ahead: s.refresh_ahead.unwrap_or(cfg.refresh_ahead.enabled).then_some(cfg.refresh_ahead),
             });
         }
         sites.list = list.into();

@@ -36,6 +36,9 @@ pub struct SiteConfig {
     pub health: HealthConfig,
     /// Cache rules, in order.
     pub rules: Vec<RuleConfig>,
+    /// Refresh-ahead on (`true`) or off (`false`) for this site; `None`: as
+    /// `refresh_ahead.enabled` says.
+    pub refresh_ahead: Option<bool>,
 }
 
 /// A host name pattern of a site.
@@ -185,6 +188,7 @@ impl SiteConfig {
             }],
             health: HealthConfig::default(),
             rules: Vec::new(),
+            refresh_ahead: None,
         }
     }
 }
@@ -288,6 +292,8 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
         }
         Some(())
     });
+    let mut refresh_ahead = None;
+    w.take(t, at, "refresh_ahead", |w, p, v| w.boolean(p, v).map(|b| refresh_ahead = Some(b)));
     let mut balance = Balance::RoundRobin;
     w.take(t, at, "balance", |w, p, v| {
         match v.as_str() {
@@ -334,7 +340,18 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
     if rules.len() > MAX_RULES {
         w.bad(&format!("{at}.rule"), format!("at most {MAX_RULES} rules per site"));
     }
-    Some(SiteConfig { name: name?, hosts, default, origin_host, origin_sni, balance, servers, health, rules })
+    Some(SiteConfig {
+        name: name?,
+        hosts,
+        default,
+        origin_host,
+        origin_sni,
+        balance,
+        servers,
+        health,
+        rules,
+        refresh_ahead,
+    })
 }
 
 /// `[[site.server]]`.

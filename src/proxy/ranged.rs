@@ -352,6 +352,7 @@ impl Proxy {
             vary: Box::new([]),
             freshness: fresh,
             checked: Stamp::new(stamp),
+            heat: Default::default(),
         };
         let date = fresh.times.date;
         let lm = headers
