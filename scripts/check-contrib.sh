@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# check-contrib.sh - checks the deployment files in contrib/: the systemd unit passes
-# `systemd-analyze verify` (with the binary and configuration paths pointed at this checkout),
-# and the configuration it names is valid.
+# check-contrib.sh - checks the deployment files in contrib/: the systemd units (service and
+# socket) pass `systemd-analyze verify` (with the binary and configuration paths pointed at this
+# checkout), and the configuration they name is valid.
 #
 #   scripts/check-contrib.sh [BIN]      BIN defaults to target/debug/edgecache (built if missing)
 set -euo pipefail
@@ -13,6 +13,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 sed "s|/usr/local/bin/edgecache|$BIN|g; s|/etc/edgecache/proxy.toml|$ROOT/proxy.toml|g" \
     "$ROOT/contrib/edgecache.service" >"$TMP/edgecache.service"
-systemd-analyze verify "$TMP/edgecache.service"
+cp "$ROOT/contrib/edgecache.socket" "$TMP/edgecache.socket"
+systemd-analyze verify "$TMP/edgecache.service" "$TMP/edgecache.socket"
 "$BIN" --config "$ROOT/proxy.toml" --check-config
-echo "contrib/edgecache.service: ok"
+echo "contrib/edgecache.service, contrib/edgecache.socket: ok"

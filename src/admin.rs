@@ -23,32 +23,45 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::config::AdminConfig;
+use crate::ops::Ops;
 use crate::proxy::Proxy;
+use crate::reload::{Live, Steps};
 
 pub mod cli;
+pub mod ops;
 pub mod purge;
 
 /// What every admin route can reach.
 #[derive(Clone)]
 pub struct Admin {
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
+    ops: Arc<Ops>,
     token: Option<Arc<str>>,
 }
 
 impl Admin {
-    /// The admin calls of `proxy`, configured by `cfg`.
-    pub fn new(proxy: Arc<Proxy>, cfg: &AdminConfig) -> Self {
-        Admin { proxy, token: cfg.token.as_deref().map(Arc::from) }
+    /// The admin calls of the proxy `live` holds, reloading through `steps`; the token is the
+    /// one `[admin]` has at start-up (`admin` needs a restart to change).
+    pub fn new(live: Arc<Live>, steps: Arc<Steps>) -> Self {
+        let token =
+            live.current().config().admin.as_ref().and_then(|a: &AdminConfig| a.token.as_deref().map(Arc::from));
+        let ops = Arc::new(Ops::new(live.clone(), steps));
+        Admin { live, ops, token }
     }
 
-    /// The proxy the calls act on.
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// The proxy in use now: the one the calls act on.
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.live.current()
+    }
+
+    /// The operations endpoints (metrics, health, readiness, status page, reload).
+    pub fn ops(&self) -> &Ops {
+        &self.ops
     }
 }
 
 /// The routes of each feature, merged into one router.
-const ROUTES: &[fn() -> Router<Admin>] = &[purge::routes];
+const ROUTES: &[fn() -> Router<Admin>] = &[purge::routes, ops::routes];
 
 /// A handler for requests routed by method, whatever their path.
 type MethodHandler = fn(Admin, Request) -> Pin<Box<dyn Future<Output = Response> + Send>>;

@@ -26,7 +26,7 @@ use walk::Walker;
 pub use walk::{parse_duration, parse_size};
 
 /// The validated runtime configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address of the cleartext listener `listen` (or `--listen`).
     pub listen: SocketAddr,
@@ -60,6 +60,8 @@ pub struct Config {
     pub refresh_ahead: RefreshAhead,
     /// How client addresses are passed on to the origin.
     pub forwarding: Forwarding,
+    /// What `/ready` asks of the origin.
+    pub health: Health,
     /// The admin listener, when configured.
     pub admin: Option<AdminConfig>,
     /// Purging.
@@ -67,7 +69,7 @@ pub struct Config {
 }
 
 /// The admin listener: purges (and the other operator calls), apart from client traffic.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     /// Address it listens on (loopback by default).
     pub listen: SocketAddr,
@@ -93,7 +95,7 @@ impl fmt::Debug for AdminConfig {
 }
 
 /// Purging: the tags (surrogate keys) on the origin's responses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PurgeConfig {
     /// Send `Surrogate-Key`, `Cache-Tag` and `xkey` on to clients (off: they are the origin's
     /// business, and may say more than it means to publish).
@@ -101,7 +103,7 @@ pub struct PurgeConfig {
 }
 
 /// How client addresses are passed on to the origin.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Forwarding {
     /// Peers whose `X-Forwarded-For` is kept (and extended with their address): the load
     /// balancers in front of this proxy. Anyone else's is replaced with their own address.
@@ -115,8 +117,16 @@ impl Forwarding {
     }
 }
 
+/// What `/ready` asks of the origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// The origin counts as reachable when it answered within this long; when no request reached
+    /// it for this long, `/ready` tries a connection to it.
+    pub origin_interval: Duration,
+}
+
 /// The shared tier: Redis, standalone or Cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (a seed node when `cluster`).
     pub url: String,
@@ -176,7 +186,7 @@ impl Default for RedisConfig {
 }
 
 /// Request coalescing: one origin request per key at a time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Coalescing {
     /// Coalesce concurrent misses and revalidations of the same key.
     pub enabled: bool,
@@ -187,7 +197,7 @@ pub struct Coalescing {
 }
 
 /// Serving stale responses (RFC 5861 and RFC 9111 §4.2.4).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StaleConfig {
     /// When the origin fails (5xx, refused, timeout), a stale response may be served for this long
     /// past its expiry even without `stale-if-error` (unless `must-revalidate` and the like forbid
@@ -196,7 +206,7 @@ pub struct StaleConfig {
 }
 
 /// Targeted cache-control fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Targeted {
     /// An edgecache-specific field that takes precedence over `CDN-Cache-Control` and
     /// `Cache-Control` (empty: none).
@@ -210,7 +220,7 @@ pub struct Targeted {
 }
 
 /// The origin server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Origin {
     /// `http://host:port` or `https://host:port` as configured (no path).
     pub url: String,
@@ -234,10 +244,23 @@ pub struct OriginTls {
     pub client_certificate: Option<crate::tls::PemPair>,
     /// The rustls client configuration built from the above.
     pub client: Arc<rustls::ClientConfig>,
+    /// A digest of the files' contents when they were read: a reload that finds a renewed CA
+    /// bundle or client certificate under the same paths sees a change.
+    pub files_digest: [u8; 32],
+}
+
+impl PartialEq for OriginTls {
+    /// The same settings and the same file contents (the rustls configuration is made of them).
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name
+            && self.ca == other.ca
+            && self.client_certificate == other.client_certificate
+            && self.files_digest == other.files_digest
+    }
 }
 
 /// A `[[listener]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Address to listen on.
     pub address: SocketAddr,
@@ -251,7 +274,7 @@ pub struct ListenerConfig {
 }
 
 /// A TLS listener's certificates.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
     /// `[[listener.certificate]]`, chosen per connection by the name the client asks for (SNI)
     /// among their subjectAltName DNS names.
@@ -261,7 +284,7 @@ pub struct ListenerTls {
 }
 
 /// A `[[listener.certificate]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {
     /// The PEM files.
     pub files: crate::tls::PemPair,
@@ -281,7 +304,7 @@ pub enum Fallback {
 }
 
 /// Cache settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// Memory budget in bytes (keys, headers and bodies).
     pub memory_bytes: u64,
@@ -309,7 +332,7 @@ pub struct CacheConfig {
 }
 
 /// Timeouts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
     /// Connecting to the origin.
     pub connect: Duration,
@@ -345,12 +368,24 @@ pub struct Limits {
 }
 
 /// Logging.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// One line per request on the `access` target.
     pub access: bool,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// How access log lines are written.
+    pub access_format: AccessFormat,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// An event on the `access` target with named fields, in the `log.format` of every line.
+    Fields,
+    /// The combined log format (Apache, nginx) with the cache outcome appended, one line on
+    /// standard output, for tools that read it.
+    Combined,
 }
 
 /// Log line format.
@@ -398,7 +433,7 @@ impl Default for Config {
                 max_concurrent_streams: 100,
                 origin_connections: 256,
             },
-            log: LogConfig { access: true, format: LogFormat::Text },
+            log: LogConfig { access: true, format: LogFormat::Text, access_format: AccessFormat::Fields },
             coalescing: Coalescing {
                 enabled: true,
                 wait_limit: Duration::from_secs(10),
@@ -415,6 +450,7 @@ impl Default for Config {
             memcached: None,
             refresh_ahead: RefreshAhead::default(),
             forwarding: Forwarding::default(),
+            health: Health { origin_interval: Duration::from_secs(10) },
             admin: None,
             purge: PurgeConfig::default(),
         }
@@ -491,7 +527,9 @@ impl OriginTls {
                 .map_err(|e| (crate::tls::OriginField::Ca, format!("the URL's host is not a name to verify: {e}")))?,
         };
         let config = crate::tls::client_config(ca.as_deref(), client.as_ref())?;
-        Ok(OriginTls { server_name, ca, client_certificate: client, client: config })
+        let files = ca.iter().chain(client.iter().flat_map(|c| [&c.chain, &c.key]));
+        let files_digest = crate::tls::digest_files(files);
+        Ok(OriginTls { server_name, ca, client_certificate: client, client: config, files_digest })
     }
 }
 
@@ -626,7 +664,23 @@ const SECTIONS: &[(&str, Section)] = &[
     ("admin", admin_section),
     ("purge", purge_section),
     ("log", log_section),
+    ("health", health_section),
 ];
+
+/// `[health]`: every key read from `t`, bad ones reported.
+fn health_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
+    let h = &mut cfg.health;
+    w.take(t, "health", "origin_interval", |w, p, v| {
+        let d = w.duration(p, v)?;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+            w.bad(p, "must be between 1s and 1h".into());
+            return None;
+        }
+        h.origin_interval = d;
+        Some(())
+    });
+    w.unknown(t, "health");
+}
 
 /// `[cache]`: every key read from `t`, bad ones reported.
 fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
@@ -978,6 +1032,20 @@ fn log_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
             None
         }
     });
+    w.take(t, "log", "access_format", |w, p, v| match v.as_str() {
+        Some("fields") => {
+            l.access_format = AccessFormat::Fields;
+            Some(())
+        }
+        Some("combined") => {
+            l.access_format = AccessFormat::Combined;
+            Some(())
+        }
+        _ => {
+            w.bad(p, "expected \"fields\" or \"combined\"".into());
+            None
+        }
+    });
     w.unknown(t, "log");
 }
 
@@ -1032,6 +1100,31 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn the_access_format_is_fields_or_combined() {
+        let cfg = Config::parse("[log]\naccess_format = \"combined\"").unwrap();
+        assert_eq!(cfg.log.access_format, AccessFormat::Combined);
+        let err = Config::parse("[log]\naccess_format = \"clf\"").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [("log.access_format".to_string(), "expected \"fields\" or \"combined\"".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_origin_interval_is_between_a_second_and_an_hour() {
+        let cfg = Config::parse("[health]\norigin_interval = \"30s\"").unwrap();
+        assert_eq!(cfg.health.origin_interval, Duration::from_secs(30));
+        let err = Config::parse("[health]\norigin_interval = \"500ms\"\ncolour = 1").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                ("health.origin_interval".to_string(), "must be between 1s and 1h".to_string()),
+                ("health.colour".to_string(), "unknown key".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use clap::Parser;
 use edgecache::config::{Config, ConfigError, LogFormat, Origin};
+use edgecache::reload::{Live, Overrides, Steps};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 mod alloc;
+mod handover;
+mod listenfd;
 
 /// mimalloc rather than the system allocator: a miss costs less CPU and a stored object less
 /// memory (glibc grows its per-thread arenas a page at a time with `mprotect`); the figures are
@@ -51,6 +54,63 @@ enum Command {
     /// the admin listener named in the configuration. Prints the JSON answer; exit code 0 only
     /// when the purge was accepted.
     Purge(PurgeArgs),
+    /// Reload the configuration of a running node (and run every other reload step) through the
+    /// admin listener named in the configuration, as SIGHUP does. Prints the JSON answer: what
+    /// changed, or every bad field; exit code 0 only when the reload was applied.
+    Reload(ReloadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReloadArgs {
+    /// Configuration file of the node (its `[admin]` address and token are used; the node
+    /// re-reads the file it was started with).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+/// `edgecache reload`: 0 applied, 1 refused or unreachable, 2 bad configuration.
+fn reload(args: ReloadArgs) -> ExitCode {
+    let admin = match Config::from_file(&args.config) {
+        Ok(Config { admin: Some(a), .. }) => a,
+        Ok(_) => {
+            eprintln!(
+                "edgecache reload: {} has no [admin] table: the node has no admin listener",
+                args.config.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            // The node keeps its configuration when the file is invalid: say why here too.
+            eprintln!("edgecache reload: invalid configuration ({}):", args.config.display());
+            for line in e.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecache reload: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(30);
+    match rt.block_on(edgecache::admin::cli::post(&admin, "/reload", bytes::Bytes::new(), timeout)) {
+        Ok((status, text)) => {
+            println!("{}", text.trim_end());
+            if edgecache::admin::cli::accepted(status, &text) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("edgecache reload: refused ({status})");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("edgecache reload: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,10 +228,63 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     }
 }
 
+/// The command line's overrides, applied again to every configuration a reload reads.
+fn overrides(args: &Args, demo_origin: Option<Origin>) -> Overrides {
+    let listen = args.listen.as_ref().and_then(|l| l.parse::<SocketAddr>().ok());
+    let origin = demo_origin.or_else(|| args.origin.as_ref().and_then(|o| Origin::parse(o).ok()));
+    let no_access_log = args.no_access_log;
+    Box::new(move |cfg: &mut Config| {
+        if let Some(l) = listen {
+            cfg.listen = l;
+        }
+        if let Some(o) = &origin {
+            cfg.origin = o.clone();
+        }
+        if no_access_log {
+            cfg.log.access = false;
+        }
+    })
+}
+
+/// Runs every reload step at each SIGHUP, logging what each came to.
+async fn reload_on_sighup(steps: Arc<Steps>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin listener only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        // The steps read files: off the runtime's workers.
+        let run = steps.clone();
+        let report = match tokio::task::spawn_blocking(move || run.run("SIGHUP")).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed");
+                continue;
+            }
+        };
+        for (step, result) in report {
+            match result {
+                Ok(done) => tracing::info!(step, done = ?done, "reload step done"),
+                Err(problems) => tracing::warn!(step, problems = ?problems, "reload step failed; running state kept"),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    // First: sockets handed over by systemd or a replaced process, before any file is opened.
+    let mut inherited = match listenfd::inherited() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("edgecache: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut args = Args::parse();
-    if let Some(Command::Purge(p)) = args.command.take() {
-        return purge(p);
+    match args.command.take() {
+        Some(Command::Purge(p)) => return purge(p),
+        Some(Command::Reload(r)) => return reload(r),
+        None => {}
     }
     let mut cfg = match load(&args) {
         Ok(c) => c,
@@ -185,7 +298,11 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
+        let shared = match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => format!(", shared tier {}", r.url),
+            (None, Some(m)) => format!(", shared tier memcached {}", m.servers.join(" ")),
+            (None, None) => String::new(),
+        };
         let admin = cfg.admin.as_ref().map(|a| format!(", admin {}", a.listen)).unwrap_or_default();
         let origins = if cfg.sites.is_empty() {
             format!("origin {}", cfg.origin.url)
@@ -231,10 +348,12 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let mut demo_origin = None;
         if args.demo {
             match edgecache::demo::spawn("127.0.0.1:0".parse().expect("valid")).await {
                 Ok(addr) => {
                     cfg.origin = Origin::parse(&format!("http://{addr}")).expect("valid");
+                    demo_origin = Some(cfg.origin.clone());
                     tracing::info!(%addr, "demo origin started");
                 }
                 Err(e) => {
@@ -243,7 +362,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        let listeners = match edgecache::server::Listeners::bind(&cfg).await {
+        let listeners = match edgecache::server::Listeners::bind_inheriting(&cfg, |name| inherited.take(name)).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("edgecache: {e}");
@@ -259,23 +378,30 @@ fn main() -> ExitCode {
             eprintln!("edgecache: no listener");
             return ExitCode::FAILURE;
         };
+        let pid = std::process::id();
         if cfg.sites.is_empty() {
-            tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, "edgecache started");
+            tracing::info!(%listen, origin = %cfg.origin.url, memory = cfg.cache.memory_bytes, pid, "edgecache started");
         } else {
             let sites = cfg.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(",");
-            tracing::info!(%listen, %sites, memory = cfg.cache.memory_bytes, "edgecache started");
+            tracing::info!(%listen, %sites, memory = cfg.cache.memory_bytes, pid, "edgecache started");
         }
         if args.demo {
             let scheme = if tls { "https" } else { "http" };
             tracing::info!("try: curl -si {scheme}://{listen}/articles/1");
         }
-        if !listeners.certificates().is_empty() {
-            reload_certificates_on_sighup(listeners.certificates().clone());
-        }
+        let mut handed = match listeners.handover() {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("edgecache: cannot keep the listening sockets for a hand-over: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let admin_listener = match &cfg.admin {
-            Some(a) => match edgecache::admin::bind(a).await {
-                Ok((l, addr)) => {
+            Some(a) => match admin_listener(&mut inherited, a).await {
+                Ok((l, h)) => {
+                    let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
                     tracing::info!(%addr, token = a.token.is_some(), "admin listener started");
+                    handed.push(("admin".to_string(), h));
                     Some(l)
                 }
                 Err(e) => {
@@ -285,22 +411,40 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        let cfg = Arc::new(cfg);
-        let proxy = Arc::new(edgecache::proxy::Proxy::new(cfg.clone(), Arc::new(edgecache::clock::SystemClock)));
-        // One signal stops both listeners.
+        for name in inherited.left() {
+            tracing::warn!(name, "an inherited socket this configuration does not use; closed");
+        }
+        drop(inherited);
+        let proxy = edgecache::proxy::Proxy::new(Arc::new(cfg), Arc::new(edgecache::clock::SystemClock));
+        let live = Arc::new(Live::new(proxy, args.config.clone(), overrides(&args, demo_origin)));
+        let steps = Arc::new(Steps::config(live.clone()).with_certificates(listeners.certificates().clone()));
+        tokio::spawn(reload_on_sighup(steps.clone()));
+        // One signal (or a hand-over to a new process) stops both listeners.
+        let handed_over = handover::on_sigusr2(handed);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
-            shutdown_signal().await;
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = handed_over => {},
+            }
             let _ = stop.send(true);
         });
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let admin = admin_listener.zip(cfg.admin.as_ref()).map(|(l, a)| {
-            let admin = edgecache::admin::Admin::new(proxy.clone(), a);
+        let admin = admin_listener.map(|l| {
+            let admin = edgecache::admin::Admin::new(live.clone(), steps);
             tokio::spawn(edgecache::admin::serve(l, admin, until_stopped(stopped.clone())))
         });
-        edgecache::server::serve_listeners(listeners, proxy, cfg, until_stopped(stopped)).await;
+        if let Some(shared) = live.current().shared().filter(|_| handover::replacing()) {
+            // The replaced process serves meanwhile: better to start with the shared tier.
+            let waited = tokio::time::timeout(handover::SHARED_TIER_WITHIN, shared.wait_available()).await;
+            if waited.is_err() {
+                tracing::warn!("shared tier not available yet; serving without it until it is");
+            }
+        }
+        handover::announce_serving();
+        edgecache::server::serve(listeners, live, until_stopped(stopped)).await;
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -345,26 +489,18 @@ fn certificate_summary(cfg: &Config) {
     }
 }
 
-/// On SIGHUP, reloads the TLS listeners' certificates from their files (off the runtime's
-/// workers: it reads files); each outcome is logged.
-fn reload_certificates_on_sighup(certs: edgecache::server::Certificates) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP; certificates are not reloadable");
-            return;
-        }
+/// The admin listener: the one handed over, or `admin.listen` bound; with a second handle on the
+/// same socket for a later hand-over.
+async fn admin_listener(
+    inherited: &mut listenfd::Inherited,
+    cfg: &edgecache::config::AdminConfig,
+) -> Result<(tokio::net::TcpListener, std::net::TcpListener), String> {
+    let std = match inherited.take("admin") {
+        Some(l) => l,
+        None => edgecache::admin::bind(cfg).await?.0.into_std().map_err(|e| e.to_string())?,
     };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading certificates");
-            let certs = certs.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || certs.reload()).await {
-                tracing::error!(error = %e, "certificate reload failed");
-            }
-        }
-    });
+    let handed = std.try_clone().map_err(|e| e.to_string())?;
+    Ok((tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?, handed))
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile` does:

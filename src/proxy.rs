@@ -20,6 +20,7 @@ mod origin;
 mod pass;
 mod purge;
 mod ranged;
+pub mod reconfigure;
 mod request;
 mod respond;
 
@@ -31,29 +32,42 @@ pub use respond::CACHE_STATUS;
 use crate::clock::Clock;
 use crate::config::{CacheMode, Config};
 use crate::http::policy::{self, PolicyOptions, Usable};
+use crate::metrics::{Metrics, SharedState, StaleServed, TierFigures};
 use crate::site::{Route, Sites};
 use crate::status::{CacheStatus, Detail, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
 use crate::store::purge::{Purger, Purges};
-use crate::store::shared::SharedTier;
+use crate::store::shared::{SharedTier, TierConfig};
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
 use fetch::{Fetched, Miss};
 use request::Ctx;
 use respond::{finish, local, only_if_cached, Answer};
 
+/// What a reload may carry over from one proxy to the next.
+struct Shared {
+    tiers: Tiers,
+    sites: Arc<Sites>,
+    inflight: Arc<Inflight<Fetched>>,
+    hit_for_pass: Arc<HitForPass>,
+    purges: Arc<Purges>,
+    purger: Purger,
+}
+
 /// The proxy: configuration, the tiers, the sites (with their origin pools) and the clock.
 pub struct Proxy {
     cfg: Arc<Config>,
     tiers: Tiers,
-    sites: Sites,
+    sites: Arc<Sites>,
     clock: Arc<dyn Clock>,
     opts: PolicyOptions,
-    /// Fills clients may join, for coalescing.
-    inflight: Inflight<Fetched>,
+    /// Fills clients may join, for coalescing (shared with the proxies a reload makes).
+    inflight: Arc<Inflight<Fetched>>,
     /// Keys whose responses could not be shared, until when.
-    hit_for_pass: HitForPass,
+    hit_for_pass: Arc<HitForPass>,
+    /// What the proxy counts (shared with the proxies a reload makes).
+    metrics: Arc<Metrics>,
     /// Targeted cache-control fields not sent on to clients.
     strip: Vec<HeaderName>,
     /// One of them has a common name (stored as a tag): stored responses are always stripped.
@@ -67,6 +81,38 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for `cfg`, reading time from `clock`.
     pub fn new(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_metrics(cfg, clock, Arc::new(Metrics::new()))
+    }
+
+    /// A proxy for `cfg`, reading time from `clock`, counting in `metrics`; within a runtime,
+    /// it also takes the status page's per-minute points.
+    pub fn with_metrics(cfg: Arc<Config>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        let c = &cfg.cache;
+        let memory = MemoryTier::counted(c.memory_bytes, c.max_variants, clock.clone(), &metrics);
+        // Records are kept as long as anything in the shared tier can be older than them.
+        let tier = TierConfig::of(&cfg);
+        let retain = tier.as_ref().map_or(std::time::Duration::from_secs(86_400), TierConfig::ttl_cap);
+        let purges = Arc::new(Purges::new(retain));
+        let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
+        let shared = tier.map(|t| {
+            SharedTier::start(t, purger.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(crate::metrics::history::sampler(Arc::downgrade(&metrics), clock.clone()));
+        }
+        let parts = Shared {
+            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
+            sites: Arc::new(Sites::new(&cfg, clock.clone())),
+            inflight: Arc::default(),
+            hit_for_pass: Arc::new(HitForPass::new(cfg.coalescing.hit_for_pass)),
+            purges,
+            purger,
+        };
+        Self::assemble(cfg, clock, metrics, parts)
+    }
+
+    /// A proxy for `cfg` made of `parts`.
+    fn assemble(cfg: Arc<Config>, clock: Arc<dyn Clock>, metrics: Arc<Metrics>, parts: Shared) -> Self {
         let opts = PolicyOptions {
             heuristic: cfg.cache.heuristic_freshness,
             heuristic_max_secs: cfg.cache.heuristic_max.as_secs(),
@@ -88,30 +134,16 @@ impl Proxy {
         if !cfg.purge.forward_tag_fields {
             strip.extend(crate::store::tags::TAG_FIELDS.iter().cloned());
         }
-        let memory = MemoryTier::new(cfg.cache.memory_bytes, cfg.cache.max_variants, clock.clone());
-        // Records are kept as long as anything in the shared tier can be older than them.
-        let retain = match (&cfg.redis, &cfg.memcached) {
-            (Some(r), _) => r.ttl_cap,
-            (None, Some(m)) => m.ttl_cap,
-            (None, None) => std::time::Duration::from_secs(86_400),
-        };
-        let purges = Arc::new(Purges::new(retain));
-        let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
-        // The configuration allows one of the two (`memcached::one_shared_tier`).
-        let shared = match (&cfg.redis, &cfg.memcached) {
-            (Some(r), _) => Some(SharedTier::start(r.clone(), purger.clone(), clock.clone())),
-            (None, Some(m)) => Some(SharedTier::start_memcached(m.clone(), purger.clone(), clock.clone())),
-            (None, None) => None,
-        };
         Proxy {
-            tiers: Tiers::new(memory, shared, cfg.cache.keep_stale, clock.clone(), purges.clone()),
-            purges,
-            purger,
-            inflight: Inflight::default(),
-            hit_for_pass: HitForPass::new(cfg.coalescing.hit_for_pass),
+            tiers: parts.tiers,
+            purges: parts.purges,
+            purger: parts.purger,
+            inflight: parts.inflight,
+            hit_for_pass: parts.hit_for_pass,
+            metrics,
             strip_known: strip.iter().any(crate::store::headers::is_known),
             strip,
-            sites: Sites::new(&cfg, clock.clone()),
+            sites: parts.sites,
             clock,
             opts,
             cfg,
@@ -121,6 +153,38 @@ impl Proxy {
     /// The sites, their pools and rules.
     pub fn sites(&self) -> &Sites {
         &self.sites
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    /// The clock it reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// What it counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, the tiers' gauges read now.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.set_tiers(self.tier_figures(), self.shared_state());
+        self.metrics.render()
+    }
+
+    /// The memory tier's objects, bytes and budget now.
+    pub fn tier_figures(&self) -> TierFigures {
+        let m = self.tiers.memory();
+        TierFigures { objects: m.entry_count(), bytes: m.weighted_size(), budget: m.budget() }
+    }
+
+    /// The shared tier's state now; `None` without one.
+    pub fn shared_state(&self) -> Option<SharedState> {
+        self.tiers.shared().map(|s| SharedState { connected: s.connected(), breaker_open: s.breaker_open() })
     }
 
     /// The shared tier, when configured (for inspection in tests).
@@ -315,6 +379,7 @@ impl Proxy {
             Usable::Revalidate(Fwd::Stale)
                 if !always_revalidate && entry.freshness.within_stale_while_revalidate(now) =>
             {
+                self.metrics.stale_served(StaleServed::WhileRevalidate);
                 self.revalidate_in_background(&ctx, entry.clone());
                 let status = CacheStatus {
                     detail: Some(Stale::WhileRevalidate.into()),

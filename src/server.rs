@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -27,10 +27,13 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::{Endpoint, Proxy};
+use crate::reload::Live;
 use crate::tls::Report;
 
 mod access;
+pub mod combined;
 mod listeners;
 use access::{AccessLog, LoggedBody};
 use listeners::Bound;
@@ -42,7 +45,7 @@ pub struct Running {
     /// The `[[listener]]` tables' addresses, in the file's order.
     listener_addrs: Vec<SocketAddr>,
     certificates: Certificates,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -71,9 +74,14 @@ impl Running {
         self.admin.as_ref().map(|(addr, _, _)| *addr)
     }
 
-    /// The proxy itself (its memory tier, for inspection).
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// The proxy in use now (its memory tier, for inspection).
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.live.current()
+    }
+
+    /// The proxy in use and its reloads.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 
     /// The listener's counters.
@@ -127,56 +135,55 @@ pub struct ServerStats {
     /// TLS handshakes that failed (the client refused the certificate, offered nothing this
     /// server speaks, or is not speaking TLS).
     pub tls_failed: AtomicU64,
+    /// The accept loops are running (false before they start and once shutdown began).
+    pub listening: AtomicBool,
 }
 
 /// Binds `cfg.listen` (when served), every `[[listener]]` and `admin.listen` (when
 /// configured), and serves in background tasks.
 pub async fn start(cfg: Config, clock: Arc<dyn Clock>) -> io::Result<Running> {
     let listeners = Listeners::bind(&cfg).await?;
-    let mut addrs = listeners.addrs().into_iter().map(|(a, _)| a);
-    let addr = addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
-    let listener_addrs = if cfg.listen_enabled { addrs.collect() } else { [addr].into_iter().chain(addrs).collect() };
-    let certificates = listeners.certificates().clone();
-    let admin_listener = match &cfg.admin {
-        Some(a) => Some(crate::admin::bind(a).await.map_err(io::Error::other)?),
+    let admin = match &cfg.admin {
+        Some(a) => Some(crate::admin::bind(a).await.map_err(io::Error::other)?.0),
         None => None,
     };
-    let cfg = Arc::new(cfg);
-    let proxy = Arc::new(Proxy::new(cfg.clone(), clock));
-    let stats = Arc::new(ServerStats::default());
+    let proxy = Proxy::new(Arc::new(cfg), clock);
+    start_on(listeners, admin, Arc::new(Live::new(proxy, None, Box::new(|_| {}))))
+}
+
+/// Serves `live` on `listeners`, and the admin calls on `admin` when given, in background tasks.
+pub fn start_on(listeners: Listeners, admin: Option<TcpListener>, live: Arc<Live>) -> io::Result<Running> {
+    let mut addrs = listeners.addrs().into_iter().map(|(a, _)| a);
+    let addr = addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no listener"))?;
+    let listen_enabled = live.current().config().listen_enabled;
+    let listener_addrs = if listen_enabled { addrs.collect() } else { [addr].into_iter().chain(addrs).collect() };
+    let certificates = listeners.certificates().clone();
+    let stats = live.current().metrics().server.clone();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve_with_stats(listeners, proxy.clone(), cfg.clone(), stats.clone(), async {
+    let task = tokio::spawn(serve(listeners, live.clone(), async {
         let _ = rx.await;
     }));
-    let admin = admin_listener.zip(cfg.admin.as_ref()).map(|((l, admin_addr), a)| {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let admin = crate::admin::Admin::new(proxy.clone(), a);
-        let task = tokio::spawn(crate::admin::serve(l, admin, async {
-            let _ = stopped.await;
-        }));
-        (admin_addr, Some(stop), task)
-    });
-    Ok(Running { addr, listener_addrs, certificates, proxy, stats, stop: Some(tx), task, admin })
+    let admin = match admin {
+        Some(l) => {
+            let admin_addr = l.local_addr()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let steps = Arc::new(crate::reload::Steps::config(live.clone()).with_certificates(certificates.clone()));
+            let admin = crate::admin::Admin::new(live.clone(), steps);
+            let task = tokio::spawn(crate::admin::serve(l, admin, async {
+                let _ = stopped.await;
+            }));
+            Some((admin_addr, Some(stop), task))
+        }
+        None => None,
+    };
+    Ok(Running { addr, listener_addrs, certificates, live, stats, stop: Some(tx), task, admin })
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then drains in-flight
-/// connections for at most `timeouts.shutdown`.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, cfg: Arc<Config>, shutdown: impl Future<Output = ()>) {
-    match Listeners::plain(listener) {
-        Ok(listeners) => serve_with_stats(listeners, proxy, cfg, Arc::default(), shutdown).await,
-        Err(e) => tracing::error!(error = %e, "cannot serve the listener"),
-    }
-}
-
-/// [`serve`] for every listener of [`Listeners::bind`].
-pub async fn serve_listeners(
-    listeners: Listeners,
-    proxy: Arc<Proxy>,
-    cfg: Arc<Config>,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_with_stats(listeners, proxy, cfg, Arc::default(), shutdown).await
-}
+/// How long a draining connection with no request in progress is left open for its client's
+/// next request, whose response then says `Connection: close`; after it the connection is
+/// closed while idle. A client that sends a request just as an idle connection closes sees
+/// the close (RFC 9112 §9.3.1 lets it retry); a client that keeps sending does not.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// What a connection task is told by the accept loop.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,13 +195,8 @@ enum Phase {
     Closing,
 }
 
-async fn serve_with_stats(
-    listeners: Listeners,
-    proxy: Arc<Proxy>,
-    cfg: Arc<Config>,
-    stats: Arc<ServerStats>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// The connection settings of `cfg`.
+fn builder(cfg: &Config) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -207,14 +209,26 @@ async fn serve_with_stats(
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.limits.max_header_bytes as u32)
         .max_concurrent_streams(cfg.limits.max_concurrent_streams);
+    Arc::new(builder)
+}
+
+/// Serves connections from every listener of `listeners` until `shutdown` completes, then
+/// drains in-flight connections for at most `timeouts.shutdown`. Each request is handled by the
+/// proxy `live` holds when it arrives; each connection takes the connection settings in use
+/// when it is accepted.
+pub async fn serve(listeners: Listeners, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+    let first = live.current();
+    let stats = first.metrics().server.clone();
+    let cfg = first.config().clone();
+    drop(first);
     // One permit per open connection, across all listeners: at the limit, the loops stop
     // accepting and new connections wait in the kernel's listen backlog, as nginx and HAProxy do.
     let max = cfg.limits.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let expiry = tokio::spawn(listeners.certificates().clone().warn_daily());
-    let accept =
-        Accept { builder: Arc::new(builder), proxy, cfg: cfg.clone(), stats, slots: slots.clone(), phase: phase_rx };
+    stats.listening.store(true, Ordering::Relaxed);
+    let accept = Accept { live, stats: stats.clone(), slots: slots.clone(), phase: phase_rx };
     let (stop_tx, stop_rx) = watch::channel(false);
     let loops = futures_util::future::join_all(listeners.bound.into_iter().map(|b| accept.serve(b, stop_rx.clone())));
     let stop = async {
@@ -222,6 +236,7 @@ async fn serve_with_stats(
         let _ = stop_tx.send(true);
     };
     futures_util::future::join(loops, stop).await;
+    stats.listening.store(false, Ordering::Relaxed);
     expiry.abort();
     tracing::info!("shutting down: waiting for in-flight requests");
     let _ = phase_tx.send(Phase::Draining);
@@ -238,9 +253,7 @@ async fn serve_with_stats(
 
 /// What every accept loop shares.
 struct Accept {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    proxy: Arc<Proxy>,
-    cfg: Arc<Config>,
+    live: Arc<Live>,
     stats: Arc<ServerStats>,
     slots: Arc<Semaphore>,
     phase: watch::Receiver<Phase>,
@@ -252,13 +265,16 @@ impl Accept {
     async fn serve(&self, bound: Bound, mut stop: watch::Receiver<bool>) {
         let Bound { listener, endpoint, tls, .. } = bound;
         let mut backoff = AcceptBackoff::default();
+        // The settings of the proxy in use: a reload's apply to the connections accepted after it.
+        let mut cfg = self.live.current().config().clone();
+        let mut builder = builder(&cfg);
         loop {
             let permit = match self.slots.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     let n = self.stats.at_limit.fetch_add(1, Ordering::Relaxed) + 1;
                     if backoff.may_log() {
-                        let max = self.cfg.limits.max_connections;
+                        let max = cfg.limits.max_connections;
                         tracing::warn!(
                             max_connections = max,
                             times = n,
@@ -293,10 +309,17 @@ impl Accept {
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             self.stats.open.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
+            let proxy = self.live.current();
+            if !Arc::ptr_eq(proxy.config(), &cfg) {
+                // Reloaded: new connections take the new settings.
+                cfg = proxy.config().clone();
+                builder = self::builder(&cfg);
+            }
             let conn = Connection {
-                builder: self.builder.clone(),
-                proxy: self.proxy.clone(),
-                cfg: self.cfg.clone(),
+                builder: builder.clone(),
+                live: self.live.clone(),
+                metrics: proxy.metrics().clone(),
+                cfg: cfg.clone(),
                 stats: self.stats.clone(),
                 phase: self.phase.clone(),
                 endpoint,
@@ -362,11 +385,17 @@ impl AcceptBackoff {
     }
 }
 
-/// Requests of one connection: how many are in progress, and how many have started.
-#[derive(Default)]
+/// Requests of one connection: how many are in progress, and how many have started; whether
+/// the connection is draining; and where its requests are counted.
 struct Activity {
     active: AtomicUsize,
     started: AtomicU64,
+    /// Set when the connection drains: HTTP/1.1 responses then say `Connection: close`, so the
+    /// client sends its next request on a new connection instead of racing the close.
+    draining: AtomicBool,
+    /// The connection speaks HTTP/2 (drained with GOAWAY at once).
+    h2: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// A request in progress on its connection, until its response body is done or dropped.
@@ -399,7 +428,9 @@ enum Wake {
 /// One client connection and what it needs.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
+    metrics: Arc<Metrics>,
+    /// The configuration in use when it was accepted: its timeouts.
     cfg: Arc<Config>,
     stats: Arc<ServerStats>,
     phase: watch::Receiver<Phase>,
@@ -461,29 +492,40 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::default());
-        let access = self.cfg.log.access;
-        let proxy = self.proxy.clone();
+        let activity = Arc::new(Activity {
+            active: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            metrics: self.metrics.clone(),
+        });
+        let live = self.live.clone();
         let endpoint = self.endpoint;
         let act = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
+            // The proxy in use when the request arrives: it finishes on it, reloaded or not.
+            let proxy = live.current();
             let in_progress = InProgress::begin(&act);
             async move {
-                // Read only for the access log: without it, no clock is read per request here.
-                let log_head = access.then(|| {
-                    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                    (req.method().clone(), path, Instant::now())
-                });
-                let (resp, cs) = proxy.handle_on(req, peer, endpoint).await;
-                let log = log_head.map(|(method, path, start)| {
+                let start = Instant::now();
+                let h1 = req.version() < http::Version::HTTP_2;
+                if !h1 {
+                    in_progress.0.h2.store(true, Ordering::Relaxed);
+                }
+                let log_head =
+                    proxy.config().log.access.then(|| AccessLog::head(&req, proxy.config().log.access_format));
+                let (mut resp, cs) = proxy.handle_on(req, peer, endpoint).await;
+                if h1 && in_progress.0.draining.load(Ordering::Relaxed) {
+                    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                let log = log_head.map(|head| {
                     let site = cs.site.map(|id| proxy.sites().get(id).name().clone());
-                    Box::new(AccessLog { method, path, status: resp.status().as_u16(), cache: cs, site, start, peer })
+                    Box::new(AccessLog { head, status: resp.status().as_u16(), site, peer })
                 });
                 let expected = log
                     .as_ref()
                     .and_then(|_| resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok());
-                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, expected, log, in_progress)))
+                Ok::<_, Infallible>(resp.map(|b| LoggedBody::new(b, cs, start, expected, log, in_progress)))
             }
         });
         let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
@@ -494,6 +536,8 @@ impl Connection {
         // busy as of that look; idle is then noticed between one and two `client_idle` after.
         let tick = header_read.min(client_idle);
         let deadline = accepted + tick;
+        // Draining, and the graceful shutdown of the connection not yet asked for.
+        let mut draining_h1 = false;
         let mut busy_at = accepted;
         let mut seen = 0;
         let mut drain_since: Option<tokio::time::Instant> = None;
@@ -550,8 +594,19 @@ impl Connection {
                         Phase::Serving => {}
                         Phase::Draining => {
                             if drain_since.is_none() {
-                                drain_since = Some(tokio::time::Instant::now());
-                                conn.as_mut().graceful_shutdown();
+                                let now = tokio::time::Instant::now();
+                                drain_since = Some(now);
+                                activity.draining.store(true, Ordering::Relaxed);
+                                if activity.h2.load(Ordering::Relaxed) {
+                                    // GOAWAY: the client knows which streams were not served.
+                                    conn.as_mut().graceful_shutdown();
+                                } else {
+                                    // HTTP/1.1: closed at a tick with no request in progress,
+                                    // unless a response that says close ends it first.
+                                    draining_h1 = true;
+                                    sleep.as_mut().reset(now + DRAIN_IDLE);
+                                    sleep_armed = false;
+                                }
                             }
                         }
                         Phase::Closing => break,
@@ -563,6 +618,10 @@ impl Connection {
                     if started != seen || activity.active.load(Ordering::Relaxed) > 0 {
                         seen = started;
                         busy_at = now;
+                    }
+                    if draining_h1 && activity.active.load(Ordering::Relaxed) == 0 {
+                        draining_h1 = false;
+                        conn.as_mut().graceful_shutdown();
                     }
                     if started == 0 {
                         if now >= accepted + header_read {
@@ -579,7 +638,7 @@ impl Connection {
                         drain_since = Some(now);
                         conn.as_mut().graceful_shutdown();
                     }
-                    sleep.as_mut().reset(now + tick);
+                    sleep.as_mut().reset(now + if drain_since.is_some() { DRAIN_IDLE } else { tick });
                     sleep_armed = false;
                 }
             }

@@ -304,6 +304,9 @@ pub struct CacheStatus {
     /// The site the request was routed to (`None`: answered before routing). Not part of the
     /// header: for the access log and metrics.
     pub site: Option<crate::site::SiteId>,
+    /// How long the origin took to answer the fetch this response came from, in microseconds
+    /// (the access log's `origin_ms`; not part of the header).
+    pub origin_us: Option<u32>,
 }
 
 impl CacheStatus {

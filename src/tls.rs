@@ -59,6 +59,19 @@ pub enum OriginField {
     ClientKey,
 }
 
+/// A digest of the contents of `files`, in order (a file that cannot be read counts as empty):
+/// tells a renewed file from the one read before under the same path.
+pub fn digest_files<'a>(files: impl Iterator<Item = &'a std::path::PathBuf>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().into()
+}
+
 /// The client configuration for an `https://` origin: its certificate verified against the CA
 /// bundle at `ca`, else the system's roots; `client` presented when the origin asks for a
 /// certificate (mutual TLS). ALPN `http/1.1` (the origin client speaks HTTP/1.1).

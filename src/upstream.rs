@@ -34,9 +34,12 @@ use pool::{Checkout, Pool};
 /// Why a request to the origin failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Connection refused, reset, or failed before a response head arrived.
+    /// No connection could be made: refused, or its handshake failed.
     #[error("origin unreachable: {0}")]
     Unreachable(String),
+    /// A connection failed after it was made (reset, closed) before a response head arrived.
+    #[error("origin connection failed: {0}")]
+    Reset(String),
     /// No response head within `timeouts.first_byte`, or no connection within `timeouts.connect`.
     #[error("origin timed out")]
     Timeout,
@@ -127,6 +130,11 @@ impl Upstream {
     /// Longest wait for a connection when every one allowed is busy (`timeouts.origin_queue`).
     pub fn queue(&self) -> Duration {
         self.queue
+    }
+
+    /// True when `other` is a handle on this same client and pool.
+    pub fn same_as(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.pool, &other.pool)
     }
 
     /// The request target sent for `path_and_query`: origin-form (the client's own bytes, not
@@ -346,7 +354,7 @@ fn classify(e: &hyper::Error) -> UpstreamError {
     if let Some(s) = e.source() {
         msg = format!("{msg}: {s}");
     }
-    UpstreamError::Unreachable(msg)
+    UpstreamError::Reset(msg)
 }
 
 #[cfg(test)]

@@ -78,12 +78,12 @@ impl Node {
         Node { p, c, admin }
     }
 
-    fn shared(&self) -> &SharedTier {
-        self.p.proxy().shared().expect("shared tier configured")
+    fn shared(&self) -> SharedTier {
+        self.p.proxy().shared().expect("shared tier configured").clone()
     }
 
-    fn stats(&self) -> &Stats {
-        self.shared().stats()
+    fn stats(&self) -> Arc<Stats> {
+        self.p.proxy().metrics().shared.clone()
     }
 
     fn in_memory(&self, path: &str) -> bool {

@@ -25,7 +25,8 @@ async fn the_byte_budget_holds_when_filled_far_past_it() {
         assert_eq!((r.status, r.body.len()), (200, 60 << 10));
     }
     assert_eq!(origin.count(), OBJECTS);
-    let memory = p.proxy().memory();
+    let proxy = p.proxy();
+    let memory = proxy.memory();
     let used = memory.weighted_size();
     assert!(used <= BUDGET, "{used} bytes counted against a {BUDGET}-byte budget");
     // Bodies are counted: the budget is mostly used, not bypassed.

@@ -26,9 +26,10 @@ fn pool_site(servers: &[(std::net::SocketAddr, &str)], more: &str, tail: &str) -
     t
 }
 
-fn pool(p: &Running) -> &OriginPool {
-    let sites = p.proxy().sites();
-    &sites.get(sites.by_name("shop").expect("site shop")).pool
+fn pool(p: &Running) -> Arc<OriginPool> {
+    let proxy = p.proxy();
+    let sites = proxy.sites();
+    sites.get(sites.by_name("shop").expect("site shop")).pool.clone()
 }
 
 /// Sends `n` requests for distinct uncacheable URLs, `at_once` at a time; returns every status.
@@ -56,7 +57,8 @@ async fn a_dead_server_in_a_pool_of_two_costs_no_request_and_is_used_again_once_
         pool_site(&[(live.addr(), ""), (dead.addr(), "")], "", "[site.health]\neject_after = 1\neject_for = \"30s\"\n");
     let p = start_proxy_toml(&text, &clock, |_| {}).await;
     let c = Arc::new(Client::new(p.addr()));
-    let dead_server = &pool(&p).servers()[1];
+    let shop = pool(&p);
+    let dead_server = &shop.servers()[1];
     assert_eq!(load(&c, "/a", 4, 4).await, vec![200; 4], "not even a request that found it dead failed");
     let found_dead = dead_server.stats().failed.load(Ordering::Relaxed);
     // Up to every request of the first batch may have chosen it before the first found it dead.
@@ -214,7 +216,8 @@ async fn a_request_no_server_received_is_retried_elsewhere_only_when_idempotent(
     let r = c.send("DELETE", "/item", SHOP, bytes::Bytes::new()).await;
     assert_eq!((r.status, r.text().as_str()), (200, "live"), "the dead server's turn: an idempotent method goes on");
     assert_eq!(live.count(), 2);
-    let stats = pool(&p).servers()[0].stats();
+    let shop = pool(&p);
+    let stats = shop.servers()[0].stats();
     assert_eq!((stats.failed.load(Ordering::Relaxed), stats.retried_elsewhere.load(Ordering::Relaxed)), (2, 1));
 }
 

@@ -58,12 +58,12 @@ impl Node {
         node
     }
 
-    fn shared(&self) -> &SharedTier {
-        self.p.proxy().shared().expect("shared tier")
+    fn shared(&self) -> SharedTier {
+        self.p.proxy().shared().expect("shared tier").clone()
     }
 
-    fn stats(&self) -> &Stats {
-        self.shared().stats()
+    fn stats(&self) -> std::sync::Arc<Stats> {
+        self.p.proxy().metrics().shared.clone()
     }
 
     async fn get(&self, host: &str, path: &str) -> Resp {

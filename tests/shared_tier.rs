@@ -82,12 +82,12 @@ impl Node {
         Node { p, c }
     }
 
-    fn shared(&self) -> &SharedTier {
-        self.p.proxy().shared().expect("shared tier configured")
+    fn shared(&self) -> SharedTier {
+        self.p.proxy().shared().expect("shared tier configured").clone()
     }
 
-    fn stats(&self) -> &Stats {
-        self.shared().stats()
+    fn stats(&self) -> std::sync::Arc<Stats> {
+        self.p.proxy().metrics().shared.clone()
     }
 
     /// Waits until the tier is connected with its breaker closed.
@@ -308,7 +308,7 @@ async fn redis_killed_under_traffic_fails_no_request_and_the_tier_resumes_after_
     }
     assert!(failures.is_empty(), "{} failed requests: {failures:#?}", failures.len());
     let failed = |s: &Stats| n(&s.errors) + n(&s.skipped);
-    assert!(failed(f.a.stats()) > 0 && failed(f.b.stats()) > 0, "the nodes did not notice Redis was gone");
+    assert!(failed(&f.a.stats()) > 0 && failed(&f.b.stats()) > 0, "the nodes did not notice Redis was gone");
     assert!(n(&f.b.stats().hits) > 0, "B found nothing before the kill");
 
     f.redis.restart();

@@ -38,7 +38,8 @@ async fn a_cluster_shares_objects_across_slots_and_invalidations() {
     for t in tasks {
         assert_eq!(t.await.unwrap().status, 200);
     }
-    let stats = a.proxy().shared().unwrap().stats();
+    let a_proxy = a.proxy();
+    let stats = a_proxy.shared().unwrap().stats();
     eventually("A's writes reached the cluster", async || {
         stats.writes.load(std::sync::atomic::Ordering::Relaxed) >= N as u64
     })
@@ -54,7 +55,8 @@ async fn a_cluster_shares_objects_across_slots_and_invalidations() {
     // An invalidation on A reaches B through the stream.
     let r = ca.send("POST", "/k/3", &[("host", HOST)], Bytes::from_static(b"x")).await;
     assert_eq!(r.status, 200);
-    let b_stats = b.proxy().shared().unwrap().stats();
+    let b_proxy = b.proxy();
+    let b_stats = b_proxy.shared().unwrap().stats();
     eventually("B saw A's invalidation", async || {
         b_stats.remote_invalidations.load(std::sync::atomic::Ordering::Relaxed) >= 1
     })

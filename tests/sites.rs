@@ -109,7 +109,8 @@ url = "http://{}"
     assert_eq!(seen.header("host"), Some("backend.internal:8080"));
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example"));
     let site = p.proxy().sites().by_name("shop").expect("the site by its name");
-    let server = &p.proxy().sites().get(site).pool.servers()[0];
+    let proxy = p.proxy();
+    let server = &proxy.sites().get(site).pool.servers()[0];
     assert_eq!(server.upstream().sni(), "backend.internal", "plain data for the TLS origin client");
 }
 

@@ -1,5 +1,5 @@
-//! `edgecache purge`: the command line client of the admin listener of a running node, whose
-//! address and token it reads from the same `proxy.toml`.
+//! `edgecache purge` and `edgecache reload`: the command line client of the admin listener of a
+//! running node, whose address and token it reads from the same `proxy.toml`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -66,6 +66,12 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
 /// Sends `body` to `POST /purge` on the admin listener `cfg`; returns the status and the answer's
 /// text. Bounded by `timeout`.
 pub async fn send(cfg: &AdminConfig, body: &serde_json::Value, timeout: Duration) -> Result<(u16, String), String> {
+    post(cfg, "/purge", Bytes::from(serde_json::to_vec(body).unwrap_or_default()), timeout).await
+}
+
+/// Sends `POST path` with the JSON `body` to the admin listener `cfg`; returns the status and
+/// the answer's text. Bounded by `timeout`.
+pub async fn post(cfg: &AdminConfig, path: &str, body: Bytes, timeout: Duration) -> Result<(u16, String), String> {
     let addr = reachable(cfg.listen);
     let exchange = async {
         let stream =
@@ -75,15 +81,13 @@ pub async fn send(cfg: &AdminConfig, body: &serde_json::Value, timeout: Duration
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri("/purge")
+            .uri(path)
             .header(HOST, addr.to_string())
             .header(CONTENT_TYPE, "application/json");
         if let Some(t) = &cfg.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req
-            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| format!("{addr}: {e}"))?;
         let status = resp.status().as_u16();
         let text = resp.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();

@@ -9,7 +9,7 @@ use super::Config;
 
 /// The shared tier on memcached: the same budget, TTLs, size limit and write queue as Redis, a
 /// list of servers, and the bound on how long an invalidation takes to reach every node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemcachedConfig {
     /// `host:port` of each server; every URL lives on one of them (rendezvous hashing).
     pub servers: Vec<String>,

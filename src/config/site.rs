@@ -15,7 +15,7 @@ use super::walk::Walker;
 use super::{Config, Origin};
 
 /// One site: the requests whose `Host` it names, where they go, and its rules.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteConfig {
     /// A stable name: in the access log, for metrics and for purges scoped to the site.
     pub name: String,
@@ -64,7 +64,7 @@ pub enum Balance {
 }
 
 /// One origin server of a site's pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Where it is.
     pub origin: Origin,
@@ -80,7 +80,7 @@ pub struct ServerConfig {
 }
 
 /// A site's health checks (active) and ejection (passive).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// Active checks, when configured.
     pub check: Option<ActiveCheck>,
@@ -98,7 +98,7 @@ impl Default for HealthConfig {
 }
 
 /// Active health checks: a GET of `path` on every server every `interval`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActiveCheck {
     /// The path (and query) asked for; a 2xx or 3xx answer within `timeout` is a success.
     pub path: String,
@@ -134,7 +134,7 @@ pub enum PathPattern {
 
 /// One cache rule, as configured. Every setting is optional: for each one, the first rule in
 /// order that matches the request's path and sets it applies.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleConfig {
     /// Where it applies.
     pub path: Option<PathPattern>,

@@ -37,6 +37,7 @@ use crate::http::cache_control::CacheControl;
 use crate::http::conditional;
 use crate::http::policy::{self, Freshness, Usable};
 use crate::http::vary::{self, VaryKey};
+use crate::metrics::StaleServed;
 use crate::status::{CacheStatus, Fwd, NotStored, Stale};
 use crate::store::fill::{Abandoned, Fill, FillReader, Join, Settled};
 use crate::store::headers::StoredHeaders;
@@ -62,9 +63,10 @@ pub(super) enum Fetched {
     /// A storable response, streamed to every reader.
     Stream(Arc<Head>),
     /// The stored response was revalidated (304) and refreshed; stored again, or why not.
-    Entry { entry: Arc<Entry>, stored: Result<(), NotStored> },
+    /// `origin_us`: the origin's time to answer (`None`: found stored, not fetched).
+    Entry { entry: Arc<Entry>, stored: Result<(), NotStored>, origin_us: Option<u32> },
     /// A response that may not be shared: the first client to ask takes it.
-    Pass { status: StatusCode, reason: NotStored, response: Mutex<Option<Response<OriginIncoming>>> },
+    Pass { status: StatusCode, reason: NotStored, response: Mutex<Option<Response<OriginIncoming>>>, origin_us: u32 },
     /// The origin failed before a response head.
     Failed(Arc<UpstreamError>),
 }
@@ -88,6 +90,8 @@ pub(super) struct Head {
     pub(super) last_modified: Millis,
     /// The body is small and of known length: heads wait for it (see [`WHOLE_BEFORE_HEAD`]).
     pub(super) whole_first: bool,
+    /// The origin's time to answer, in microseconds.
+    pub(super) origin_us: u32,
 }
 
 impl Head {
@@ -116,9 +120,13 @@ impl Proxy {
         let Miss { fwd, stale, join } = miss;
         let key = ctx.key;
         let now = self.clock.now_millis();
-        let join = join
-            .filter(|_| self.cfg.coalescing.enabled && !ctx.cc.no_store)
-            .filter(|_| !self.hit_for_pass.active(&key, now));
+        let join = join.filter(|_| self.cfg.coalescing.enabled && !ctx.cc.no_store).filter(|_| {
+            let marked = self.hit_for_pass.active(&key, now);
+            if marked {
+                self.metrics.hit_for_pass_passed();
+            }
+            !marked
+        });
         let (fill, mut driver) = match join.map(|writes| (writes, self.inflight.join(key))) {
             None => {
                 let fill = Arc::new(OriginFill::default());
@@ -141,7 +149,7 @@ impl Proxy {
                     .filter(|e| e.freshness.usable(&ctx.cc, now) == Usable::Fresh);
                 if let Some(entry) = fresh {
                     let writer = fill.writer();
-                    writer.publish(Fetched::Entry { entry: entry.clone(), stored: Ok(()) });
+                    writer.publish(Fetched::Entry { entry: entry.clone(), stored: Ok(()), origin_us: None });
                     writer.finish();
                     self.inflight.remove(&key, &fill);
                     let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
@@ -150,7 +158,10 @@ impl Proxy {
                 let job = self.clone().run_fill(fill.clone(), ctx.clone(), stale.clone());
                 (fill, Some(LeaderFill(Some(Box::pin(job)))))
             }
-            Some((_, Join::Waiter(fill))) => (fill, None),
+            Some((_, Join::Waiter(fill))) => {
+                self.metrics.coalesced();
+                (fill, None)
+            }
         };
         let first = driver.is_some();
         // Take a place in the body now, before any byte can be passed and dropped.
@@ -190,6 +201,7 @@ impl Proxy {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(head.status.as_u16());
+                status.origin_us = Some(head.origin_us);
                 if head.whole_first && fill.settled() == Some(Settled::NotStored(NotStored::Incomplete)) {
                     // The body failed before the head went out: no response is better than a
                     // truncated one presented as the origin's.
@@ -208,19 +220,20 @@ impl Proxy {
                     None => self.fetch_alone(ctx, fwd, stale).await,
                 }
             }
-            Fetched::Entry { entry, stored } => {
+            Fetched::Entry { entry, stored, origin_us } => {
                 let language = entry.headers.get_bytes(&header::CONTENT_LANGUAGE);
                 if !vary::selects(&entry.vary, &parts.headers, language) {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 }
                 status.fwd_status = Some(304);
+                status.origin_us = *origin_us;
                 match stored {
                     Ok(()) => status.stored = true,
                     Err(reason) => status.detail = Some((*reason).into()),
                 }
                 self.serve_stored(parts, entry, status, self.clock.now_millis())
             }
-            Fetched::Pass { status: code, reason, response } => {
+            Fetched::Pass { status: code, reason, response, origin_us } => {
                 if code.is_server_error() {
                     if let Some(served) = self.stale_on_error(&ctx, stale.as_ref(), fwd, Some(*code)) {
                         return served;
@@ -231,6 +244,7 @@ impl Proxy {
                     return self.fetch_alone(ctx, fwd, stale).await;
                 };
                 status.fwd_status = Some(code.as_u16());
+                status.origin_us = Some(*origin_us);
                 status.detail = Some((*reason).into());
                 status.collapsed = false;
                 let (rp, body) = resp.into_parts();
@@ -328,6 +342,10 @@ impl Proxy {
         if !entry.freshness.stale_on_error(&ctx.cc, self.cfg.stale.grace.as_millis() as u64, now) {
             return None;
         }
+        // The metrics tell apart what `stale-if-error` allowed from what only the grace did.
+        let why =
+            if entry.freshness.stale_on_error(&ctx.cc, 0, now) { StaleServed::IfError } else { StaleServed::Grace };
+        self.metrics.stale_served(why);
         let cs = CacheStatus {
             hit: true,
             fwd: Some(Fwd::Stale),
@@ -365,7 +383,7 @@ impl Proxy {
         };
         // HEAD is fetched as GET, so a later GET is a hit and a stored body stays valid.
         let req = self.origin_request(ctx.asker(), &Method::GET, UpBody::Empty, ask);
-        let OriginResponse { parts: rp, body, request_time, response_time } = match self
+        let OriginResponse { parts: rp, body, request_time, response_time, took_us } = match self
             .ask_origin(ctx.route, &key, req)
             .await
         {
@@ -381,7 +399,7 @@ impl Proxy {
         if rp.status == StatusCode::NOT_MODIFIED {
             if let (Some(old), true) = (stale.as_ref(), validators.is_some()) {
                 let (entry, stored) = self.refresh(&ctx, old, &rp.headers, (request_time, response_time), stamp);
-                writer.publish(Fetched::Entry { entry, stored });
+                writer.publish(Fetched::Entry { entry, stored, origin_us: Some(took_us) });
                 return writer.finish();
             }
         }
@@ -394,6 +412,7 @@ impl Proxy {
             if !rp.status.is_server_error() {
                 if reason.from_response() {
                     self.hit_for_pass.mark(key, response_time);
+                    self.metrics.hit_for_pass_marked();
                 }
                 if let Some(old) = stale.as_ref() {
                     self.tiers.remove_variant(&key, old);
@@ -401,7 +420,7 @@ impl Proxy {
             }
             let code = rp.status;
             let response = Mutex::new(Some(Response::from_parts(rp, body)));
-            writer.publish(Fetched::Pass { status: code, reason, response });
+            writer.publish(Fetched::Pass { status: code, reason, response, origin_us: took_us });
             return writer.finish();
         }
 
@@ -409,7 +428,14 @@ impl Proxy {
         let last_modified = fresh.last_modified;
         let whole_first = expected.is_some_and(|n| n <= WHOLE_BEFORE_HEAD);
         let vary = template.vary.clone();
-        let head = Arc::new(Head { status: rp.status, headers: rp.headers, vary, last_modified, whole_first });
+        let head = Arc::new(Head {
+            status: rp.status,
+            headers: rp.headers,
+            vary,
+            last_modified,
+            whole_first,
+            origin_us: took_us,
+        });
         writer.publish(Fetched::Stream(head));
         writer.announce(expected);
 
@@ -436,6 +462,7 @@ impl Proxy {
                         // Too large to store: later requests should not wait on this key.
                         pass_marked = true;
                         self.hit_for_pass.mark(key, response_time);
+                        self.metrics.hit_for_pass_marked();
                         self.inflight.remove(&key, &fill);
                     }
                 }

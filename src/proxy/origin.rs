@@ -21,6 +21,8 @@ pub(super) struct OriginResponse {
     pub(super) body: OriginIncoming,
     pub(super) request_time: Millis,
     pub(super) response_time: Millis,
+    /// From sending the request to the response head, in microseconds.
+    pub(super) took_us: u32,
 }
 
 /// What a request sent to the origin asks, beyond the client's own request.
@@ -96,8 +98,18 @@ impl Proxy {
     ) -> Result<OriginResponse, UpstreamError> {
         let site = self.sites.get(route.site);
         let request_time = self.clock.now_millis();
-        let resp = site.pool.send(req, key).await?;
+        let started = std::time::Instant::now();
+        let resp = match site.pool.send(req, key).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.origin_failed(&e, self.clock.now_millis());
+                return Err(e);
+            }
+        };
         let response_time = self.clock.now_millis();
+        let took = started.elapsed();
+        self.metrics.origin_answered(resp.status(), took, response_time);
+        let took_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         if site.rules.strip_set_cookie(route.rules) {
@@ -105,7 +117,7 @@ impl Proxy {
         }
         ensure_date(&mut parts.headers, response_time);
         append_list(&mut parts.headers, header::VIA, HeaderValue::from_static(via(parts.version)));
-        Ok(OriginResponse { parts, body, request_time, response_time })
+        Ok(OriginResponse { parts, body, request_time, response_time, took_us })
     }
 }
 

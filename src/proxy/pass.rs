@@ -63,7 +63,7 @@ impl Proxy {
             up_body,
             Ask::AsIs,
         );
-        let OriginResponse { parts: rp, body: rbody, .. } = match self.ask_origin(route, &key, req).await {
+        let OriginResponse { parts: rp, body: rbody, took_us, .. } = match self.ask_origin(route, &key, req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, method = %parts.method, path = %target.path_and_query, %peer, "origin request failed");
@@ -71,6 +71,7 @@ impl Proxy {
             }
         };
         status.fwd_status = Some(rp.status.as_u16());
+        status.origin_us = Some(took_us);
         if !parts.method.is_safe() && (rp.status.is_success() || rp.status.is_redirection()) {
             self.invalidate_after_unsafe(route, key, &target, &parts.headers, &rp.headers);
         }

@@ -289,7 +289,7 @@ impl Proxy {
     /// Reads a `206` from the origin and stores it as a piece, stamped `stamp`; anything else
     /// is handed back.
     async fn take_piece(&self, ctx: &Ctx, resp: OriginResponse, stamp: Seq) -> Fetched {
-        let OriginResponse { parts: rp, body, request_time, response_time } = resp;
+        let OriginResponse { parts: rp, body, request_time, response_time, .. } = resp;
         let range = rp.headers.get(header::CONTENT_RANGE).and_then(|v| content_range(v.as_bytes()));
         let (Some((at, last, length)), StatusCode::PARTIAL_CONTENT) = (range, rp.status) else {
             return Fetched::Other(rp, body);

@@ -203,7 +203,7 @@ pub(super) fn only_if_cached() -> Answer {
 pub(super) fn upstream_failure(e: &UpstreamError, fwd: Fwd) -> Answer {
     match e {
         UpstreamError::Timeout => local(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n", Failure::OriginTimeout, fwd),
-        UpstreamError::Unreachable(_) | UpstreamError::Abandoned => {
+        UpstreamError::Unreachable(_) | UpstreamError::Reset(_) | UpstreamError::Abandoned => {
             local(StatusCode::BAD_GATEWAY, "origin unreachable\n", Failure::OriginUnreachable, fwd)
         }
         UpstreamError::Busy => {

@@ -22,6 +22,9 @@ pub struct Listeners {
 
 /// One bound listener.
 pub(super) struct Bound {
+    /// The name its socket is handed over under: `proxy` for `listen`, `listener.N` for the
+    /// N-th `[[listener]]`.
+    name: String,
     pub(super) listener: TcpListener,
     pub(super) addr: SocketAddr,
     pub(super) endpoint: Endpoint,
@@ -33,13 +36,23 @@ impl Listeners {
     /// Loads the TLS listeners' certificates (logging what each is and when it expires), then
     /// binds `listen` (when served) and every `[[listener]]`, in that order.
     pub async fn bind(cfg: &Config) -> io::Result<Listeners> {
+        Self::bind_inheriting(cfg, |_| None).await
+    }
+
+    /// [`bind`](Self::bind), taking for each listener the socket `inherited` gives for its
+    /// name (handed over by systemd or a replaced process, see [`handover`](Self::handover))
+    /// instead of binding one.
+    pub async fn bind_inheriting(
+        cfg: &Config,
+        mut inherited: impl FnMut(&str) -> Option<std::net::TcpListener>,
+    ) -> io::Result<Listeners> {
         let now = SystemTime::now();
         let mut stores = Vec::new();
         let mut plan = Vec::new();
         if cfg.listen_enabled {
-            plan.push((cfg.listen, Endpoint::PLAIN, None, "listen".to_string()));
+            plan.push((cfg.listen, Endpoint::PLAIN, None, "listen".to_string(), "proxy".to_string()));
         }
-        for l in &cfg.listeners {
+        for (i, l) in cfg.listeners.iter().enumerate() {
             let (endpoint, acceptor) = match &l.tls {
                 None => (Endpoint { redirect_https: l.redirect_https, ..Endpoint::PLAIN }, None),
                 Some(tls) => {
@@ -53,16 +66,28 @@ impl Listeners {
                     (Endpoint::TLS, Some(TlsAcceptor::from(crate::tls::server_config(store))))
                 }
             };
-            plan.push((l.address, endpoint, acceptor, l.field.clone()));
+            plan.push((l.address, endpoint, acceptor, l.field.clone(), format!("listener.{i}")));
         }
         let mut bound = Vec::with_capacity(plan.len());
-        for (address, endpoint, tls, field) in plan {
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address} ({field}): {e}")))?;
+        for (address, endpoint, tls, field, name) in plan {
+            let listener = match inherited(&name) {
+                Some(l) => {
+                    let l = TcpListener::from_std(l)?;
+                    let at = l.local_addr()?;
+                    if at != address && address.port() != 0 {
+                        tracing::warn!(%at, configured = %address, field, "serving on the inherited socket, not the address configured");
+                    } else {
+                        tracing::info!(%at, field, "listening socket inherited");
+                    }
+                    l
+                }
+                None => TcpListener::bind(address)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address} ({field}): {e}")))?,
+            };
             // The address bound, not the one asked for: with port 0 the system picks the port.
             let addr = listener.local_addr()?;
-            bound.push(Bound { listener, addr, endpoint, tls });
+            bound.push(Bound { name, listener, addr, endpoint, tls });
         }
         Ok(Listeners { bound, certificates: Certificates { stores } })
     }
@@ -70,7 +95,7 @@ impl Listeners {
     /// One cleartext listener already bound.
     pub fn plain(listener: TcpListener) -> io::Result<Listeners> {
         let addr = listener.local_addr()?;
-        let bound = vec![Bound { listener, addr, endpoint: Endpoint::PLAIN, tls: None }];
+        let bound = vec![Bound { name: "proxy".into(), listener, addr, endpoint: Endpoint::PLAIN, tls: None }];
         Ok(Listeners { bound, certificates: Certificates::default() })
     }
 
@@ -78,6 +103,15 @@ impl Listeners {
     /// `[[listener]]` tables in the file's order.
     pub fn addrs(&self) -> Vec<(SocketAddr, bool)> {
         self.bound.iter().map(|b| (b.addr, b.tls.is_some())).collect()
+    }
+
+    /// A second handle on each listening socket, with its name, for a later hand-over to a new
+    /// process ([`bind_inheriting`](Self::bind_inheriting) takes them by these names).
+    pub fn handover(&self) -> io::Result<Vec<(String, std::net::TcpListener)>> {
+        use std::os::fd::AsFd;
+        let dup =
+            |b: &Bound| Ok((b.name.clone(), std::net::TcpListener::from(b.listener.as_fd().try_clone_to_owned()?)));
+        self.bound.iter().map(dup).collect()
     }
 
     /// The TLS listeners' certificates.

@@ -14,12 +14,15 @@
 //! node that goes idle keeps them. The tier therefore also runs the maintenance itself once the
 //! bodies stored since its last run reach a sixteenth of the budget ([`MemoryTier::put`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use prometheus_client::metrics::counter::Counter;
 
 use super::entry::Entry;
 use super::key::{BuildKeyHasher, CacheKey};
@@ -27,6 +30,7 @@ use super::pieces::{Partial, Slice};
 use super::tags::{self, TagId, TagIndex};
 use crate::clock::{Clock, Millis};
 use crate::http::vary;
+use crate::metrics::{Eviction, Metrics};
 
 /// Bytes of bookkeeping per URL beyond its entries: moka's node, key and timer, and this value.
 const PER_URL: usize = 320;
@@ -105,20 +109,35 @@ impl Variants {
     }
 }
 
+type Store = Cache<CacheKey, Variants, BuildKeyHasher>;
+
+/// The moka cache and its budget. moka cannot change a cache's capacity: a new budget is a new
+/// cache, which every handle on the tier sees at its next call.
+struct Sized {
+    cache: Store,
+    budget: u64,
+}
+
+/// The counters of objects leaving the tier, by cause.
+#[derive(Clone, Default)]
+struct Evictions {
+    size: Counter,
+    expired: Counter,
+    purged: Counter,
+}
+
 /// The in-process tier.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<CacheKey, Variants, BuildKeyHasher>,
-    max_variants: usize,
+    store: Arc<ArcSwap<Sized>>,
+    max_variants: Arc<AtomicUsize>,
     clock: Arc<dyn Clock>,
     /// Writes so far (any key): a lookup that saw this count, repeated while it is unchanged,
     /// would find nothing new.
     writes: Arc<AtomicU64>,
     /// Bytes of bodies stored since the tier last ran moka's maintenance.
     unapplied: Arc<AtomicU64>,
-    /// How many bytes of bodies may be stored before the tier runs the maintenance: evicted
-    /// values are held beyond the budget by about this much at most.
-    max_unapplied: u64,
+    evictions: Evictions,
     /// Tag → URLs, kept by [`put`](Self::put) and moka's removal listener.
     tags: Arc<TagIndex>,
 }
@@ -127,24 +146,84 @@ impl MemoryTier {
     /// A tier holding at most `budget_bytes` (keys, headers and bodies counted) and at most
     /// `max_variants` variants per URL.
     pub fn new(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>) -> Self {
-        let index = Arc::new(TagIndex::default());
-        let on_removal = index.clone();
-        let cache = Cache::builder()
-            .max_capacity(budget_bytes)
-            .weigher(|_k: &CacheKey, v: &Variants| v.weight())
-            // Every value that leaves (replaced, removed, evicted, refused admission) takes its
-            // tags' references with it.
-            .eviction_listener(move |k: Arc<CacheKey>, v: Variants, _cause| on_removal.remove(&k, &v.tags()))
-            .build_with_hasher(BuildKeyHasher::default());
+        Self::build(budget_bytes, max_variants, clock, Evictions::default())
+    }
+
+    /// [`new`](Self::new), counting evictions in `metrics`.
+    pub fn counted(budget_bytes: u64, max_variants: usize, clock: Arc<dyn Clock>, metrics: &Metrics) -> Self {
+        let evictions = Evictions {
+            size: metrics.eviction_counter(Eviction::Size),
+            expired: metrics.eviction_counter(Eviction::Expired),
+            purged: metrics.eviction_counter(Eviction::Purged),
+        };
+        Self::build(budget_bytes, max_variants, clock, evictions)
+    }
+
+    fn build(budget: u64, max_variants: usize, clock: Arc<dyn Clock>, evictions: Evictions) -> Self {
+        let tags = Arc::new(TagIndex::default());
+        let cache = Self::cache(budget, &clock, &evictions, &tags);
         MemoryTier {
-            cache,
-            max_variants: max_variants.max(1),
+            store: Arc::new(ArcSwap::from_pointee(Sized { cache, budget })),
+            max_variants: Arc::new(AtomicUsize::new(max_variants.max(1))),
             clock,
             writes: Arc::default(),
             unapplied: Arc::default(),
-            max_unapplied: budget_bytes / 16,
-            tags: index,
+            evictions,
+            tags,
         }
+    }
+
+    fn cache(budget: u64, clock: &Arc<dyn Clock>, evictions: &Evictions, tags: &Arc<TagIndex>) -> Store {
+        let (clock, ev, on_removal) = (clock.clone(), evictions.clone(), tags.clone());
+        Cache::builder()
+            .max_capacity(budget)
+            .weigher(|_k: &CacheKey, v: &Variants| v.weight())
+            .eviction_listener(move |k: Arc<CacheKey>, v: Variants, cause| {
+                // Every value that leaves (replaced, removed, evicted, refused admission) takes
+                // its tags' references with it.
+                on_removal.remove(&k, &v.tags());
+                let counter = match cause {
+                    // The budget pushed it out: it was still useful, or its time was over (a
+                    // dead URL is never removed before that: nothing reads it again).
+                    RemovalCause::Size if v.until > clock.now_millis() => &ev.size,
+                    RemovalCause::Size | RemovalCause::Expired => &ev.expired,
+                    RemovalCause::Explicit => &ev.purged,
+                    RemovalCause::Replaced => return,
+                };
+                counter.inc();
+            })
+            .build_with_hasher(BuildKeyHasher::default())
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.store.load().budget
+    }
+
+    /// Gives the tier a new byte budget, keeping every stored URL that fits in it. Stores made
+    /// meanwhile land in the new cache: a URL is copied over only where it is absent there.
+    pub fn resize(&self, budget: u64) {
+        let old = self.store.load_full();
+        if old.budget == budget {
+            return;
+        }
+        let cache = Self::cache(budget, &self.clock, &self.evictions, &self.tags);
+        self.store.store(Arc::new(Sized { cache, budget }));
+        let new = self.store.load();
+        for (key, variants) in old.cache.iter() {
+            let tags = variants.tags();
+            if !new.cache.entry(*key).or_insert(variants).is_fresh() {
+                // A newer value was stored meanwhile: this one leaves, with its tags.
+                self.tags.remove(&key, &tags);
+            }
+        }
+        new.cache.run_pending_tasks();
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Keeps at most `n` variants per URL from now on.
+    pub fn set_max_variants(&self, n: usize) {
+        self.max_variants.store(n.max(1), Ordering::Relaxed);
     }
 
     /// The tag index.
@@ -160,8 +239,8 @@ impl MemoryTier {
 
     /// Stores `variants` under `key`, then counts the write. Their tags are indexed first: the
     /// value they replace takes its own references away when it leaves. Runs moka's maintenance
-    /// (which applies evictions) once the bodies stored since its last run reach `max_unapplied`
-    /// bytes: moka itself waits for 64 writes, which for large objects is several budgets. The
+    /// (which applies evictions) once the bodies stored since its last run reach a sixteenth of the
+    /// budget: moka itself waits for 64 writes, which for large objects is several budgets. The
     /// body counted is the newest variant's (the one this write stores).
     fn put(&self, key: CacheKey, variants: Variants) {
         let bytes = variants.entries().first().map_or(0, |e| e.body.len() as u64);
@@ -169,11 +248,13 @@ impl MemoryTier {
         if !tags.is_empty() {
             self.tags.add(&key, &tags);
         }
-        self.cache.insert(key, variants);
+        let store = self.store.load();
+        store.cache.insert(key, variants);
         self.writes.fetch_add(1, Ordering::Release);
-        if self.unapplied.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.max_unapplied {
+        // Evicted values are held beyond the budget by about a sixteenth of it at most.
+        if self.unapplied.fetch_add(bytes, Ordering::Relaxed) + bytes >= store.budget / 16 {
             self.unapplied.store(0, Ordering::Relaxed);
-            self.cache.run_pending_tasks();
+            store.cache.run_pending_tasks();
         }
     }
 
@@ -184,14 +265,14 @@ impl MemoryTier {
 
     /// [`get`](Self::get) at `now`, a time the caller has already read from the proxy's clock.
     pub fn get_at(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
-        self.cache.get(key).filter(|v| v.until > now)
+        self.store.load().cache.get(key).filter(|v| v.until > now)
     }
 
     /// [`get_at`](Self::get_at) for a key that is most likely absent (a miss looking again, a
     /// new URL being stored): an absent key is not counted as a read in the eviction policy's
     /// popularity estimate, which the lookup that found it absent already did.
     pub fn get_if_present(&self, key: &CacheKey, now: Millis) -> Option<Variants> {
-        if self.cache.contains_key(key) {
+        if self.store.load().cache.contains_key(key) {
             self.get_at(key, now)
         } else {
             None
@@ -214,8 +295,9 @@ impl MemoryTier {
         };
         let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(2);
         entries.push(entry.clone());
+        let max_variants = self.max_variants.load(Ordering::Relaxed);
         for e in old.entries().iter() {
-            if entries.len() >= self.max_variants {
+            if entries.len() >= max_variants {
                 break;
             }
             // Same selecting field names and values: the new response supersedes it.
@@ -275,10 +357,11 @@ impl MemoryTier {
 
     /// Removes one variant.
     pub fn remove_variant(&self, key: &CacheKey, old: &Arc<Entry>) {
-        if let Some(cur) = self.cache.get(key) {
+        let store = self.store.load();
+        if let Some(cur) = store.cache.get(key) {
             let entries: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !Arc::ptr_eq(e, old)).cloned().collect();
             if entries.is_empty() {
-                self.cache.invalidate(key);
+                store.cache.invalidate(key);
             } else if entries.len() != cur.entries().len() {
                 self.put(*key, Variants::new(entries, cur.until));
             }
@@ -288,28 +371,33 @@ impl MemoryTier {
     /// Removes the representation in pieces under `key` when `purged`; returns how many.
     fn remove_pieces(&self, key: &CacheKey, purged: bool) -> usize {
         if purged {
-            self.cache.invalidate(key);
+            self.store.load().cache.invalidate(key);
         }
         usize::from(purged)
     }
 
     /// Removes every variant of `key` (invalidation, RFC 9111 §4.4).
     pub fn invalidate(&self, key: &CacheKey) {
-        self.cache.invalidate(key);
+        self.store.load().cache.invalidate(key);
+    }
+
+    /// Removes everything.
+    pub fn invalidate_all(&self) {
+        self.store.load().cache.invalidate_all();
     }
 
     /// Removes the variants of `key` that `purged` selects; returns how many.
     /// A representation stored in pieces is removed as one (its slices are only reached
     /// through it).
     pub fn remove_where(&self, key: &CacheKey, purged: impl Fn(&Entry) -> bool) -> usize {
-        let Some(cur) = self.cache.get(key) else { return 0 };
+        let Some(cur) = self.store.load().cache.get(key) else { return 0 };
         if let List::Partial(p) = &cur.list {
             return self.remove_pieces(key, purged(&p.template));
         }
         let kept: Vec<Arc<Entry>> = cur.entries().iter().filter(|e| !purged(e)).cloned().collect();
         let removed = cur.entries().len() - kept.len();
         if kept.is_empty() {
-            self.cache.invalidate(key);
+            self.store.load().cache.invalidate(key);
         } else if removed > 0 {
             self.put(*key, Variants::new(kept, cur.until));
         }
@@ -320,7 +408,7 @@ impl MemoryTier {
     /// purge); returns how many were replaced.
     /// Pieces cannot be revalidated on their own: a soft purge removes them.
     pub fn soften_where(&self, key: &CacheKey, soften: impl Fn(&Entry) -> Option<Entry>) -> usize {
-        let Some(cur) = self.cache.get(key) else { return 0 };
+        let Some(cur) = self.store.load().cache.get(key) else { return 0 };
         if let List::Partial(p) = &cur.list {
             return self.remove_pieces(key, soften(&p.template).is_some());
         }
@@ -344,14 +432,16 @@ impl MemoryTier {
 
     /// Number of URLs stored (after pending maintenance).
     pub fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        let store = self.store.load();
+        store.cache.run_pending_tasks();
+        store.cache.entry_count()
     }
 
     /// Bytes counted against the budget (after pending maintenance).
     pub fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.weighted_size()
+        let store = self.store.load();
+        store.cache.run_pending_tasks();
+        store.cache.weighted_size()
     }
 }
 
@@ -390,7 +480,7 @@ mod tests {
     /// Bytes of every URL the tier holds right now, evicted or not yet: what its values keep
     /// alive. Reads the map without running moka's maintenance.
     fn held(tier: &MemoryTier) -> u64 {
-        tier.cache.iter().map(|(_, v)| u64::from(v.weight())).sum()
+        tier.store.load().cache.iter().map(|(_, v)| u64::from(v.weight())).sum()
     }
 
     #[test]
@@ -408,6 +498,31 @@ mod tests {
         assert!(tier.weighted_size() <= BUDGET);
     }
 
+    #[test]
+    fn a_new_budget_keeps_what_fits_and_counts_what_leaves() {
+        let clock = Arc::new(ManualClock::new());
+        let metrics = Metrics::new();
+        let tier = MemoryTier::counted(1 << 20, 4, clock.clone(), &metrics);
+        let keys: Vec<CacheKey> = (0..100).map(|i| CacheKey::new("http", "h", &format!("/{i}"))).collect();
+        for k in &keys {
+            tier.insert(*k, entry(), Duration::from_secs(60));
+        }
+        tier.resize(2 << 20);
+        assert_eq!(tier.budget(), 2 << 20);
+        assert_eq!(tier.entry_count(), 100, "a larger budget lost objects");
+        assert!(keys.iter().all(|k| tier.get(k).is_some()));
+        // 100 URLs of about 400 bytes each do not fit in 10 KiB.
+        tier.resize(10 << 10);
+        assert!(tier.weighted_size() <= 10 << 10);
+        let kept = tier.entry_count();
+        assert!(kept < 100);
+        assert_eq!(metrics.evictions(Eviction::Size), 100 - kept);
+        tier.invalidate(&keys[0]);
+        tier.invalidate_all();
+        assert_eq!(tier.entry_count(), 0);
+        assert_eq!(metrics.evictions(Eviction::Purged), kept);
+    }
+
     fn tagged(tags: &str, body: usize) -> Arc<Entry> {
         let h = crate::testing::headers(&[("surrogate-key", tags)]);
         Entry::for_tests(&h, Bytes::from(vec![b'x'; body]), 10)
@@ -423,7 +538,7 @@ mod tests {
         tier.insert(b, tagged("t1", 10), Duration::from_secs(10));
         // Replaced by a variant without t2 (same Vary key): t2 no longer leads to /a.
         tier.insert(a, tagged("t1", 10), Duration::from_secs(10));
-        tier.cache.run_pending_tasks();
+        tier.store.load().cache.run_pending_tasks();
         let mut keys = tier.tags.keys(t1);
         keys.sort();
         let mut both = vec![a, b];
@@ -431,10 +546,10 @@ mod tests {
         assert_eq!(keys, both);
         assert_eq!(tier.tags.keys(t2), vec![]);
         tier.invalidate(&b);
-        tier.cache.run_pending_tasks();
+        tier.store.load().cache.run_pending_tasks();
         assert_eq!(tier.tags.keys(t1), vec![a]);
         assert_eq!(tier.remove_where(&a, |_| true), 1);
-        tier.cache.run_pending_tasks();
+        tier.store.load().cache.run_pending_tasks();
         assert_eq!(tier.tags.pairs(), 0);
     }
 
@@ -448,8 +563,8 @@ mod tests {
             let key = CacheKey::new("http", "h", &format!("/{i}"));
             tier.insert(key, tagged("all", 16 << 10), Duration::from_secs(10));
         }
-        tier.cache.run_pending_tasks();
-        let stored: Vec<CacheKey> = tier.cache.iter().map(|(k, _)| *k).collect();
+        tier.store.load().cache.run_pending_tasks();
+        let stored: Vec<CacheKey> = tier.store.load().cache.iter().map(|(k, _)| *k).collect();
         assert!(stored.len() < 100, "{} stored", stored.len());
         let mut indexed = tier.tags.keys(t);
         indexed.sort();

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -130,11 +131,43 @@ struct RedisBackend {
     conn: RwLock<Option<Conn>>,
 }
 
+/// The store the shared tier was started on, as configured (`[redis]` or `[memcached]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TierConfig {
+    /// `[redis]`.
+    Redis(RedisConfig),
+    /// `[memcached]`.
+    Memcached(MemcachedConfig),
+}
+
+impl TierConfig {
+    /// The shared tier `cfg` configures, if any (the file allows one of the two).
+    pub fn of(cfg: &crate::config::Config) -> Option<TierConfig> {
+        match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => Some(TierConfig::Redis(r.clone())),
+            (None, Some(m)) => Some(TierConfig::Memcached(m.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The upper bound of every key's TTL.
+    pub fn ttl_cap(&self) -> Duration {
+        match self {
+            TierConfig::Redis(r) => r.ttl_cap,
+            TierConfig::Memcached(m) => m.ttl_cap,
+        }
+    }
+}
+
 struct Inner {
+    /// What it was started from.
+    started: TierConfig,
     limits: Limits,
     backend: Backend,
     breaker: Mutex<Breaker>,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// Time of each call.
+    call_seconds: Histogram,
     node: String,
     /// What the probe and the connector wait on between tries.
     clock: Arc<dyn Clock>,
@@ -151,56 +184,65 @@ pub struct SharedTier {
 }
 
 impl SharedTier {
-    /// Starts the tier on Redis: connects in the background, and runs the writer, the purge
-    /// publisher and the invalidation reader (which applies other nodes' invalidations and purges
-    /// through `purger`). Retries wait on `clock`.
-    pub fn start(cfg: RedisConfig, purger: Purger, clock: Arc<dyn Clock>) -> SharedTier {
-        let limits = Limits {
-            budget: cfg.budget,
-            max_object_bytes: cfg.max_object_bytes,
-            key_prefix: cfg.key_prefix.clone(),
-            ttl_cap: cfg.ttl_cap,
-            write_queue: cfg.write_queue,
-            memory_ttl: None,
+    /// Starts the tier on the store `cfg` names. Redis: connects in the background, and runs
+    /// the invalidation reader (which applies other nodes' invalidations and purges through
+    /// `purger`). Memcached: runs the reader of the record of purges (applied through `purger`);
+    /// connections are made by the calls that need them, within their budget. Both: the writer
+    /// and the purge publisher. Retries wait on `clock`. Counts in `stats`, and the time of each
+    /// call in `call_seconds`.
+    pub fn start(
+        cfg: TierConfig,
+        purger: Purger,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+        call_seconds: Histogram,
+    ) -> SharedTier {
+        let (limits, backend) = match &cfg {
+            TierConfig::Redis(r) => (
+                Limits {
+                    budget: r.budget,
+                    max_object_bytes: r.max_object_bytes,
+                    key_prefix: r.key_prefix.clone(),
+                    ttl_cap: r.ttl_cap,
+                    write_queue: r.write_queue,
+                    memory_ttl: None,
+                },
+                Backend::Redis(RedisBackend { cfg: r.clone(), conn: RwLock::new(None) }),
+            ),
+            TierConfig::Memcached(m) => (
+                Limits {
+                    budget: m.budget,
+                    max_object_bytes: m.max_object_bytes,
+                    key_prefix: m.key_prefix.clone(),
+                    ttl_cap: m.ttl_cap,
+                    write_queue: m.write_queue,
+                    memory_ttl: Some(m.memory_ttl),
+                },
+                Backend::Memcached(Memcached::new(&m.servers)),
+            ),
         };
-        let backend = Backend::Redis(RedisBackend { cfg, conn: RwLock::new(None) });
-        let tier = SharedTier::with(limits, backend, clock);
-        let inner = &tier.inner;
-        tokio::spawn(connector(Arc::downgrade(inner), inner.clock.clone()));
-        tokio::spawn(invalidation_reader(Arc::downgrade(inner), purger));
-        tier
-    }
-
-    /// Starts the tier on memcached: runs the writer, the purge publisher and the reader of the
-    /// record of purges (which applies other nodes' purges through `purger`). Connections are
-    /// made by the calls that need them, within their budget.
-    pub fn start_memcached(cfg: MemcachedConfig, purger: Purger, clock: Arc<dyn Clock>) -> SharedTier {
-        let limits = Limits {
-            budget: cfg.budget,
-            max_object_bytes: cfg.max_object_bytes,
-            key_prefix: cfg.key_prefix.clone(),
-            ttl_cap: cfg.ttl_cap,
-            write_queue: cfg.write_queue,
-            memory_ttl: Some(cfg.memory_ttl),
-        };
-        let tier = SharedTier::with(limits, Backend::Memcached(Memcached::new(&cfg.servers)), clock);
-        tokio::spawn(records_reader(Arc::downgrade(&tier.inner), purger));
-        tier
-    }
-
-    /// The tier on `backend`, with its writer and purge publisher running.
-    fn with(limits: Limits, backend: Backend, clock: Arc<dyn Clock>) -> SharedTier {
         let (tx, rx) = mpsc::channel(limits.write_queue.max(1));
         let up = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
+            started: cfg,
             limits,
             backend,
             breaker: Mutex::new(Breaker { failures: 0, open: false }),
-            stats: Stats::default(),
+            stats,
+            call_seconds,
             node: node_id(),
             clock,
             up: up.clone(),
         });
+        match &inner.backend {
+            Backend::Redis(_) => {
+                tokio::spawn(connector(Arc::downgrade(&inner), inner.clock.clone()));
+                tokio::spawn(invalidation_reader(Arc::downgrade(&inner), purger));
+            }
+            Backend::Memcached(_) => {
+                tokio::spawn(records_reader(Arc::downgrade(&inner), purger));
+            }
+        }
         let (outbox, pending) = Outbox::new();
         tokio::spawn(writer(inner.clone(), rx));
         tokio::spawn(publisher(Arc::downgrade(&inner), pending, outbox.clone(), up));
@@ -238,6 +280,44 @@ impl SharedTier {
     /// True while a connection is established and the breaker is closed.
     pub fn available(&self) -> bool {
         self.inner.available()
+    }
+
+    /// Completes once the tier is available (connected, breaker closed).
+    pub async fn wait_available(&self) {
+        loop {
+            let up = self.inner.up.notified();
+            tokio::pin!(up);
+            // Registered before the check, so becoming available in between is not missed.
+            up.as_mut().enable();
+            if self.available() {
+                return;
+            }
+            up.await;
+        }
+    }
+
+    /// True once a connection is established (memcached: always; its connections are made by
+    /// the calls).
+    pub fn connected(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Redis(r) => r.conn().is_some(),
+            Backend::Memcached(_) => true,
+        }
+    }
+
+    /// True while the circuit breaker is open: calls are skipped.
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &TierConfig {
+        &self.inner.started
+    }
+
+    /// True when `other` is a handle on this same tier (one connection, one writer).
+    pub fn same_as(&self, other: &SharedTier) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Every stored variant of the URL, within the time budget; empty on a miss or any failure.

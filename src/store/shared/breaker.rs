@@ -97,8 +97,12 @@ impl Inner {
         self.bounded(call).await
     }
 
+    /// `call` within the budget, its time observed.
     async fn bounded<T, E: std::fmt::Display>(self: &Arc<Self>, call: impl Future<Output = Result<T, E>>) -> Option<T> {
-        match tokio::time::timeout(self.limits.budget, call).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.limits.budget, call).await;
+        self.call_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(Ok(v)) => {
                 self.success();
                 Some(v)
