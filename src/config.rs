@@ -329,6 +329,10 @@ pub struct CacheConfig {
     /// Claim the memory budget at start-up and fault in every page of it, so that a growing
     /// cache never waits for a page fault; the process then keeps the memory it has.
     pub preallocate: bool,
+    /// The cache-key version of every site that does not set its own (`[[site]] key_version`):
+    /// changing it makes every object stored under the old one unreachable. `None`: keys as
+    /// without a version.
+    pub key_version: Option<String>,
 }
 
 /// Timeouts.
@@ -416,6 +420,7 @@ impl Default for Config {
                 store_set_cookie: false,
                 transparent_huge_pages: false,
                 preallocate: false,
+                key_version: None,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
@@ -696,6 +701,7 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     w.take(t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
     w.take(t, "cache", "transparent_huge_pages", |w, p, v| w.boolean(p, v).map(|b| c.transparent_huge_pages = b));
     w.take(t, "cache", "preallocate", |w, p, v| w.boolean(p, v).map(|b| c.preallocate = b));
+    w.take(t, "cache", "key_version", |w, p, v| key_version(w, p, v).map(|k| c.key_version = Some(k)));
     w.unknown(t, "cache");
     if c.memory_bytes < 1 << 20 {
         w.bad("cache.memory", "must be at least 1MiB".into());
@@ -711,6 +717,18 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
         Some(s) => c.slice_bytes = s,
         // The default, within a smaller max_object_size.
         None => c.slice_bytes = c.slice_bytes.min(c.max_object_bytes.max(1)),
+    }
+}
+
+/// A cache-key version (`cache.key_version`, `[[site]] key_version`): 1 to 64 visible ASCII
+/// characters, such as a release name or a date.
+fn key_version(w: &mut Walker, path: &str, v: &toml::Value) -> Option<String> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) => Some(s.to_string()),
+        _ => {
+            w.bad(path, "expected 1 to 64 visible ASCII characters (no spaces), like \"2026-12-05\" or \"v42\"".into());
+            None
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Site {
     pub origin_host: Option<HeaderValue>,
     /// Refresh-ahead, when on for this site.
     pub refresh_ahead: Option<RefreshAhead>,
+    /// The cache-key version every key of this site is made under, when one is configured.
+    key_version: Option<Box<str>>,
 }
 
 impl Sites {
@@ -87,6 +89,7 @@ impl Sites {
                 rules: Rules::new(&s.rules),
                 origin_host: s.origin_host.clone(),
                 refresh_ahead: s.refresh_ahead.unwrap_or(cfg.refresh_ahead.enabled).then_some(cfg.refresh_ahead),
+                key_version: s.key_version.as_deref().or(cfg.cache.key_version.as_deref()).map(Box::from),
             });
         }
         sites.list = list.into();
@@ -166,10 +169,16 @@ impl Site {
         headers: &HeaderMap,
         rules: RuleSet,
     ) -> (CacheKey, Option<Box<str>>) {
-        if rules.is_empty() {
-            return (CacheKey::new(scheme, host, path_and_query), None);
+        let (key, text) = if rules.is_empty() {
+            (CacheKey::new(scheme, host, path_and_query), None)
+        } else {
+            self.key_by_rules(scheme, host, path_and_query, headers, rules)
+        };
+        match &self.key_version {
+            None => (key, text),
+            // A new version: every key of the site is new, in memory and in the shared tier.
+            Some(v) => (key.versioned(v), text),
         }
-        self.key_by_rules(scheme, host, path_and_query, headers, rules)
     }
 
     /// [`key`](Site::key) when some rules match.

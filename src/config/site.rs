@@ -39,6 +39,8 @@ pub struct SiteConfig {
     /// Refresh-ahead on (`true`) or off (`false`) for this site; `None`: as
     /// `refresh_ahead.enabled` says.
     pub refresh_ahead: Option<bool>,
+    /// This site's cache-key version; `None`: `cache.key_version`.
+    pub key_version: Option<String>,
 }
 
 /// A host name pattern of a site.
@@ -189,6 +191,7 @@ impl SiteConfig {
             health: HealthConfig::default(),
             rules: Vec::new(),
             refresh_ahead: None,
+            key_version: None,
         }
     }
 }
@@ -294,6 +297,8 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
     });
     let mut refresh_ahead = None;
     w.take(t, at, "refresh_ahead", |w, p, v| w.boolean(p, v).map(|b| refresh_ahead = Some(b)));
+    let mut key_version = None;
+    w.take(t, at, "key_version", |w, p, v| super::key_version(w, p, v).map(|k| key_version = Some(k)));
     let mut balance = Balance::RoundRobin;
     w.take(t, at, "balance", |w, p, v| {
         match v.as_str() {
@@ -351,6 +356,7 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
         health,
         rules,
         refresh_ahead,
+        key_version,
     })
 }
 

@@ -72,6 +72,8 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
 fn same_sites(old: &Config, new: &Config) -> bool {
     old.origin == new.origin
         && old.sites == new.sites
+        && old.cache.key_version == new.cache.key_version
+        && old.refresh_ahead == new.refresh_ahead
         && old.timeouts.connect == new.timeouts.connect
         && old.timeouts.first_byte == new.timeouts.first_byte
         && old.timeouts.origin_queue == new.timeouts.origin_queue

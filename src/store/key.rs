@@ -91,6 +91,18 @@ impl CacheKey {
         CacheKey(h.finalize().into())
     }
 
+    /// This key under the cache-key version `version` (`cache.key_version`, `[[site]]
+    /// key_version`): a digest of the version and this key, so no key of one version is a key
+    /// of another.
+    pub fn versioned(&self, version: &str) -> CacheKey {
+        let mut h = Sha256::new();
+        h.update(KEY_VERSION);
+        h.update(b"key-version");
+        frame_part(&mut h, version.as_bytes());
+        h.update(self.0);
+        CacheKey(h.finalize().into())
+    }
+
     /// The key under which slice `index` of this URL's stored pieces is kept (see
     /// [`pieces`](super::pieces)): a digest of this key and the index.
     pub fn slice(&self, index: u64) -> CacheKey {
