@@ -169,15 +169,19 @@ impl Site {
         headers: &HeaderMap,
         rules: RuleSet,
     ) -> (CacheKey, Option<Box<str>>) {
-        let (key, text) = if rules.is_empty() {
-            (CacheKey::new(scheme, host, path_and_query), None)
-        } else {
-            self.key_by_rules(scheme, host, path_and_query, headers, rules)
-        };
+        if rules.is_empty() {
+            return (self.url_key(scheme, host, path_and_query), None);
+        }
+        self.key_by_rules(scheme, host, path_and_query, headers, rules)
+    }
+
+    /// The key of a URL as is, under the site's cache-key version when it has one: a new version
+    /// makes every key of the site new, in memory and in the shared tier.
+    #[inline]
+    fn url_key(&self, scheme: &str, host: &str, path_and_query: &str) -> CacheKey {
         match &self.key_version {
-            None => (key, text),
-            // A new version: every key of the site is new, in memory and in the shared tier.
-            Some(v) => (key.versioned(v), text),
+            None => CacheKey::new(scheme, host, path_and_query),
+            Some(v) => CacheKey::versioned(v, scheme, host, path_and_query),
         }
     }
 
@@ -193,13 +197,13 @@ impl Site {
     ) -> (CacheKey, Option<Box<str>>) {
         let k = self.rules.key(rules);
         if k.is_plain() {
-            return (CacheKey::new(scheme, host, path_and_query), None);
+            return (self.url_key(scheme, host, path_and_query), None);
         }
         let pq = k.path_and_query(path_and_query);
         let (key, extra) = match k.extra(headers) {
-            None => (CacheKey::new(scheme, host, &pq), String::new()),
+            None => (self.url_key(scheme, host, &pq), String::new()),
             Some((name, value)) => {
-                let key = CacheKey::with_extra(scheme, host, &pq, name, value.as_deref());
+                let key = CacheKey::with_extra(self.key_version.as_deref(), scheme, host, &pq, name, value.as_deref());
                 let shown = value.as_deref().map_or(Cow::Borrowed("(none)"), String::from_utf8_lossy);
                 (key, format!(" {name}={shown}"))
             }

@@ -168,7 +168,7 @@ async fn a_version_bump_is_fleet_wide_through_redis_for_every_node_that_runs_it(
     assert_eq!((r.text().as_str(), r.cache_status()), ("shop.example/f#2", "edgecache; hit; tier=shared; ttl=3600"));
     assert_eq!(origin.count(), 2);
     // The r1 object left in Redis ages out by its TTL.
-    let old = format!("ec:v1:{{{}}}", CacheKey::new("http", "shop.example", "/f").versioned("r1"));
+    let old = format!("ec:v1:{{{}}}", CacheKey::versioned("r1", "http", "shop.example", "/f"));
     let ttl: i64 = redis.cmd(&[b"TTL", old.as_bytes()]).await;
     assert!(ttl > 0, "the old version's key has no TTL: {ttl}");
 }

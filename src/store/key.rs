@@ -77,29 +77,31 @@ impl CacheKey {
     /// Key for `scheme://host` + `path_and_query`, all exactly as forwarded. `host` must already be
     /// normalized (see [`normalize_host`]).
     pub fn new(scheme: &str, host: &str, path_and_query: &str) -> Self {
-        CacheKey(url_digest(scheme, host, path_and_query).finalize().into())
+        CacheKey(url_digest(None, scheme, host, path_and_query).finalize().into())
+    }
+
+    /// [`CacheKey::new`] under the cache-key version `version` (`cache.key_version`, `[[site]]
+    /// key_version`): the version is one more part of the digest, so no key of one version is a
+    /// key of another, or of no version.
+    pub fn versioned(version: &str, scheme: &str, host: &str, path_and_query: &str) -> Self {
+        CacheKey(url_digest(Some(version), scheme, host, path_and_query).finalize().into())
     }
 
     /// [`CacheKey::new`] with one more part a site's key rule adds: the value of the request
     /// field or cookie `name` (`None`: the request has none). The same value under two names, and
     /// an absent value, each make another key; a key without the part is never equal to one with.
-    pub fn with_extra(scheme: &str, host: &str, path_and_query: &str, name: &str, value: Option<&[u8]>) -> Self {
-        let mut h = url_digest(scheme, host, path_and_query);
+    pub fn with_extra(
+        version: Option<&str>,
+        scheme: &str,
+        host: &str,
+        path_and_query: &str,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Self {
+        let mut h = url_digest(version, scheme, host, path_and_query);
         h.update(b"+");
         frame_part(&mut h, name.as_bytes());
         frame_optional(&mut h, value);
-        CacheKey(h.finalize().into())
-    }
-
-    /// This key under the cache-key version `version` (`cache.key_version`, `[[site]]
-    /// key_version`): a digest of the version and this key, so no key of one version is a key
-    /// of another.
-    pub fn versioned(&self, version: &str) -> CacheKey {
-        let mut h = Sha256::new();
-        h.update(KEY_VERSION);
-        h.update(b"key-version");
-        frame_part(&mut h, version.as_bytes());
-        h.update(self.0);
         CacheKey(h.finalize().into())
     }
 
@@ -132,16 +134,22 @@ impl CacheKey {
     }
 }
 
-/// The digest of a URL's parts so far: version, scheme, host, path and query. Inlined into
-/// every key (a call of its own cost a hit about 35 instructions).
+/// The digest of a URL's parts so far: format version, the site's cache-key version when it has
+/// one, scheme, host, path and query. Inlined into every key (a call of its own cost a hit about
+/// 35 instructions).
 #[inline(always)]
-fn url_digest(scheme: &str, host: &str, path_and_query: &str) -> Sha256 {
+fn url_digest(version: Option<&str>, scheme: &str, host: &str, path_and_query: &str) -> Sha256 {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
     let mut h = Sha256::new();
     h.update(KEY_VERSION);
+    if let Some(v) = version {
+        // Marked, so that no URL without a version makes these bytes.
+        h.update(b"v");
+        frame_part(&mut h, v.as_bytes());
+    }
     for part in [scheme, host, path] {
         frame_part(&mut h, part.as_bytes());
     }
@@ -319,6 +327,20 @@ mod tests {
         assert_ne!(CacheKey::new("http", "ab", "/c"), CacheKey::new("http", "a", "b/c"));
         assert_ne!(CacheKey::new("http", "a", "/p"), CacheKey::new("http", "a", "/p?"));
         assert_eq!(CacheKey::new("http", "a", "/p?x=1"), CacheKey::new("http", "a", "/p?x=1"));
+    }
+
+    #[test]
+    fn a_version_makes_every_key_new_and_no_version_keeps_the_old_ones() {
+        let plain = CacheKey::new("http", "h", "/a");
+        let (v1, v2) = (CacheKey::versioned("1", "http", "h", "/a"), CacheKey::versioned("2", "http", "h", "/a"));
+        assert!(plain != v1 && plain != v2 && v1 != v2);
+        assert_eq!(v1, CacheKey::versioned("1", "http", "h", "/a"), "the same on every node");
+        // A version is no part of the URL: "1" with "/a" is not "" with "1/a" or a host "v1h".
+        assert_ne!(v1, CacheKey::versioned("", "http", "h", "1/a"));
+        assert_ne!(
+            CacheKey::with_extra(None, "http", "h", "/a", "x", None),
+            CacheKey::with_extra(Some("1"), "http", "h", "/a", "x", None)
+        );
     }
 
     #[test]
