@@ -17,6 +17,7 @@ use http::header::{HeaderMap, HeaderValue};
 
 use crate::clock::Clock;
 use crate::config::{Config, HostPattern, RefreshAhead};
+use crate::store::key::KeyVersion;
 use crate::store::CacheKey;
 use crate::upstream::OriginPool;
 
@@ -58,7 +59,7 @@ pub struct Site {
     /// Refresh-ahead, when on for this site.
     pub refresh_ahead: Option<RefreshAhead>,
     /// The cache-key version every key of this site is made under, when one is configured.
-    key_version: Option<Box<str>>,
+    key_version: Option<KeyVersion>,
 }
 
 impl Sites {
@@ -89,7 +90,7 @@ impl Sites {
                 rules: Rules::new(&s.rules),
                 origin_host: s.origin_host.clone(),
                 refresh_ahead: s.refresh_ahead.unwrap_or(cfg.refresh_ahead.enabled).then_some(cfg.refresh_ahead),
-                key_version: s.key_version.as_deref().or(cfg.cache.key_version.as_deref()).map(Box::from),
+                key_version: s.key_version.as_deref().or(cfg.cache.key_version.as_deref()).map(KeyVersion::new),
             });
         }
         sites.list = list.into();
@@ -203,7 +204,7 @@ impl Site {
         let (key, extra) = match k.extra(headers) {
             None => (self.url_key(scheme, host, &pq), String::new()),
             Some((name, value)) => {
-                let key = CacheKey::with_extra(self.key_version.as_deref(), scheme, host, &pq, name, value.as_deref());
+                let key = CacheKey::with_extra(self.key_version.as_ref(), scheme, host, &pq, name, value.as_deref());
                 let shown = value.as_deref().map_or(Cow::Borrowed("(none)"), String::from_utf8_lossy);
                 (key, format!(" {name}={shown}"))
             }

@@ -13,6 +13,7 @@ use edgecache::clock::ManualClock;
 use edgecache::config::Config;
 use edgecache::proxy::Proxy;
 use edgecache::reload::Live;
+use edgecache::store::key::KeyVersion;
 use edgecache::store::CacheKey;
 use edgecache::Running;
 
@@ -168,7 +169,7 @@ async fn a_version_bump_is_fleet_wide_through_redis_for_every_node_that_runs_it(
     assert_eq!((r.text().as_str(), r.cache_status()), ("shop.example/f#2", "edgecache; hit; tier=shared; ttl=3600"));
     assert_eq!(origin.count(), 2);
     // The r1 object left in Redis ages out by its TTL.
-    let old = format!("ec:v1:{{{}}}", CacheKey::versioned("r1", "http", "shop.example", "/f"));
+    let old = format!("ec:v1:{{{}}}", CacheKey::versioned(&KeyVersion::new("r1"), "http", "shop.example", "/f"));
     let ttl: i64 = redis.cmd(&[b"TTL", old.as_bytes()]).await;
     assert!(ttl > 0, "the old version's key has no TTL: {ttl}");
 }
