@@ -26,7 +26,7 @@ const HOST: &str = "www.example";
 const SHARED_HIT: &str = "edgecache; hit; tier=shared; ttl=60";
 
 /// GET: `{path}#{n}` (n counted per path) fresh for 60 s, tagged `t` under `/t`; `/v…` varies on
-/// `Accept-Language`, `/big…` is 1000 bytes. Other methods: 200 `done`.
+/// `Accept-Language`, `/big…` is 1000 bytes, `/huge…` 1.5 MB. Other methods: 200 `done`.
 fn handler() -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
     let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     move |req, _| {
@@ -45,6 +45,9 @@ fn handler() -> impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static {
             Reply::ok(format!("{path} {lang}#{n}")).cc("max-age=60").header("vary", "accept-language")
         } else if path.starts_with("/big") {
             Reply::ok(vec![b'x'; 1000]).cc("max-age=60")
+        } else if path.starts_with("/huge") {
+            // Over memcached's default item size (1 MiB).
+            Reply::ok(vec![b'x'; 1_500_000]).cc("max-age=60")
         } else if path.starts_with("/t") {
             Reply::ok(format!("{path}#{n}")).cc("max-age=60").header("surrogate-key", "t")
         } else {
@@ -292,4 +295,22 @@ async fn every_key_expires_within_ttl_cap_and_large_objects_stay_in_memory() {
     get(&a.c, "/after").await;
     written(&a, 2).await;
     assert_eq!(mc.get(&key_name(HOST, "/big")), None, "an object over max_object_size was written");
+}
+
+#[tokio::test]
+async fn an_object_memcached_refuses_for_its_size_is_a_dropped_write_not_a_failing_server() {
+    let clock = clock();
+    let mc = MemcachedServer::start();
+    let origin = Origin::start(&clock, handler()).await;
+    let a = Node::start(&origin, &clock, vec![mc.addr()], |m| m.max_object_bytes = 2 << 20).await;
+    for i in 0..4 {
+        // Streamed to the client before it is stored: the head says no more than the miss.
+        let r = get(&a.c, &format!("/huge{i}")).await;
+        assert_eq!((r.status, r.cache_status()), (200, "edgecache; fwd=uri-miss; fwd-status=200"));
+    }
+    eventually("the four writes refused", async || n(&a.stats().dropped_writes) == 4).await;
+    assert_eq!(n(&a.stats().errors), 0, "a refused value counted as a failing server");
+    assert!(a.shared().available(), "the breaker opened");
+    get(&a.c, "/after").await;
+    written(&a, 1).await;
 }

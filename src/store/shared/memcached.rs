@@ -102,15 +102,19 @@ impl Memcached {
                 Some(i) => (bundle::decode(&i.value).unwrap_or_default(), Mode::Cas(i.cas), i.ttl),
             };
             change(&mut fields);
-            let done = match (fields.is_empty(), mode) {
-                (true, Mode::Cas(cas)) => server.delete(key, Some(cas)).await?,
-                (true, _) => true,
-                (false, mode) => {
-                    server.set(key, &bundle::encode(&fields), ttl(left).max(1), mode).await? == Stored::Yes
-                }
+            let stored = match (fields.is_empty(), mode) {
+                (true, Mode::Cas(cas)) => match server.delete(key, Some(cas)).await? {
+                    true => Stored::Yes,
+                    false => Stored::Conflict,
+                },
+                (true, _) => Stored::Yes,
+                (false, mode) => server.set(key, &bundle::encode(&fields), ttl(left).max(1), mode).await?,
             };
-            if done {
-                return Ok(true);
+            match stored {
+                Stored::Yes => return Ok(true),
+                // Too large for memcached (all variants together): dropped, like any write.
+                Stored::Refused => return Ok(false),
+                Stored::Conflict => {}
             }
         }
         Ok(false)
@@ -161,8 +165,10 @@ impl Memcached {
             records.retain(|r| r.purge.at >= oldest);
             let excess = records.len().saturating_sub(MAX_RECORDS);
             records.drain(..excess);
-            if server.set(&name, &bundle::encode_records(&records), ttl_cap, mode).await? == Stored::Yes {
-                return Ok(true);
+            match server.set(&name, &bundle::encode_records(&records), ttl_cap, mode).await? {
+                Stored::Yes => return Ok(true),
+                Stored::Refused => return Ok(false),
+                Stored::Conflict => {}
             }
         }
         Ok(false)

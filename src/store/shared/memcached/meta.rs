@@ -55,6 +55,10 @@ pub enum Stored {
     Yes,
     /// Not stored: the key exists (add), changed (`EX`) or is gone (`NF`) since it was read.
     Conflict,
+    /// Refused for its size (`SERVER_ERROR object too large for cache`, over `-I`) or for want
+    /// of memory (`SERVER_ERROR out of memory storing object`, with `-M`): an answer about this
+    /// value, not a failing server.
+    Refused,
 }
 
 type Conn = BufReader<TcpStream>;
@@ -173,12 +177,19 @@ impl Server {
             Mode::Cas(cas) => format!("C{cas}"),
         };
         let head = format!("ms {key} {} T{ttl} {mode}\r\n", value.len());
-        self.call(head.as_bytes(), Some(value), async |_: &mut Conn, line: &str| match line {
-            "HD" => Ok(Stored::Yes),
-            "NS" | "EX" | "NF" => Ok(Stored::Conflict),
-            _ => Err(bad(line)),
-        })
-        .await
+        let stored = self
+            .call(head.as_bytes(), Some(value), async |_: &mut Conn, line: &str| match line {
+                "HD" => Ok(Stored::Yes),
+                "NS" | "EX" | "NF" => Ok(Stored::Conflict),
+                _ => Err(bad(line)),
+            })
+            .await;
+        match stored {
+            Err(MetaError::Refused(line)) if line.contains("too large") || line.contains("out of memory") => {
+                Ok(Stored::Refused)
+            }
+            other => other,
+        }
     }
 
     /// `md KEY [C<cas>]`: deletes the key (only at that CAS value, when given). True when it was
