@@ -326,6 +326,7 @@ fn stored_entry() -> Arc<Entry> {
         vary: Box::new([]),
         freshness,
         checked: Default::default(),
+        heat: Default::default(),
     })
 }
 

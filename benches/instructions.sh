@@ -6,6 +6,9 @@
 #   ORIGIN=nginx benches/instructions.sh miss [BIN ...]
 #   KEEP=DIR benches/instructions.sh hit BIN    also keeps each callgrind dump in DIR, for
 #                                               callgrind_annotate --inclusive=yes
+#   EXTRA='key_version = "r1"\n' benches/instructions.sh hit BIN
+#                                               the measured node's file gets these lines after
+#                                               its [cache] table
 #
 # The origin runs natively: node A (`--demo`, /bytes/1024/<path>, itself an edgecache, so its
 # responses carry `Via` and `Cache-Status` as in a tiered setup), or with ORIGIN=nginx an nginx
@@ -27,7 +30,8 @@ needs valgrind callgrind_control callgrind_annotate wrk curl
 
 
 APORT=$(free_port)
-printf '[cache]\nmemory = "1GiB"\n' >"$TMP/b.toml"
+# EXTRA: more lines for the measured node's file, after its [cache] table (printf %b escapes).
+printf '[cache]\nmemory = "1GiB"\n%b' "${EXTRA:-}" >"$TMP/b.toml"
 case ${ORIGIN:-demo} in
   demo)
     printf '[cache]\nmemory = "1MiB"\nmax_object_size = "64KiB"\n' >"$TMP/a.toml"

@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use toml::Table;
 
+mod memcached;
+mod refresh;
 mod site;
 mod tls;
 mod walk;
+pub use memcached::MemcachedConfig;
+pub use refresh::RefreshAhead;
 pub use site::{
     ActiveCheck, Balance, CacheMode, HealthConfig, HostPattern, PathPattern, RuleConfig, ServerConfig, SiteConfig,
 };
@@ -48,8 +52,12 @@ pub struct Config {
     pub stale: StaleConfig,
     /// Targeted cache-control fields (RFC 9213, Surrogate-Control).
     pub targeted: Targeted,
-    /// The shared tier (Redis), when configured.
+    /// The shared tier on Redis, when configured.
     pub redis: Option<RedisConfig>,
+    /// The shared tier on memcached, when configured (never with `redis`).
+    pub memcached: Option<MemcachedConfig>,
+    /// Refreshing hot objects before they expire.
+    pub refresh_ahead: RefreshAhead,
     /// How client addresses are passed on to the origin.
     pub forwarding: Forwarding,
     /// What `/ready` asks of the origin.
@@ -321,6 +329,10 @@ pub struct CacheConfig {
     /// Claim the memory budget at start-up and fault in every page of it, so that a growing
     /// cache never waits for a page fault; the process then keeps the memory it has.
     pub preallocate: bool,
+    /// The cache-key version of every site that does not set its own (`[[site]] key_version`):
+    /// changing it makes every object stored under the old one unreachable. `None`: keys as
+    /// without a version.
+    pub key_version: Option<String>,
 }
 
 /// Timeouts.
@@ -408,6 +420,7 @@ impl Default for Config {
                 store_set_cookie: false,
                 transparent_huge_pages: false,
                 preallocate: false,
+                key_version: None,
             },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
@@ -439,6 +452,8 @@ impl Default for Config {
                 forward_surrogate_control: false,
             },
             redis: None,
+            memcached: None,
+            refresh_ahead: RefreshAhead::default(),
             forwarding: Forwarding::default(),
             health: Health { origin_interval: Duration::from_secs(10) },
             admin: None,
@@ -597,6 +612,7 @@ impl Config {
                 read(&mut w, &mut t, &mut cfg);
             }
         }
+        memcached::one_shared_tier(&mut w, &cfg);
         site::sites(&mut w, &mut root, &mut cfg);
         if origin_given && !cfg.sites.is_empty() {
             w.bad("origin", "not used with [[site]]: give each site its servers (default = true for the rest)".into());
@@ -648,6 +664,8 @@ const SECTIONS: &[(&str, Section)] = &[
     ("stale", stale_section),
     ("targeted", targeted_section),
     ("redis", redis_section),
+    ("memcached", memcached::memcached_section),
+    ("refresh_ahead", refresh::refresh_section),
     ("admin", admin_section),
     ("purge", purge_section),
     ("log", log_section),
@@ -683,6 +701,7 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
     w.take(t, "cache", "store_set_cookie", |w, p, v| w.boolean(p, v).map(|b| c.store_set_cookie = b));
     w.take(t, "cache", "transparent_huge_pages", |w, p, v| w.boolean(p, v).map(|b| c.transparent_huge_pages = b));
     w.take(t, "cache", "preallocate", |w, p, v| w.boolean(p, v).map(|b| c.preallocate = b));
+    w.take(t, "cache", "key_version", |w, p, v| key_version(w, p, v).map(|k| c.key_version = Some(k)));
     w.unknown(t, "cache");
     if c.memory_bytes < 1 << 20 {
         w.bad("cache.memory", "must be at least 1MiB".into());
@@ -698,6 +717,18 @@ fn cache_section(w: &mut Walker, t: &mut Table, cfg: &mut Config) {
         Some(s) => c.slice_bytes = s,
         // The default, within a smaller max_object_size.
         None => c.slice_bytes = c.slice_bytes.min(c.max_object_bytes.max(1)),
+    }
+}
+
+/// A cache-key version (`cache.key_version`, `[[site]] key_version`): 1 to 64 visible ASCII
+/// characters, such as a release name or a date.
+fn key_version(w: &mut Walker, path: &str, v: &toml::Value) -> Option<String> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()) => Some(s.to_string()),
+        _ => {
+            w.bad(path, "expected 1 to 64 visible ASCII characters (no spaces), like \"2026-12-05\" or \"v42\"".into());
+            None
+        }
     }
 }
 

@@ -298,7 +298,11 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        let shared = cfg.redis.as_ref().map(|r| format!(", shared tier {}", r.url)).unwrap_or_default();
+        let shared = match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => format!(", shared tier {}", r.url),
+            (None, Some(m)) => format!(", shared tier memcached {}", m.servers.join(" ")),
+            (None, None) => String::new(),
+        };
         let admin = cfg.admin.as_ref().map(|a| format!(", admin {}", a.listen)).unwrap_or_default();
         let origins = if cfg.sites.is_empty() {
             format!("origin {}", cfg.origin.url)

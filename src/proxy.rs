@@ -38,7 +38,7 @@ use crate::status::{CacheStatus, Detail, Failure, Fwd, NotStored, Stale};
 use crate::store::fill::Inflight;
 use crate::store::hit_for_pass::HitForPass;
 use crate::store::purge::{Purger, Purges};
-use crate::store::shared::SharedTier;
+use crate::store::shared::{SharedTier, TierConfig};
 use crate::store::tiers::Tiers;
 use crate::store::{CacheKey, MemoryTier};
 use fetch::{Fetched, Miss};
@@ -90,11 +90,12 @@ impl Proxy {
         let c = &cfg.cache;
         let memory = MemoryTier::counted(c.memory_bytes, c.max_variants, clock.clone(), &metrics);
         // Records are kept as long as anything in the shared tier can be older than them.
-        let retain = cfg.redis.as_ref().map_or(std::time::Duration::from_secs(86_400), |r| r.ttl_cap);
+        let tier = TierConfig::of(&cfg);
+        let retain = tier.as_ref().map_or(std::time::Duration::from_secs(86_400), TierConfig::ttl_cap);
         let purges = Arc::new(Purges::new(retain));
         let purger = Purger::new(memory.clone(), purges.clone(), clock.clone());
-        let shared = cfg.redis.clone().map(|r| {
-            SharedTier::start(r, purger.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
+        let shared = tier.map(|t| {
+            SharedTier::start(t, purger.clone(), clock.clone(), metrics.shared.clone(), metrics.shared_call_seconds())
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(crate::metrics::history::sampler(Arc::downgrade(&metrics), clock.clone()));
@@ -296,6 +297,20 @@ impl Proxy {
         (resp, cs)
     }
 
+    /// Refresh-ahead (`[refresh_ahead]`, `[[site]] refresh_ahead`): a fresh hit on `entry`,
+    /// `ttl_ms` before it expires, is counted; when the entry has had `min_hits` hits and is in
+    /// the last `fraction` of its freshness lifetime, it is revalidated once in the background
+    /// (the fill machinery: a 304 refreshes it, a 200 replaces it), so it does not expire under
+    /// its clients. A cold entry is never refreshed; with refresh-ahead off nothing is counted.
+    fn refresh_ahead(self: &Arc<Self>, ctx: &Ctx, entry: &Arc<crate::store::Entry>, ttl_ms: i64) {
+        let Some(ra) = self.sites.get(ctx.route.site).refresh_ahead else { return };
+        let Some(hits) = entry.heat.hit() else { return };
+        let lifetime_ms = i64::from(entry.freshness.lifetime) * 1000;
+        if hits >= ra.min_hits && ttl_ms * 1000 <= lifetime_ms * i64::from(ra.per_mille) && entry.heat.claim() {
+            self.revalidate_in_background(ctx, entry.clone());
+        }
+    }
+
     /// GET and HEAD: look up, serve, revalidate or fetch.
     async fn cacheable(self: &Arc<Self>, ctx: Ctx) -> Answer {
         let h = &ctx.parts.headers;
@@ -360,8 +375,11 @@ impl Proxy {
         };
         match usable {
             Usable::Fresh | Usable::Stale => {
-                let ttl = entry.freshness.ttl_ms(now).div_euclid(1000);
-                self.serve_stored(&ctx.parts, &entry, hit(ttl), now)
+                let ttl_ms = entry.freshness.ttl_ms(now);
+                if ttl_ms > 0 {
+                    self.refresh_ahead(&ctx, &entry, ttl_ms);
+                }
+                self.serve_stored(&ctx.parts, &entry, hit(ttl_ms.div_euclid(1000)), now)
             }
             // RFC 5861 §3: serve stale at once, revalidate once in the background.
             Usable::Revalidate(Fwd::Stale)

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderValue};
 
 use crate::clock::Clock;
-use crate::config::{Config, HostPattern};
+use crate::config::{Config, HostPattern, RefreshAhead};
+use crate::store::key::KeyVersion;
 use crate::store::CacheKey;
 use crate::upstream::OriginPool;
 
@@ -55,6 +56,10 @@ pub struct Site {
     pub rules: Rules,
     /// The `Host` sent to its origin, when not the client's.
     pub origin_host: Option<HeaderValue>,
+    /// Refresh-ahead, when on for this site.
+    pub refresh_ahead: Option<RefreshAhead>,
+    /// The cache-key version every key of this site is made under, when one is configured.
+    key_version: Option<KeyVersion>,
 }
 
 impl Sites {
@@ -84,6 +89,8 @@ impl Sites {
                 pool,
                 rules: Rules::new(&s.rules),
                 origin_host: s.origin_host.clone(),
+                refresh_ahead: s.refresh_ahead.unwrap_or(cfg.refresh_ahead.enabled).then_some(cfg.refresh_ahead),
+                key_version: s.key_version.as_deref().or(cfg.cache.key_version.as_deref()).map(KeyVersion::new),
             });
         }
         sites.list = list.into();
@@ -164,9 +171,19 @@ impl Site {
         rules: RuleSet,
     ) -> (CacheKey, Option<Box<str>>) {
         if rules.is_empty() {
-            return (CacheKey::new(scheme, host, path_and_query), None);
+            return (self.url_key(scheme, host, path_and_query), None);
         }
         self.key_by_rules(scheme, host, path_and_query, headers, rules)
+    }
+
+    /// The key of a URL as is, under the site's cache-key version when it has one: a new version
+    /// makes every key of the site new, in memory and in the shared tier.
+    #[inline]
+    fn url_key(&self, scheme: &str, host: &str, path_and_query: &str) -> CacheKey {
+        match &self.key_version {
+            None => CacheKey::new(scheme, host, path_and_query),
+            Some(v) => CacheKey::versioned(v, scheme, host, path_and_query),
+        }
     }
 
     /// [`key`](Site::key) when some rules match.
@@ -181,13 +198,13 @@ impl Site {
     ) -> (CacheKey, Option<Box<str>>) {
         let k = self.rules.key(rules);
         if k.is_plain() {
-            return (CacheKey::new(scheme, host, path_and_query), None);
+            return (self.url_key(scheme, host, path_and_query), None);
         }
         let pq = k.path_and_query(path_and_query);
         let (key, extra) = match k.extra(headers) {
-            None => (CacheKey::new(scheme, host, &pq), String::new()),
+            None => (self.url_key(scheme, host, &pq), String::new()),
             Some((name, value)) => {
-                let key = CacheKey::with_extra(scheme, host, &pq, name, value.as_deref());
+                let key = CacheKey::with_extra(self.key_version.as_ref(), scheme, host, &pq, name, value.as_deref());
                 let shown = value.as_deref().map_or(Cow::Borrowed("(none)"), String::from_utf8_lossy);
                 (key, format!(" {name}={shown}"))
             }

@@ -6,6 +6,7 @@ pub mod entry;
 
 pub mod fill;
 pub mod headers;
+pub mod heat;
 pub mod hit_for_pass;
 pub mod key;
 pub mod memory;

@@ -670,6 +670,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                     last_modified: t[3],
                 },
                 checked: Default::default(),
+                heat: Default::default(),
             }
         })
 }

@@ -36,6 +36,11 @@ pub struct SiteConfig {
     pub health: HealthConfig,
     /// Cache rules, in order.
     pub rules: Vec<RuleConfig>,
+    /// Refresh-ahead on (`true`) or off (`false`) for this site; `None`: as
+    /// `refresh_ahead.enabled` says.
+    pub refresh_ahead: Option<bool>,
+    /// This site's cache-key version; `None`: `cache.key_version`.
+    pub key_version: Option<String>,
 }
 
 /// A host name pattern of a site.
@@ -185,6 +190,8 @@ impl SiteConfig {
             }],
             health: HealthConfig::default(),
             rules: Vec::new(),
+            refresh_ahead: None,
+            key_version: None,
         }
     }
 }
@@ -288,6 +295,10 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
         }
         Some(())
     });
+    let mut refresh_ahead = None;
+    w.take(t, at, "refresh_ahead", |w, p, v| w.boolean(p, v).map(|b| refresh_ahead = Some(b)));
+    let mut key_version = None;
+    w.take(t, at, "key_version", |w, p, v| super::key_version(w, p, v).map(|k| key_version = Some(k)));
     let mut balance = Balance::RoundRobin;
     w.take(t, at, "balance", |w, p, v| {
         match v.as_str() {
@@ -334,7 +345,19 @@ fn site(w: &mut Walker, t: &mut Table, at: &str) -> Option<SiteConfig> {
     if rules.len() > MAX_RULES {
         w.bad(&format!("{at}.rule"), format!("at most {MAX_RULES} rules per site"));
     }
-    Some(SiteConfig { name: name?, hosts, default, origin_host, origin_sni, balance, servers, health, rules })
+    Some(SiteConfig {
+        name: name?,
+        hosts,
+        default,
+        origin_host,
+        origin_sni,
+        balance,
+        servers,
+        health,
+        rules,
+        refresh_ahead,
+        key_version,
+    })
 }
 
 /// `[[site.server]]`.

@@ -238,14 +238,19 @@ pub fn render(proxy: &Proxy) -> String {
         used * 100.0
     );
     let shared = proxy.shared_state();
-    match (&cfg.redis, shared) {
-        (Some(r), Some(s)) => {
+    let store = match (&cfg.redis, &cfg.memcached) {
+        (Some(r), _) => Some(redact(&r.url)),
+        (None, Some(m)) => Some(format!("memcached {}", m.servers.join(", "))),
+        (None, None) => None,
+    };
+    match (store, shared) {
+        (Some(store), Some(s)) => {
             let st = &m.shared;
             let _ = write!(
                 out,
                 "<tr><td>shared (<code>{}</code>)</td><td colspan=\"3\">hits {} · misses {} · errors {} · dropped writes {} · invalidations applied {}</td>\
                  <td id=\"breaker\" class=\"{}\">{} · breaker {}</td></tr>",
-                esc(&redact(&r.url)),
+                esc(&store),
                 st.hits.load(Ordering::Relaxed),
                 st.misses.load(Ordering::Relaxed),
                 st.errors.load(Ordering::Relaxed),

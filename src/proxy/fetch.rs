@@ -584,7 +584,15 @@ impl Proxy {
         let headers = StoredHeaders::from_map_where(&rp.headers, |n| *n != header::AGE && !named(n.as_str()));
         let names = vary::vary_names(&rp.headers).unwrap_or_default();
         let vary = vary::vary_key(&names, req);
-        Entry { status: rp.status, headers, body: Bytes::new(), vary, freshness: fresh, checked: Stamp::new(stamp) }
+        Entry {
+            status: rp.status,
+            headers,
+            body: Bytes::new(),
+            vary,
+            freshness: fresh,
+            checked: Stamp::new(stamp),
+            heat: Default::default(),
+        }
     }
 }
 

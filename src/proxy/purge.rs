@@ -74,7 +74,7 @@ impl Proxy {
             }
             Verdict::Soft(at) => {
                 let soft = Arc::new(entry.softened(at.min(now), seq));
-                let keep_for = self.tiers.keep_for(&soft.freshness, now);
+                let keep_for = self.tiers.memory_keep_for(&soft.freshness, now);
                 self.tiers.memory().replace(ctx.key, &entry, soft.clone(), keep_for);
                 Some(soft)
             }
@@ -95,7 +95,7 @@ impl Proxy {
             Verdict::Soft(at) => {
                 let now = self.clock.now_millis();
                 let soft = Arc::new(entry.softened(at.min(now), since));
-                self.tiers.memory().replace(key, entry, soft.clone(), self.tiers.keep_for(&soft.freshness, now));
+                self.tiers.memory().replace(key, entry, soft.clone(), self.tiers.memory_keep_for(&soft.freshness, now));
             }
         }
     }

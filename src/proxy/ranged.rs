@@ -352,6 +352,7 @@ impl Proxy {
             vary: Box::new([]),
             freshness: fresh,
             checked: Stamp::new(stamp),
+            heat: Default::default(),
         };
         let date = fresh.times.date;
         let lm = headers
@@ -385,7 +386,7 @@ impl Proxy {
             }
             return partial;
         }
-        let keep_for = self.tiers.keep_for(&fresh, response_time);
+        let keep_for = self.tiers.memory_keep_for(&fresh, response_time);
         let parts = pieces::split(&partial, at, bytes, |i| memory.slice(&key.slice(i), now));
         for (i, s) in parts {
             memory.put_slice(key.slice(i), Arc::new(s), keep_for);

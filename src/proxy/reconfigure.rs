@@ -1,6 +1,6 @@
 //! A proxy for a new configuration that shares with the running one what the change leaves
 //! alone: the memory tier always (resized when `cache.memory` changed) and the purges recorded,
-//! the shared tier and its connection when `[redis]` did not change, the sites with their origin
+//! the shared tier and its connection when `[redis]` (or `[memcached]`) did not change, the sites with their origin
 //! pools (connections, health, ejections) when no site, origin or origin limit changed, the
 //! fills in flight, and hit-for-pass when its time did not change.
 
@@ -10,7 +10,7 @@ use super::{Proxy, Shared};
 use crate::config::Config;
 use crate::site::Sites;
 use crate::store::hit_for_pass::HitForPass;
-use crate::store::shared::SharedTier;
+use crate::store::shared::{SharedTier, TierConfig};
 use crate::store::tiers::Tiers;
 
 /// Keys a running process cannot apply, and why; a reload reports them when they changed and
@@ -59,6 +59,8 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("stale", old.stale != new.stale),
         ("targeted", old.targeted != new.targeted),
         ("redis", old.redis != new.redis),
+        ("memcached", old.memcached != new.memcached),
+        ("refresh_ahead", old.refresh_ahead != new.refresh_ahead),
         ("health", old.health != new.health),
         ("admin", old.admin != new.admin),
         ("purge", old.purge != new.purge),
@@ -70,6 +72,8 @@ pub fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
 fn same_sites(old: &Config, new: &Config) -> bool {
     old.origin == new.origin
         && old.sites == new.sites
+        && old.cache.key_version == new.cache.key_version
+        && old.refresh_ahead == new.refresh_ahead
         && old.timeouts.connect == new.timeouts.connect
         && old.timeouts.first_byte == new.timeouts.first_byte
         && old.timeouts.origin_queue == new.timeouts.origin_queue
@@ -94,10 +98,10 @@ impl Proxy {
         let memory = self.tiers.memory().clone();
         memory.resize(cfg.cache.memory_bytes);
         memory.set_max_variants(cfg.cache.max_variants);
-        let shared = match (&cfg.redis, self.tiers.shared()) {
-            (Some(new), Some(running)) if running.config() == new => Some(running.clone()),
+        let shared = match (TierConfig::of(&cfg), self.tiers.shared()) {
+            (Some(new), Some(running)) if running.config() == &new => Some(running.clone()),
             (Some(new), _) => Some(SharedTier::start(
-                new.clone(),
+                new,
                 self.purger.clone(),
                 self.clock.clone(),
                 self.metrics.shared.clone(),

@@ -5,6 +5,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, ETAG, LAST_MODIFIED};
 use http::StatusCode;
 
 use super::headers::StoredHeaders;
+use super::heat::Heat;
 use super::purge::Stamp;
 use crate::clock::Millis;
 use crate::http::policy::Freshness;
@@ -26,6 +27,8 @@ pub struct Entry {
     /// The purge sequence number this entry is known to be unaffected through (it sits in the
     /// padding after `status`: the entry keeps its size).
     pub checked: Stamp,
+    /// Hits since it was stored, counted for refresh-ahead (also in the padding).
+    pub heat: Heat,
 }
 
 /// Fields never copied from a 304 into the stored response (RFC 9111 §3.2): the stored body's
@@ -101,6 +104,7 @@ impl Entry {
             vary: self.vary.clone(),
             freshness,
             checked: self.checked.clone(),
+            heat: Heat::default(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Entry {
                 last_modified: 0,
             },
             checked: Stamp::default(),
+            heat: Heat::default(),
         })
     }
 }

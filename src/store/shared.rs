@@ -1,28 +1,39 @@
-//! The shared tier: Redis (standalone or Cluster) as a second tier for a fleet of nodes.
+//! The shared tier: a store beside the nodes of a fleet, as a second tier: Redis (standalone or
+//! Cluster) or memcached (a list of servers). One tier with two stores: the budget, the circuit
+//! breaker, the write queue, the [envelope](envelope), the TTLs and the size limit are the same
+//! for both; what differs is how a URL's variants are kept and how other nodes hear of
+//! invalidations and purges.
 //!
 //! # Guarantees
 //!
-//! - **Never in the way.** Every call is bounded by `redis.budget`; past it the call counts as a
-//!   miss. After consecutive failures a circuit breaker stops calling Redis and probes again later
-//!   (backing off up to 30 s). Connecting happens in the background: a Redis that is down, or
-//!   that accepts connections and never answers, never delays startup or a request beyond the
-//!   budget. The breaker's probes and the connection attempts wait on the proxy's [`Clock`].
+//! - **Never in the way.** Every call is bounded by the budget (`redis.budget`,
+//!   `memcached.budget`); past it the call counts as a miss. After consecutive failures a circuit
+//!   breaker stops calling the store and probes again later (backing off up to 30 s). Connecting
+//!   happens in the background: a store that is down, or that accepts connections and never
+//!   answers, never delays startup or a request beyond the budget. The breaker's probes and the
+//!   connection attempts wait on the proxy's [`Clock`].
 //! - **Writes off the client's path.** Stores go through a bounded queue to one writer task that
 //!   batches them; when the queue is full a write is dropped and counted, never waited for.
 //! - **Checked reads.** Values are [envelopes](envelope) with a version and the canonical
 //!   key; anything that does not decode is a miss and is counted.
-//! - **Every key expires.** A URL's variants live in one hash `PREFIX:v1:{DIGEST}` (one hash tag
-//!   per URL, so it works on Redis Cluster) whose TTL is the longest useful life of its variants
-//!   (freshness, stale windows and retention), capped by `redis.ttl_cap`. The invalidation stream
-//!   expires a day after its last entry.
-//! - **Fleet-wide invalidation.** An invalidation deletes the URL's hash and is appended to the
-//!   stream `PREFIX:v1:invalidations`; every node reads the stream from its last position, so a
-//!   node that was disconnected replays what it missed. If the stream was trimmed past that
+//! - **Every key expires.** A URL's variants live in one hash `PREFIX:v1:{DIGEST}` (Redis; one
+//!   hash tag per URL, so it works on Redis Cluster) or one versioned bundle `PREFIX:v1:DIGEST`
+//!   (memcached), whose TTL is the longest useful life of its variants (freshness, stale windows
+//!   and retention), capped by `ttl_cap`. The invalidation stream expires a day after its last
+//!   entry; the record of purges `ttl_cap` after its last purge.
+//! - **Fleet-wide invalidation, Redis.** An invalidation deletes the URL's hash and is appended to
+//!   the stream `PREFIX:v1:invalidations`; every node reads the stream from its last position, so
+//!   a node that was disconnected replays what it missed. If the stream was trimmed past that
 //!   position (or Redis restarted empty), the node cannot know what it missed and marks
 //!   everything it holds stale: each object is revalidated, and a 304 keeps it.
+//! - **Fleet-wide invalidation, memcached** (which has no stream): an invalidation deletes the
+//!   URL's bundle, so no node reads the object from memcached again; another node's memory copy
+//!   is kept at most `memcached.memory_ttl`, the cap on every memory-tier lifetime while
+//!   memcached is the shared tier. Purges are appended to a record every node reads every
+//!   `memcached.memory_ttl` and applies as it would a purge from the Redis stream.
 //! - **Purges are never lost.** An operator's purge ([`publish`](SharedTier::publish)) is applied
-//!   to Redis and announced on the stream by a task of its own that keeps it until Redis takes it,
-//!   however long Redis is away (see `shared/publish.rs` for what is written).
+//!   to the store (and announced) by a task of its own that keeps it until the store takes it,
+//!   however long the store is away (see `shared/publish.rs` for what is written).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,17 +51,19 @@ use super::entry::Entry;
 use super::key::{frame_optional, frame_part, CacheKey};
 use super::purge::{Purge, Purger};
 use crate::clock::{Clock, Millis};
-use crate::config::RedisConfig;
+use crate::config::{MemcachedConfig, RedisConfig};
 
 mod breaker;
 mod conn;
 pub mod envelope;
+mod memcached;
 mod publish;
 mod stream;
 mod writer;
 
 use breaker::Breaker;
 use conn::{connector, Conn};
+use memcached::{records_reader, Memcached};
 use publish::{publisher, Outbox, Outgoing};
 use stream::invalidation_reader;
 use writer::{writer, Write};
@@ -87,9 +100,70 @@ pub struct Stats {
     pub lost_track: AtomicU64,
 }
 
-struct Inner {
+/// What both stores share: how long a call may take, what is written and for how long.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Time allowed to every call; past it the call is a miss.
+    pub budget: Duration,
+    /// Larger objects stay in memory only.
+    pub max_object_bytes: u64,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Upper bound of every key's TTL.
+    pub ttl_cap: Duration,
+    /// Writes waiting to be sent; beyond it writes are dropped (and counted).
+    pub write_queue: usize,
+    /// The cap on every memory-tier lifetime, when the store cannot tell other nodes of an
+    /// invalidation (memcached).
+    pub memory_ttl: Option<Duration>,
+}
+
+/// Where the shared tier keeps its objects.
+enum Backend {
+    /// Redis: the connection, made in the background.
+    Redis(RedisBackend),
+    /// Memcached: the servers.
+    Memcached(Memcached),
+}
+
+struct RedisBackend {
     cfg: RedisConfig,
     conn: RwLock<Option<Conn>>,
+}
+
+/// The store the shared tier was started on, as configured (`[redis]` or `[memcached]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TierConfig {
+    /// `[redis]`.
+    Redis(RedisConfig),
+    /// `[memcached]`.
+    Memcached(MemcachedConfig),
+}
+
+impl TierConfig {
+    /// The shared tier `cfg` configures, if any (the file allows one of the two).
+    pub fn of(cfg: &crate::config::Config) -> Option<TierConfig> {
+        match (&cfg.redis, &cfg.memcached) {
+            (Some(r), _) => Some(TierConfig::Redis(r.clone())),
+            (None, Some(m)) => Some(TierConfig::Memcached(m.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The upper bound of every key's TTL.
+    pub fn ttl_cap(&self) -> Duration {
+        match self {
+            TierConfig::Redis(r) => r.ttl_cap,
+            TierConfig::Memcached(m) => m.ttl_cap,
+        }
+    }
+}
+
+struct Inner {
+    /// What it was started from.
+    started: TierConfig,
+    limits: Limits,
+    backend: Backend,
     breaker: Mutex<Breaker>,
     stats: Arc<Stats>,
     /// Time of each call.
@@ -110,36 +184,81 @@ pub struct SharedTier {
 }
 
 impl SharedTier {
-    /// Starts the tier: connects in the background, and runs the writer, the purge publisher
-    /// and the invalidation reader (which applies other nodes' invalidations and purges through
-    /// `purger`). Retries wait on `clock`. Counts in `stats`, and the time of each call in
-    /// `call_seconds`.
+    /// Starts the tier on the store `cfg` names. Redis: connects in the background, and runs
+    /// the invalidation reader (which applies other nodes' invalidations and purges through
+    /// `purger`). Memcached: runs the reader of the record of purges (applied through `purger`);
+    /// connections are made by the calls that need them, within their budget. Both: the writer
+    /// and the purge publisher. Retries wait on `clock`. Counts in `stats`, and the time of each
+    /// call in `call_seconds`.
     pub fn start(
-        cfg: RedisConfig,
+        cfg: TierConfig,
         purger: Purger,
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
         call_seconds: Histogram,
     ) -> SharedTier {
-        let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
-        let node = node_id();
+        let (limits, backend) = match &cfg {
+            TierConfig::Redis(r) => (
+                Limits {
+                    budget: r.budget,
+                    max_object_bytes: r.max_object_bytes,
+                    key_prefix: r.key_prefix.clone(),
+                    ttl_cap: r.ttl_cap,
+                    write_queue: r.write_queue,
+                    memory_ttl: None,
+                },
+                Backend::Redis(RedisBackend { cfg: r.clone(), conn: RwLock::new(None) }),
+            ),
+            TierConfig::Memcached(m) => (
+                Limits {
+                    budget: m.budget,
+                    max_object_bytes: m.max_object_bytes,
+                    key_prefix: m.key_prefix.clone(),
+                    ttl_cap: m.ttl_cap,
+                    write_queue: m.write_queue,
+                    memory_ttl: Some(m.memory_ttl),
+                },
+                Backend::Memcached(Memcached::new(&m.servers)),
+            ),
+        };
+        let (tx, rx) = mpsc::channel(limits.write_queue.max(1));
         let up = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
-            cfg,
-            conn: RwLock::new(None),
+            started: cfg,
+            limits,
+            backend,
             breaker: Mutex::new(Breaker { failures: 0, open: false }),
             stats,
             call_seconds,
-            node,
+            node: node_id(),
             clock,
             up: up.clone(),
         });
+        match &inner.backend {
+            Backend::Redis(_) => {
+                tokio::spawn(connector(Arc::downgrade(&inner), inner.clock.clone()));
+                tokio::spawn(invalidation_reader(Arc::downgrade(&inner), purger));
+            }
+            Backend::Memcached(_) => {
+                tokio::spawn(records_reader(Arc::downgrade(&inner), purger));
+            }
+        }
         let (outbox, pending) = Outbox::new();
-        tokio::spawn(connector(Arc::downgrade(&inner), inner.clock.clone()));
         tokio::spawn(writer(inner.clone(), rx));
         tokio::spawn(publisher(Arc::downgrade(&inner), pending, outbox.clone(), up));
-        tokio::spawn(invalidation_reader(Arc::downgrade(&inner), purger));
         SharedTier { inner, writes: tx, purges: outbox }
+    }
+
+    /// How long the memory tier may keep an object at most: the bound on how long an
+    /// invalidation made on another node takes to reach this one, when the store has no stream
+    /// to carry it (memcached); `None` otherwise.
+    pub fn memory_ttl(&self) -> Option<Duration> {
+        self.inner.limits.memory_ttl
+    }
+
+    /// The upper bound of every key's TTL.
+    pub fn ttl_cap(&self) -> Duration {
+        self.inner.limits.ttl_cap
     }
 
     /// Publishes a purge made on this node (already applied here): applied to Redis, then
@@ -177,9 +296,13 @@ impl SharedTier {
         }
     }
 
-    /// True once a connection is established.
+    /// True once a connection is established (memcached: always; its connections are made by
+    /// the calls).
     pub fn connected(&self) -> bool {
-        self.inner.conn().is_some()
+        match &self.inner.backend {
+            Backend::Redis(r) => r.conn().is_some(),
+            Backend::Memcached(_) => true,
+        }
     }
 
     /// True while the circuit breaker is open: calls are skipped.
@@ -188,8 +311,8 @@ impl SharedTier {
     }
 
     /// The configuration it was started with.
-    pub fn config(&self) -> &RedisConfig {
-        &self.inner.cfg
+    pub fn config(&self) -> &TierConfig {
+        &self.inner.started
     }
 
     /// True when `other` is a handle on this same tier (one connection, one writer).
@@ -203,10 +326,24 @@ impl SharedTier {
     pub async fn get(&self, key: &CacheKey, canonical: &str) -> Vec<Entry> {
         let inner = &self.inner;
         let name = inner.key_name(key);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(&name);
-        let fields: Option<(HashMap<String, Vec<u8>>,)> = inner.call(&pipe).await;
-        let Some((fields,)) = fields else { return Vec::new() };
+        let fields: Vec<(String, Bytes)> = match &inner.backend {
+            Backend::Redis(_) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HGETALL").arg(&name);
+                let fields: Option<(HashMap<String, Vec<u8>>,)> = inner.call(&pipe).await;
+                let Some((fields,)) = fields else { return Vec::new() };
+                fields.into_iter().map(|(f, v)| (f, Bytes::from(v))).collect()
+            }
+            Backend::Memcached(m) => match inner.guard(m.get(&name)).await {
+                None => return Vec::new(),
+                Some(None) => Vec::new(),
+                Some(Some(value)) => memcached::bundle::decode(&value).unwrap_or_else(|| {
+                    inner.stats.bad_values.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%key, "shared tier bundle rejected");
+                    Vec::new()
+                }),
+            },
+        };
         let mut out = Vec::with_capacity(fields.len());
         let (mut hard, mut soft): (Option<Millis>, Option<Millis>) = (None, None);
         for (field, value) in fields {
@@ -219,7 +356,7 @@ impl SharedTier {
                 }
                 continue;
             }
-            match envelope::decode(Bytes::from(value), canonical) {
+            match envelope::decode(value, canonical) {
                 Ok(e) => out.push(e),
                 Err(e) => {
                     inner.stats.bad_values.fetch_add(1, Ordering::Relaxed);
@@ -241,13 +378,13 @@ impl SharedTier {
         out
     }
 
-    /// Queues `entry` to be written for the URL, living `ttl` (capped by `redis.ttl_cap`).
-    /// Larger than `redis.max_object_size`: not written.
+    /// Queues `entry` to be written for the URL, living `ttl` (capped by `ttl_cap`). Larger than
+    /// `max_object_size`: not written.
     pub fn put(&self, key: &CacheKey, canonical: &str, entry: &Entry, ttl: Duration) {
-        if entry.body.len() as u64 > self.inner.cfg.max_object_bytes {
+        if entry.body.len() as u64 > self.inner.limits.max_object_bytes {
             return;
         }
-        let ttl_secs = ttl.min(self.inner.cfg.ttl_cap).as_secs().max(1);
+        let ttl_secs = ttl.min(self.inner.limits.ttl_cap).as_secs().max(1);
         let value = envelope::encode(canonical, entry);
         self.enqueue(Write::Put { key: self.inner.key_name(key), field: variant_field(entry), value, ttl_secs });
     }
@@ -292,23 +429,48 @@ fn variant_field(entry: &Entry) -> String {
 }
 
 impl Inner {
+    /// The key of a URL's variants: a Redis hash (its digest in braces, the Cluster hash tag), or
+    /// a memcached bundle.
     fn key_name(&self, key: &CacheKey) -> String {
-        format!("{}:v{}:{{{}}}", self.cfg.key_prefix, envelope::VERSION, key)
+        match self.backend {
+            Backend::Redis(_) => format!("{}:v{}:{{{}}}", self.limits.key_prefix, envelope::VERSION, key),
+            Backend::Memcached(_) => format!("{}:v{}:{}", self.limits.key_prefix, envelope::VERSION, key),
+        }
     }
 
     fn stream_name(&self) -> String {
-        format!("{}:v{}:invalidations", self.cfg.key_prefix, envelope::VERSION)
+        format!("{}:v{}:invalidations", self.limits.key_prefix, envelope::VERSION)
     }
 
-    /// The sorted set of the purges other than by URL, scored by time (see `shared/publish.rs`).
+    /// The record of purges: on Redis the sorted set of the purges other than by URL, scored by
+    /// time (see `shared/publish.rs`); on memcached the list of every purge (see
+    /// `shared/memcached/bundle.rs`).
     fn purges_name(&self) -> String {
-        format!("{}:v{}:purges", self.cfg.key_prefix, envelope::VERSION)
+        format!("{}:v{}:purges", self.limits.key_prefix, envelope::VERSION)
+    }
+
+    fn records_name(&self) -> String {
+        self.purges_name()
     }
 
     fn available(&self) -> bool {
-        self.conn().is_some() && !self.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
+        let connected = match &self.backend {
+            Backend::Redis(r) => r.conn().is_some(),
+            Backend::Memcached(_) => true,
+        };
+        connected && !self.breaker.lock().unwrap_or_else(|e| e.into_inner()).open
     }
 
+    /// The Redis settings, when the store is Redis.
+    fn redis(&self) -> Option<&RedisBackend> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Memcached(_) => None,
+        }
+    }
+}
+
+impl RedisBackend {
     fn conn(&self) -> Option<Conn> {
         self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

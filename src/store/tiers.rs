@@ -60,11 +60,27 @@ impl Tiers {
     }
 
     /// How long, from `now`, an entry with freshness `fresh` can be useful: its remaining
-    /// freshness, its stale windows, and `cache.keep_stale` for revalidation.
+    /// freshness, its stale windows, and `cache.keep_stale` for revalidation. The shared tier
+    /// keeps it that long.
     pub fn keep_for(&self, fresh: &Freshness, now: Millis) -> Duration {
         let ttl = fresh.ttl_ms(now).max(0) as u64;
         let windows = u64::from(fresh.stale_while_revalidate.max(fresh.stale_if_error)) * 1000;
         Duration::from_millis(ttl.saturating_add(windows)) + self.keep_stale
+    }
+
+    /// How long the memory tier alone keeps an entry with freshness `fresh`, from `now`.
+    pub fn memory_keep_for(&self, fresh: &Freshness, now: Millis) -> Duration {
+        self.in_memory_for(self.keep_for(fresh, now))
+    }
+
+    /// How long the memory tier keeps an entry the shared tier keeps `keep_for`: as long, or at
+    /// most `memcached.memory_ttl` when the shared tier cannot announce invalidations (then
+    /// another node's invalidation reaches this one when its copy runs out).
+    fn in_memory_for(&self, keep_for: Duration) -> Duration {
+        match self.shared.as_ref().and_then(SharedTier::memory_ttl) {
+            Some(cap) => keep_for.min(cap),
+            None => keep_for,
+        }
     }
 
     /// The memory tier's variants of `key` at `now`, and the one `req` selects.
@@ -104,7 +120,7 @@ impl Tiers {
             if selected.is_none() && vary::selects(&entry.vary, req, language) {
                 selected = Some(entry.clone());
             }
-            self.memory.insert(*key, entry.clone(), self.keep_for(&entry.freshness, now));
+            self.memory.insert(*key, entry.clone(), self.in_memory_for(self.keep_for(&entry.freshness, now)));
         }
         selected
     }
@@ -116,7 +132,7 @@ impl Tiers {
         if let Some(shared) = &self.shared {
             shared.put(&key, &canonical(), &entry, keep_for);
         }
-        self.memory.insert(key, entry, keep_for);
+        self.memory.insert(key, entry, self.in_memory_for(keep_for));
     }
 
     /// Replaces the variant `old` by `new` (refreshed by a 304 received at `now`).
@@ -125,7 +141,7 @@ impl Tiers {
         if let Some(shared) = &self.shared {
             shared.put(&key, canonical, &new, keep_for);
         }
-        self.memory.replace(key, old, new, keep_for);
+        self.memory.replace(key, old, new, self.in_memory_for(keep_for));
     }
 
     /// Removes one variant.

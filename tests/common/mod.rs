@@ -10,6 +10,7 @@
 //! uses is not flagged either: remove it with its last use.
 
 mod client;
+pub mod memcached;
 mod origin;
 pub mod redis;
 pub mod tls;

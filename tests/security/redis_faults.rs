@@ -101,6 +101,7 @@ fn header_bomb(canonical: &str) -> Vec<u8> {
             last_modified: 0,
         },
         checked: Default::default(),
+        heat: Default::default(),
     };
     let good = envelope::encode(canonical, &e).to_vec();
     let at = good.len() - 4 - 2;

@@ -1,12 +1,14 @@
-//! The circuit breaker around every call to Redis, and the probe that closes it again.
+//! The circuit breaker around every call to the shared tier's store, and the probe that closes
+//! it again.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{FromRedisValue, Pipeline};
 
-use super::Inner;
+use super::{Backend, Inner};
 use crate::clock::Clock;
 
 /// Consecutive failures that open the circuit breaker.
@@ -50,30 +52,55 @@ impl Inner {
         }
     }
 
-    /// Does Redis answer a PING within the budget? Tried twice: after an outage the first call
-    /// on a reconnecting connection can return the error of the reconnection it started.
+    /// Does the store answer within the budget? Redis: a PING, tried twice (after an outage the
+    /// first call on a reconnecting connection can return the error of the reconnection it
+    /// started). Memcached: a no-op to every server.
     pub(super) async fn ping(&self) -> bool {
-        let Some(conn) = self.conn() else { return false };
-        for _ in 0..2 {
-            let pong = tokio::time::timeout(self.cfg.budget, conn.cmd::<String>(&redis::cmd("PING"))).await;
-            if matches!(pong, Ok(Ok(_))) {
-                return true;
+        let budget = self.limits.budget;
+        match &self.backend {
+            Backend::Redis(r) => {
+                let Some(conn) = r.conn() else { return false };
+                for _ in 0..2 {
+                    let pong = tokio::time::timeout(budget, conn.cmd::<String>(&redis::cmd("PING"))).await;
+                    if matches!(pong, Ok(Ok(_))) {
+                        return true;
+                    }
+                }
+                false
             }
+            Backend::Memcached(m) => tokio::time::timeout(budget, m.ping()).await.unwrap_or(false),
         }
-        false
     }
 
-    /// Runs `pipe` within the budget; `None` on any failure (counted, and fed to the breaker).
+    /// Runs `pipe` on Redis within the budget; `None` on any failure (counted, and fed to the
+    /// breaker).
     pub(super) async fn call<T: FromRedisValue>(self: &Arc<Self>, pipe: &Pipeline) -> Option<T> {
         if !self.allow() {
             return None;
         }
-        let Some(conn) = self.conn() else {
+        let Some(conn) = self.redis().and_then(|r| r.conn()) else {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        self.bounded(conn.query::<T>(pipe)).await
+    }
+
+    /// Runs `call` within the budget when the breaker allows it; `None` on any failure (counted,
+    /// and fed to the breaker).
+    pub(super) async fn guard<T, E: std::fmt::Display>(
+        self: &Arc<Self>,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        if !self.allow() {
+            return None;
+        }
+        self.bounded(call).await
+    }
+
+    /// `call` within the budget, its time observed.
+    async fn bounded<T, E: std::fmt::Display>(self: &Arc<Self>, call: impl Future<Output = Result<T, E>>) -> Option<T> {
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.cfg.budget, conn.query::<T>(pipe)).await;
+        let result = tokio::time::timeout(self.limits.budget, call).await;
         self.call_seconds.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => {
@@ -93,7 +120,7 @@ impl Inner {
     }
 }
 
-/// While the circuit is open: probes Redis after 1 s on `clock`, then backing off to 30 s, and
+/// While the circuit is open: probes the store after 1 s on `clock`, then backing off to 30 s, and
 /// closes the circuit at the first answer.
 async fn probe(inner: std::sync::Weak<Inner>, clock: Arc<dyn Clock>) {
     let mut wait = Duration::from_secs(1);

@@ -48,19 +48,20 @@ pub(super) async fn connector(inner: std::sync::Weak<Inner>, clock: Arc<dyn Cloc
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(me) = inner.upgrade() else { return };
-        if me.conn().is_some() {
+        let Some(r) = me.redis() else { return };
+        if r.conn().is_some() {
             return;
         }
-        let attempt = tokio::time::timeout(connect_timeout(&me.cfg), connect(&me.cfg, Some(me.cfg.budget))).await;
+        let attempt = tokio::time::timeout(connect_timeout(&r.cfg), connect(&r.cfg, Some(r.cfg.budget))).await;
         match attempt {
             Ok(Ok(c)) => {
-                tracing::info!(url = %me.cfg.url, "shared tier connected");
-                *me.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                tracing::info!(url = %r.cfg.url, "shared tier connected");
+                *r.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
                 me.up.notify_waiters();
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, url = %me.cfg.url, "shared tier: cannot connect; retrying"),
-            Err(_) => tracing::warn!(url = %me.cfg.url, "shared tier: connect timed out; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, url = %r.cfg.url, "shared tier: cannot connect; retrying"),
+            Err(_) => tracing::warn!(url = %r.cfg.url, "shared tier: connect timed out; retrying"),
         }
         drop(me);
         clock.sleep(delay).await;

@@ -148,7 +148,15 @@ pub fn decode(value: Bytes, canonical: &str) -> Result<Entry, DecodeError> {
     }
     let body = value.slice(start..start + n);
     let headers = crate::store::headers::StoredHeaders::from_map(&headers);
-    Ok(Entry { status, headers, body, vary: vary.into_boxed_slice(), freshness, checked: Default::default() })
+    Ok(Entry {
+        status,
+        headers,
+        body,
+        vary: vary.into_boxed_slice(),
+        freshness,
+        checked: Default::default(),
+        heat: Default::default(),
+    })
 }
 
 struct Reader<'a> {
@@ -210,6 +218,7 @@ mod tests {
                 last_modified: 7,
             },
             checked: Default::default(),
+            heat: Default::default(),
         }
     }
 

@@ -29,7 +29,7 @@ use redis::Pipeline;
 use tokio::sync::{mpsc, Notify};
 
 use super::stream::{STREAM_MAXLEN, STREAM_TTL_SECS};
-use super::Inner;
+use super::{Backend, Inner};
 use crate::clock::Millis;
 use crate::store::purge::{Purge, Scope, FILL_WINDOW, MAX_RECORDS};
 
@@ -123,15 +123,21 @@ pub(super) async fn publisher(
             became_up.await;
             continue;
         }
-        let stream = me.stream_name();
-        let pipes = pipelines(&me, &batch, &stream);
-        let mut ok = true;
-        for pipe in &pipes {
-            if me.call::<()>(pipe).await.is_none() {
-                ok = false;
-                break;
+        let ok = match &me.backend {
+            Backend::Redis(_) => {
+                let stream = me.stream_name();
+                let mut ok = true;
+                for pipe in &pipelines(&me, &batch, &stream) {
+                    if me.call::<()>(pipe).await.is_none() {
+                        ok = false;
+                        break;
+                    }
+                }
+                ok
             }
-        }
+            // `Some(false)`: memcached answered, and kept changing under the compare-and-swap.
+            Backend::Memcached(m) => me.guard(m.publish(&me, &batch)).await == Some(true),
+        };
         if ok {
             refusals = 0;
             outbox.lock().drain(..batch.len()).for_each(drop);
@@ -165,11 +171,11 @@ pub(super) async fn publisher(
 /// The pipelines that publish `batch`, in the order they must run: standalone, one; on a
 /// Cluster, where a pipeline may not cross hash slots, one per key touched, the stream's last.
 fn pipelines(inner: &Inner, batch: &[Outgoing], stream: &str) -> Vec<Pipeline> {
-    let cluster = inner.cfg.cluster;
+    let cluster = inner.redis().is_some_and(|r| r.cfg.cluster);
     let mut out = Vec::new();
     let mut one = redis::pipe();
     let purges = inner.purges_name();
-    let ttl_cap = inner.cfg.ttl_cap.as_secs().max(1);
+    let ttl_cap = inner.limits.ttl_cap.as_secs().max(1);
     for o in batch {
         let p = &o.purge;
         let kind = if p.soft { "soft" } else { "hard" };

@@ -25,7 +25,7 @@ pub(super) async fn invalidation_reader(inner: std::sync::Weak<Inner>, purger: P
     let mut delay = Duration::from_millis(100);
     loop {
         let Some(me) = inner.upgrade() else { return };
-        let cfg = me.cfg.clone();
+        let Some(cfg) = me.redis().map(|r| r.cfg.clone()) else { return };
         let stream = me.stream_name();
         drop(me);
         // A connection of its own: XREAD BLOCK holds it.
@@ -107,7 +107,7 @@ async fn read_stream(
 ) -> redis::RedisResult<()> {
     use redis::streams::StreamReadReply;
     let (budget, purges) = match inner.upgrade() {
-        Some(me) => (me.cfg.budget, me.purges_name()),
+        Some(me) => (me.limits.budget, me.purges_name()),
         None => return Ok(()),
     };
     let bounded = |d: Duration| d + budget + Duration::from_secs(1);

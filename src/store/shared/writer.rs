@@ -1,4 +1,4 @@
-//! Writes to Redis off the request path: a bounded queue, one task draining it in batches.
+//! Writes to the shared tier off the request path: a bounded queue, one task draining it in batches.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use redis::Pipeline;
 use tokio::sync::mpsc;
 
 use super::stream::{STREAM_MAXLEN, STREAM_TTL_SECS};
-use super::Inner;
+use super::{Backend, Inner};
 
 /// Writes batched into one pipeline.
 const WRITE_BATCH: usize = 64;
@@ -25,11 +25,24 @@ pub(super) async fn writer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let stream = inner.stream_name();
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        for (pipe, writes) in pipelines(&mut batch, inner.cfg.cluster, &stream, &inner.node) {
-            match inner.call::<()>(&pipe).await {
-                Some(()) => inner.stats.writes.fetch_add(writes, Ordering::Relaxed),
-                None => inner.stats.dropped_writes.fetch_add(writes.max(1), Ordering::Relaxed),
-            };
+        match &inner.backend {
+            Backend::Redis(r) => {
+                for (pipe, writes) in pipelines(&mut batch, r.cfg.cluster, &stream, &inner.node) {
+                    match inner.call::<()>(&pipe).await {
+                        Some(()) => inner.stats.writes.fetch_add(writes, Ordering::Relaxed),
+                        None => inner.stats.dropped_writes.fetch_add(writes.max(1), Ordering::Relaxed),
+                    };
+                }
+            }
+            // One write at a time: each is a read-modify-write of one URL's bundle.
+            Backend::Memcached(m) => {
+                for w in batch.drain(..) {
+                    match inner.guard(m.write(&w)).await {
+                        Some(true) => inner.stats.writes.fetch_add(1, Ordering::Relaxed),
+                        _ => inner.stats.dropped_writes.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }
         }
     }
 }
