@@ -4,16 +4,23 @@
 //!
 //! One server is a small pool of idle connections: a call takes one (or opens one), sends one
 //! command, reads its one answer and puts the connection back. A call abandoned half-way (its
-//! time budget ran out) drops its connection, so no answer is ever read by the wrong call.
+//! time budget ran out) drops its connection, so no answer is ever read by the wrong call. At
+//! most [`OPEN_MAX`] connections to a server are open at once; a call beyond them waits for one
+//! within its time budget, as a call to a slow server does.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Idle connections kept per server.
 const IDLE_MAX: usize = 16;
+
+/// Connections open to one server at once, busy and idle: a burst of misses cannot open more
+/// (memcached's own default limit is 1,024 connections, shared by every node of a fleet).
+pub const OPEN_MAX: usize = 64;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,28 +68,48 @@ pub enum Stored {
     Refused,
 }
 
-type Conn = BufReader<TcpStream>;
+/// A connection and its place under [`OPEN_MAX`], given back when it is dropped.
+struct Conn {
+    io: BufReader<TcpStream>,
+    _open: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = BufReader<TcpStream>;
+    fn deref(&self) -> &Self::Target {
+        &self.io
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.io
+    }
+}
 
 /// One memcached server.
 pub struct Server {
     /// `host:port`, as configured.
     pub addr: String,
     idle: Mutex<Vec<Conn>>,
+    open: Arc<Semaphore>,
 }
 
 impl Server {
     pub fn new(addr: String) -> Self {
-        Server { addr, idle: Mutex::new(Vec::new()) }
+        Server { addr, idle: Mutex::new(Vec::new()), open: Arc::new(Semaphore::new(OPEN_MAX)) }
     }
 
     fn idle(&self) -> Option<Conn> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// A new connection, once fewer than [`OPEN_MAX`] are open.
     async fn connect(&self) -> Result<Conn, MetaError> {
+        let open = self.open.clone().acquire_owned().await.expect("the semaphore is never closed");
         let s = TcpStream::connect(&self.addr).await?;
         s.set_nodelay(true)?;
-        Ok(BufReader::new(s))
+        Ok(Conn { io: BufReader::new(s), _open: open })
     }
 
     fn give_back(&self, c: Conn) {
@@ -90,6 +117,12 @@ impl Server {
         if idle.len() < IDLE_MAX {
             idle.push(c);
         }
+    }
+
+    /// Connections open to this server now, busy and idle.
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
+        OPEN_MAX - self.open.available_permits()
     }
 
     /// Sends `head` (and `data`, for `ms`), reads the answer's first line; `read` reads the rest.
@@ -239,4 +272,59 @@ async fn read_line(c: &mut Conn) -> Result<String, MetaError> {
     }
     line.truncate(line.len() - 2);
     String::from_utf8(line).map_err(|_| MetaError::Protocol("answer line not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A server that accepts connections and never answers (a stalled memcached): calls past
+    /// [`OPEN_MAX`] wait for a connection instead of opening more.
+    #[tokio::test]
+    async fn a_stalled_server_never_gets_more_than_open_max_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        let server = Arc::new(Server::new(addr.to_string()));
+        let calls: Vec<_> = (0..OPEN_MAX + 36)
+            .map(|i| {
+                let server = server.clone();
+                tokio::spawn(async move { server.get(&format!("k{i}"), None).await })
+            })
+            .collect();
+        // Bounded: every call has connected or is waiting for a connection within 10 s.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while accepted.load(Ordering::SeqCst) < OPEN_MAX {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("OPEN_MAX connections made");
+        assert_eq!(server.open_connections(), OPEN_MAX);
+        // Give the calls past the limit every chance to run (a loopback connect completes within
+        // a few polls): they wait on the semaphore, and none of them connects.
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), OPEN_MAX);
+        for c in &calls {
+            c.abort();
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+        assert_eq!(server.open_connections(), 0, "an abandoned call gives its connection back");
+        holder.abort();
+    }
 }
