@@ -112,6 +112,23 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope written as `op` and `arg` in the shared tier's purge records (`url` with the
+    /// key in hex, `tag`, `host`, `prefix` with the host then the path, `all`); `None` for
+    /// anything else.
+    pub fn from_text(op: &str, arg: &str) -> Option<Scope> {
+        Some(match op {
+            "url" => Scope::Url(CacheKey::from_hex(arg)?),
+            "tag" if !arg.is_empty() => Scope::Tag(arg.to_string()),
+            "host" if !arg.is_empty() => Scope::Host(arg.to_string()),
+            "prefix" => {
+                let slash = arg.find('/')?;
+                Scope::Prefix { host: arg[..slash].to_string(), path: arg[slash..].to_string() }
+            }
+            "all" => Scope::All,
+            _ => return None,
+        })
+    }
+
     /// Checked at lookup by generation number.
     fn is_generation(&self) -> bool {
         matches!(self, Scope::Host(_) | Scope::Prefix { .. } | Scope::All)

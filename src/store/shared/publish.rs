@@ -260,16 +260,7 @@ pub(super) fn parse_member(m: &str) -> Option<(Scope, bool)> {
         _ => return None,
     };
     let (op, arg) = (parts.next()?, parts.next()?);
-    let scope = match op {
-        "tag" if !arg.is_empty() => Scope::Tag(arg.to_string()),
-        "host" if !arg.is_empty() => Scope::Host(arg.to_string()),
-        "prefix" => {
-            let slash = arg.find('/')?;
-            Scope::Prefix { host: arg[..slash].to_string(), path: arg[slash..].to_string() }
-        }
-        "all" => Scope::All,
-        _ => return None,
-    };
+    let scope = Scope::from_text(op, arg)?;
     Some((scope, soft))
 }
 

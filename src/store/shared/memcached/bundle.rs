@@ -23,7 +23,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::clock::Millis;
 use crate::store::purge::{Purge, Scope};
-use crate::store::CacheKey;
 
 const BUNDLE_MAGIC: &[u8; 3] = b"ECB";
 const BUNDLE_VERSION: u8 = 1;
@@ -130,23 +129,14 @@ fn parse_record(line: &str) -> Option<Record> {
         _ => return None,
     };
     let (op, arg) = (parts.next()?, parts.next()?);
-    let scope = match op {
-        "url" => Scope::Url(CacheKey::from_hex(arg)?),
-        "tag" if !arg.is_empty() => Scope::Tag(arg.to_string()),
-        "host" if !arg.is_empty() => Scope::Host(arg.to_string()),
-        "prefix" => {
-            let slash = arg.find('/')?;
-            Scope::Prefix { host: arg[..slash].to_string(), path: arg[slash..].to_string() }
-        }
-        "all" => Scope::All,
-        _ => return None,
-    };
+    let scope = Scope::from_text(op, arg)?;
     Some(Record { node, id, purge: Purge { scope, soft, at } })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CacheKey;
 
     #[test]
     fn a_bundle_reads_back_as_written_and_anything_else_is_refused() {
