@@ -36,37 +36,15 @@ case ${ORIGIN:-demo} in
   demo)
     printf '[cache]\nmemory = "1MiB"\nmax_object_size = "64KiB"\n' >"$TMP/a.toml"
     "${BINS[0]}" --config "$TMP/a.toml" --demo --listen "127.0.0.1:$APORT" --no-access-log >"$TMP/a.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "127.0.0.1:$APORT"
     HOT=/bytes/1024/hot MISS=/bytes/1024/ ;;
   nginx)
     needs nginx
-    mkdir -p "$TMP/nginx/tmp"
-    head -c 1024 /dev/urandom >"$TMP/nginx/1k"
-    # Workers run as root when the master does: the scratch directory is the caller's alone.
-    user=""; [[ $(id -u) == 0 ]] && user="user root;"
-    cat >"$TMP/nginx/nginx.conf" <<CONF
-$user
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $TMP/nginx/tmp;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$APORT;
-        root $TMP/nginx;
-        location / { add_header Cache-Control "public, max-age=3600"; try_files /1k =404; }
-    }
-}
-CONF
-    nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/a.log" 2>&1 &
+    nginx_origin "$APORT" 3600
     HOT=/hit/1k MISS=/u/ ;;
   *) echo "ORIGIN is demo or nginx" >&2; exit 2 ;;
 esac
-PIDS+=($!)
-wait_http "127.0.0.1:$APORT"
 cat >"$TMP/miss.lua" <<LUA
 local n = 0
 local nonce = os.getenv("NONCE") or "0"

@@ -30,30 +30,7 @@ needs nginx wrk curl
 [[ -x $BIN ]] || { echo "build first: cargo build --release ($BIN)" >&2; exit 1; }
 
 APORT=$(free_port)
-mkdir -p "$TMP/nginx/tmp"
-head -c 1024 /dev/urandom >"$TMP/nginx/1k"
-user=""; [[ $(id -u) == 0 ]] && user="user root;"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-$user
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-    access_log $TMP/nginx/access.log;
-    keepalive_requests 10000000;
-    client_body_temp_path $TMP/nginx/tmp;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$APORT;
-        root $TMP/nginx;
-        location / { add_header Cache-Control "public, max-age=2"; try_files /1k =404; }
-    }
-}
-CONF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
-PIDS+=($!)
-wait_http "127.0.0.1:$APORT"
+nginx_origin "$APORT" 2 "$TMP/nginx/access.log"
 
 cat >"$TMP/classify.lua" <<LUA
 local threads = {}

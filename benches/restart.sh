@@ -32,31 +32,7 @@ needs nginx redis-server redis-cli wrk curl
 
 # The origin: nginx, one 1 KiB file for every path, and its request counter.
 OPORT=$(free_port)
-mkdir -p "$TMP/nginx/tmp"
-head -c 1024 /dev/urandom >"$TMP/nginx/1k"
-user=""; [[ $(id -u) == 0 ]] && user="user root;"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-$user
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $TMP/nginx/tmp;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$OPORT;
-        root $TMP/nginx;
-        location = /__status { stub_status; }
-        location / { add_header Cache-Control "public, max-age=3600"; try_files /1k =404; }
-    }
-}
-CONF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/origin.log" 2>&1 &
-PIDS+=($!)
-wait_http "127.0.0.1:$OPORT"
+nginx_origin "$OPORT" 3600
 # COUNT := requests the origin served, less the status requests themselves (stub_status counts
 # every request, its own included). Called as a command, not in $(...): a subshell would lose
 # the increment of STATUS_READS, and each earlier status read would count as an origin request.
