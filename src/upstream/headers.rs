@@ -114,7 +114,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Removes hop-by-hop fields, including every field named in `Connection`.
+/// Removes hop-by-hop fields, including every field named in `Connection`, and a
+/// `Content-Length` that came with `Transfer-Encoding`.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, |_| false);
 }
@@ -130,6 +131,12 @@ pub fn remove_where(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
     }
     if doomed.is_empty() {
         return;
+    }
+    // RFC 9112 §6.3: a message received with Transfer-Encoding was framed by it, whatever its
+    // Content-Length says; that Content-Length goes with the coding, before anything reads it
+    // as the length of what is forwarded or stored.
+    if doomed.contains(&header::TRANSFER_ENCODING) {
+        doomed.push(header::CONTENT_LENGTH);
     }
     if doomed.contains(&header::CONNECTION) {
         for token in h.get_all(header::CONNECTION).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
